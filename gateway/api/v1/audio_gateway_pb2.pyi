@@ -1,0 +1,132 @@
+from gateway.api.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUDIO_FORMAT_UNSPECIFIED: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_WAV: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_PCM16: _ClassVar[AudioFormat]
+AUDIO_FORMAT_UNSPECIFIED: AudioFormat
+AUDIO_FORMAT_WAV: AudioFormat
+AUDIO_FORMAT_PCM16: AudioFormat
+
+class TranscribeRequest(_message.Message):
+    __slots__ = ("audio", "language", "word_timestamps", "prompt", "routing")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    audio: _common_pb2.Audio
+    language: str
+    word_timestamps: bool
+    prompt: str
+    routing: _common_pb2.RoutingOptions
+    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., prompt: _Optional[str] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+
+class Word(_message.Message):
+    __slots__ = ("text", "start_s", "end_s", "confidence")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    start_s: float
+    end_s: float
+    confidence: float
+    def __init__(self, text: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("text", "start_s", "end_s", "words", "speaker")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    SPEAKER_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    start_s: float
+    end_s: float
+    words: _containers.RepeatedCompositeFieldContainer[Word]
+    speaker: str
+    def __init__(self, text: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., speaker: _Optional[str] = ...) -> None: ...
+
+class TranscribeResponse(_message.Message):
+    __slots__ = ("text", "language", "duration_s", "segments", "words", "route")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    language: str
+    duration_s: float
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    words: _containers.RepeatedCompositeFieldContainer[Word]
+    route: _common_pb2.RouteInfo
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
+
+class SynthesizeRequest(_message.Message):
+    __slots__ = ("text", "voice", "format", "sample_rate", "speed", "routing")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    voice: str
+    format: AudioFormat
+    sample_rate: int
+    speed: float
+    routing: _common_pb2.RoutingOptions
+    def __init__(self, text: _Optional[str] = ..., voice: _Optional[str] = ..., format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., speed: _Optional[float] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+
+class SynthesizeResponse(_message.Message):
+    __slots__ = ("audio", "mime_type", "sample_rate", "duration_s", "voice", "route")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    audio: bytes
+    mime_type: str
+    sample_rate: int
+    duration_s: float
+    voice: str
+    route: _common_pb2.RouteInfo
+    def __init__(self, audio: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., sample_rate: _Optional[int] = ..., duration_s: _Optional[float] = ..., voice: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
+
+class UnderstandRequest(_message.Message):
+    __slots__ = ("audio", "question", "language", "max_answer_tokens", "routing")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    audio: _common_pb2.Audio
+    question: str
+    language: str
+    max_answer_tokens: int
+    routing: _common_pb2.RoutingOptions
+    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., question: _Optional[str] = ..., language: _Optional[str] = ..., max_answer_tokens: _Optional[int] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+
+class UnderstandResponse(_message.Message):
+    __slots__ = ("answer", "transcript", "duration_s", "route")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    answer: str
+    transcript: str
+    duration_s: float
+    route: _common_pb2.RouteInfo
+    def __init__(self, answer: _Optional[str] = ..., transcript: _Optional[str] = ..., duration_s: _Optional[float] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...

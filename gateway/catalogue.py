@@ -1,0 +1,75 @@
+"""The configured providers, their readiness, and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from policies.rank import CandidateInfo
+from providers.base import Operation, Provider
+
+log = structlog.get_logger(__name__)
+
+
+class Catalogue:
+    def __init__(self, providers: Iterable[Provider]) -> None:
+        self._providers: dict[str, Provider] = {}
+        for provider in providers:
+            if provider.name in self._providers:
+                raise ValueError(f"two providers are named {provider.name!r}")
+            self._providers[provider.name] = provider
+        self._ready: set[str] = set()
+        self._failed: dict[str, str] = {}
+
+    def get(self, name: str) -> Provider:
+        return self._providers[name]
+
+    def candidates(self) -> list[CandidateInfo]:
+        return [
+            CandidateInfo(p.name, p.model, p.capabilities, ready=p.name in self._ready)
+            for p in self._providers.values()
+        ]
+
+    def operations(self) -> set[Operation]:
+        return {op for p in self._providers.values() for op in p.capabilities.operations}
+
+    def ready_operations(self) -> set[Operation]:
+        return {op for name in self._ready for op in self._providers[name].capabilities.operations}
+
+    def all_ready(self) -> bool:
+        return self._ready == set(self._providers)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return dict(self._failed)
+
+    async def start(self, on_change: Callable[[], None] = lambda: None) -> None:
+        """Load and warm every provider; each becomes routable as soon as it is warm.
+
+        Engines load one after another: on a small node, loading them all at
+        once only makes every one of them late.
+        """
+        for provider in self._providers.values():
+            started = asyncio.get_running_loop().time()
+            try:
+                await provider.start()
+            except Exception as exc:
+                # One broken engine must not take the others down; it stays unroutable.
+                self._failed[provider.name] = f"{type(exc).__name__}: {exc}"
+                log.error("provider.start_failed", provider=provider.name, error=str(exc))
+                continue
+            self._ready.add(provider.name)
+            log.info(
+                "provider.ready",
+                provider=provider.name,
+                model=provider.model,
+                load_s=round(asyncio.get_running_loop().time() - started, 3),
+            )
+            on_change()
+
+    async def close(self) -> None:
+        for provider in self._providers.values():
+            await provider.close()
+        self._ready.clear()

@@ -1,0 +1,130 @@
+"""Requests and results as the core sees them, free of protobuf types."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from providers.base import Locality, Operation, SegmentTiming, TranscribeOptions
+
+
+class Privacy(enum.StrEnum):
+    LOCAL_ONLY = "local_only"
+    ON_PREM = "on_prem"
+    ANY = "any"
+
+
+class Objective(enum.StrEnum):
+    COST = "cost"
+    LATENCY = "latency"
+    QUALITY = "quality"
+
+
+class CacheMode(enum.StrEnum):
+    DEFAULT = "default"
+    BYPASS = "bypass"
+    REFRESH = "refresh"
+
+
+class OutputFormat(enum.StrEnum):
+    WAV = "wav"
+    PCM16 = "pcm16"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Per-request routing wishes; the policy decides how far they are honoured."""
+
+    policy: str | None = None
+    privacy: Privacy | None = None
+    objective: Objective | None = None
+    max_cost_usd: Decimal | None = None
+    max_latency_ms: float | None = None
+    provider: str | None = None
+    cache: CacheMode = CacheMode.DEFAULT
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    content: bytes | None
+    uri: str | None
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class TranscribeRequest:
+    audio: AudioInput
+    options: TranscribeOptions
+    routing: Routing
+
+
+@dataclass(frozen=True)
+class SynthesizeRequest:
+    text: str
+    voice: str | None
+    format: OutputFormat
+    sample_rate: int | None
+    speed: float
+    routing: Routing
+
+
+@dataclass(frozen=True)
+class UnderstandRequest:
+    audio: AudioInput
+    question: str
+    language: str | None
+    max_answer_tokens: int | None
+    routing: Routing
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    provider: str
+    model: str
+    operation: Operation
+    outcome: str  # "ok" or an error kind
+    error: str
+    latency_ms: float
+    cost_usd: Decimal
+
+
+@dataclass
+class RouteInfo:
+    request_id: str
+    policy: str
+    provider: str = ""
+    model: str = ""
+    locality: Locality | None = None
+    cache_hit: bool = False
+    cost_usd: Decimal = Decimal(0)
+    saved_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TranscribeResult:
+    text: str
+    language: str
+    duration_s: float
+    segments: tuple[SegmentTiming, ...]
+    route: RouteInfo
+
+
+@dataclass(frozen=True)
+class SynthesizeResult:
+    audio: bytes
+    mime_type: str
+    sample_rate: int
+    duration_s: float
+    voice: str
+    route: RouteInfo
+
+
+@dataclass(frozen=True)
+class UnderstandResult:
+    answer: str
+    transcript: str
+    duration_s: float
+    route: RouteInfo

@@ -1,0 +1,200 @@
+"""Protobuf messages ↔ domain objects. Shape checks that need no configuration live here."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+from gateway import domain
+from gateway.api.v1 import audio_gateway_pb2 as pb
+from gateway.api.v1 import common_pb2 as common
+from gateway.errors import InvalidInput
+from providers.base import Locality, SegmentTiming, TranscribeOptions, WordTiming
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+_PRIVACY = {
+    common.PRIVACY_UNSPECIFIED: None,
+    common.PRIVACY_LOCAL_ONLY: domain.Privacy.LOCAL_ONLY,
+    common.PRIVACY_ON_PREM: domain.Privacy.ON_PREM,
+    common.PRIVACY_ANY: domain.Privacy.ANY,
+}
+_OBJECTIVE = {
+    common.OBJECTIVE_UNSPECIFIED: None,
+    common.OBJECTIVE_COST: domain.Objective.COST,
+    common.OBJECTIVE_LATENCY: domain.Objective.LATENCY,
+    common.OBJECTIVE_QUALITY: domain.Objective.QUALITY,
+}
+_CACHE = {
+    common.CACHE_MODE_UNSPECIFIED: domain.CacheMode.DEFAULT,
+    common.CACHE_MODE_BYPASS: domain.CacheMode.BYPASS,
+    common.CACHE_MODE_REFRESH: domain.CacheMode.REFRESH,
+}
+_FORMAT = {
+    pb.AUDIO_FORMAT_UNSPECIFIED: domain.OutputFormat.WAV,
+    pb.AUDIO_FORMAT_WAV: domain.OutputFormat.WAV,
+    pb.AUDIO_FORMAT_PCM16: domain.OutputFormat.PCM16,
+}
+_LOCALITY = {
+    None: common.LOCALITY_UNSPECIFIED,
+    Locality.LOCAL: common.LOCALITY_LOCAL,
+    Locality.ON_PREM: common.LOCALITY_ON_PREM,
+    Locality.CLOUD: common.LOCALITY_CLOUD,
+}
+
+
+def _enum(table: dict, value: int, field: str, enum_type: object) -> object:
+    try:
+        return table[value]
+    except KeyError:
+        names = ", ".join(enum_type.Name(v) for v in table)  # type: ignore[attr-defined]
+        raise InvalidInput(f"{field} has unknown value {value}; use one of {names}") from None
+
+
+def routing(msg: common.RoutingOptions) -> domain.Routing:
+    max_cost = None
+    if msg.HasField("max_cost_usd"):
+        if not math.isfinite(msg.max_cost_usd) or msg.max_cost_usd < 0:
+            raise InvalidInput("routing.max_cost_usd must be a non-negative number")
+        max_cost = Decimal(repr(msg.max_cost_usd))
+    return domain.Routing(
+        policy=msg.policy or None,
+        privacy=_enum(_PRIVACY, msg.privacy, "routing.privacy", common.Privacy),  # type: ignore[arg-type]
+        objective=_enum(_OBJECTIVE, msg.objective, "routing.objective", common.Objective),  # type: ignore[arg-type]
+        max_cost_usd=max_cost,
+        max_latency_ms=float(msg.max_latency_ms) if msg.HasField("max_latency_ms") else None,
+        provider=msg.provider or None,
+        cache=_enum(_CACHE, msg.cache, "routing.cache", common.CacheMode),  # type: ignore[arg-type]
+    )
+
+
+def audio_input(msg: common.Audio) -> domain.AudioInput:
+    source = msg.WhichOneof("source")
+    if source is None:
+        raise InvalidInput("audio is missing: set audio.content to the file's bytes")
+    return domain.AudioInput(
+        content=msg.content if source == "content" else None,
+        uri=msg.uri if source == "uri" else None,
+        mime_type=msg.mime_type,
+    )
+
+
+def _language(value: str) -> str | None:
+    value = value.strip().lower()
+    if not value:
+        return None
+    primary = value.replace("_", "-").split("-")[0]
+    if not primary.isalpha() or not 2 <= len(primary) <= 3:
+        raise InvalidInput(f"language {value!r} is not a language code such as 'en'")
+    return primary
+
+
+def transcribe_request(msg: pb.TranscribeRequest) -> domain.TranscribeRequest:
+    return domain.TranscribeRequest(
+        audio=audio_input(msg.audio),
+        options=TranscribeOptions(
+            language=_language(msg.language), word_timestamps=msg.word_timestamps, prompt=msg.prompt or None
+        ),
+        routing=routing(msg.routing),
+    )
+
+
+def synthesize_request(msg: pb.SynthesizeRequest) -> domain.SynthesizeRequest:
+    fmt = _enum(_FORMAT, msg.format, "format", pb.AudioFormat)
+    if msg.sample_rate and not MIN_SAMPLE_RATE <= msg.sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidInput(
+            f"sample_rate {msg.sample_rate} is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+        )
+    speed = msg.speed or 1.0
+    if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
+        raise InvalidInput(f"speed {msg.speed:g} is outside {MIN_SPEED:g}..{MAX_SPEED:g}")
+    return domain.SynthesizeRequest(
+        text=msg.text,
+        voice=msg.voice.strip() or None,
+        format=fmt,  # type: ignore[arg-type]
+        sample_rate=msg.sample_rate or None,
+        speed=speed,
+        routing=routing(msg.routing),
+    )
+
+
+def understand_request(msg: pb.UnderstandRequest) -> domain.UnderstandRequest:
+    return domain.UnderstandRequest(
+        audio=audio_input(msg.audio),
+        question=msg.question,
+        language=_language(msg.language),
+        max_answer_tokens=msg.max_answer_tokens or None,
+        routing=routing(msg.routing),
+    )
+
+
+def route_info(route: domain.RouteInfo) -> common.RouteInfo:
+    return common.RouteInfo(
+        request_id=route.request_id,
+        provider=route.provider,
+        model=route.model,
+        locality=_LOCALITY[route.locality],
+        cache_hit=route.cache_hit,
+        cost_usd=_money(route.cost_usd),
+        saved_usd=_money(route.saved_usd),
+        latency_ms=route.latency_ms,
+        policy=route.policy,
+        attempts=[
+            common.Attempt(
+                provider=a.provider,
+                model=a.model,
+                operation=a.operation.value,
+                outcome=a.outcome,
+                error=a.error,
+                latency_ms=a.latency_ms,
+                cost_usd=_money(a.cost_usd),
+            )
+            for a in route.attempts
+        ],
+    )
+
+
+def _money(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _word(w: WordTiming) -> pb.Word:
+    return pb.Word(text=w.text, start_s=w.start_s, end_s=w.end_s, confidence=w.confidence)
+
+
+def _segment(s: SegmentTiming) -> pb.Segment:
+    return pb.Segment(
+        text=s.text, start_s=s.start_s, end_s=s.end_s, words=[_word(w) for w in s.words], speaker=s.speaker
+    )
+
+
+def transcribe_response(result: domain.TranscribeResult) -> pb.TranscribeResponse:
+    return pb.TranscribeResponse(
+        text=result.text,
+        language=result.language,
+        duration_s=result.duration_s,
+        segments=[_segment(s) for s in result.segments],
+        words=[_word(w) for s in result.segments for w in s.words],
+        route=route_info(result.route),
+    )
+
+
+def synthesize_response(result: domain.SynthesizeResult) -> pb.SynthesizeResponse:
+    return pb.SynthesizeResponse(
+        audio=result.audio,
+        mime_type=result.mime_type,
+        sample_rate=result.sample_rate,
+        duration_s=result.duration_s,
+        voice=result.voice,
+        route=route_info(result.route),
+    )
+
+
+def understand_response(result: domain.UnderstandResult) -> pb.UnderstandResponse:
+    return pb.UnderstandResponse(
+        answer=result.answer,
+        transcript=result.transcript,
+        duration_s=result.duration_s,
+        route=route_info(result.route),
+    )

@@ -1,0 +1,103 @@
+"""Cross-cutting concerns of every call: the request id, and errors → status codes.
+
+This is the one place where the exception tree meets gRPC status codes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from gateway import errors
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+# Caller-chosen ids are echoed into logs and metadata, so keep them tame.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+# Most specific first: the first matching class decides.
+STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] = (
+    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.NoRoute, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
+    (errors.AllAttemptsFailed, grpc.StatusCode.UNAVAILABLE),
+    (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(exc: errors.GatewayError) -> grpc.StatusCode:
+    for error_type, code in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
+            return value
+    return uuid.uuid4().hex
+
+
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the request id into structlog and the response metadata, and maps errors to statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        # Streaming handlers (health Watch, reflection) pass through untouched.
+        if handler is None or handler.unary_unary is None:
+            return handler
+        wrapped = self._wrap(handler.unary_unary, handler_call_details)
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @staticmethod
+    def _wrap(behaviour: Behaviour, details: grpc.HandlerCallDetails) -> Behaviour:
+        method = details.method
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request_id = _incoming_request_id(details)
+            token = request_id_var.set(request_id)
+            with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
+                try:
+                    await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                    return await behaviour(request, context)
+                except errors.GatewayError as exc:
+                    code = status_for(exc)
+                    log.info("request.rejected", status=code.name, kind=exc.kind)
+                    await context.abort(code, str(exc))
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    # A bug, not the caller's fault: log it whole, tell the caller only the id.
+                    log.exception("request.crashed")
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL,
+                        f"internal error; quote request id {request_id} when reporting it",
+                    )
+                finally:
+                    request_id_var.reset(token)
+
+        return call

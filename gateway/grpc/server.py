@@ -1,0 +1,117 @@
+"""The gRPC server: services, health, reflection, message limits and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc
+from gateway.app import App, build_app
+from gateway.grpc.interceptors import RequestInterceptor
+from gateway.grpc.servicers import AudioGatewayServicer
+from gateway.settings import Settings
+from providers.base import Operation, Provider
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = audio_gateway_pb2.DESCRIPTOR.services_by_name["AudioGateway"].full_name
+# Per-operation health names, so a probe can wait for just the capability it needs.
+OPERATION_SERVICES = {
+    Operation.TRANSCRIBE: f"{SERVICE_NAME}/Transcribe",
+    Operation.SYNTHESIZE: f"{SERVICE_NAME}/Synthesize",
+    Operation.UNDERSTAND: f"{SERVICE_NAME}/Understand",
+}
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GatewayServer:
+    """A running gateway. ``start`` returns once the port listens; engines warm up behind it."""
+
+    def __init__(self, settings: Settings, providers: list[Provider] | None = None) -> None:
+        self.settings = settings
+        self.app: App = build_app(settings, providers)
+        self.port: int = 0
+        self._health = health.aio.HealthServicer()
+        self._ready = asyncio.Event()
+        self._warmup: asyncio.Task[None] | None = None
+        options = [
+            ("grpc.max_receive_message_length", settings.server.max_message_bytes),
+            ("grpc.max_send_message_length", settings.server.max_message_bytes),
+        ]
+        self._server = grpc.aio.server(interceptors=[RequestInterceptor()], options=options)
+        audio_gateway_pb2_grpc.add_AudioGatewayServicer_to_server(
+            AudioGatewayServicer(self.app.router, settings.default_timeout_s), self._server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        if settings.server.reflection:
+            names = (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
+            reflection.enable_server_reflection(names, self._server)
+
+    async def start(self) -> int:
+        address = f"{self.settings.server.host}:{self.settings.server.port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        for name in ("", SERVICE_NAME, *OPERATION_SERVICES.values()):
+            await self._health.set(name, _NOT_SERVING)
+        await self._server.start()
+        log.info("server.listening", address=address, port=self.port)
+        self._warmup = asyncio.create_task(self._warm_up())
+        return self.port
+
+    async def _warm_up(self) -> None:
+        await self.app.catalogue.start(on_change=lambda: asyncio.ensure_future(self._publish_health()))
+        await self._publish_health()
+        failures = self.app.catalogue.failures
+        if failures:
+            log.error("server.degraded", failed=sorted(failures))
+        self._ready.set()
+
+    async def _publish_health(self) -> None:
+        catalogue = self.app.catalogue
+        ready_ops = catalogue.ready_operations()
+        for operation, name in OPERATION_SERVICES.items():
+            await self._health.set(name, _SERVING if operation in ready_ops else _NOT_SERVING)
+        overall = _SERVING if catalogue.all_ready() else _NOT_SERVING
+        await self._health.set(SERVICE_NAME, overall)
+        await self._health.set("", overall)
+        if overall == _SERVING:
+            log.info("server.serving", port=self.port)
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until every engine has loaded (or failed to)."""
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish within the grace period, then release the engines."""
+        grace = self.settings.server.shutdown_grace_s if grace_s is None else grace_s
+        log.info("server.draining", grace_s=grace)
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+        await self.app.close()
+        log.info("server.stopped")
+
+    async def run_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+
+async def serve(settings: Settings) -> None:
+    await GatewayServer(settings).run_until_signal()

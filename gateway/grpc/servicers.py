@@ -1,0 +1,42 @@
+"""Thin servicers: convert the request, call the router, convert the result."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from gateway.api.v1 import audio_gateway_pb2 as pb
+from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
+from gateway.grpc import converters
+from gateway.grpc.interceptors import request_id_var
+from gateway.router import RequestContext, Router
+
+
+class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
+    def __init__(self, router: Router, default_timeout_s: float) -> None:
+        self._router = router
+        self._default_timeout_s = default_timeout_s
+
+    def _context(self, context: grpc.aio.ServicerContext) -> RequestContext:
+        remaining = context.time_remaining()
+        budget = self._default_timeout_s if remaining is None else min(remaining, self._default_timeout_s)
+        return RequestContext(request_id=request_id_var.get(), deadline=time.monotonic() + budget)
+
+    async def Transcribe(
+        self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TranscribeResponse:
+        result = await self._router.transcribe(converters.transcribe_request(request), self._context(context))
+        return converters.transcribe_response(result)
+
+    async def Synthesize(
+        self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SynthesizeResponse:
+        result = await self._router.synthesize(converters.synthesize_request(request), self._context(context))
+        return converters.synthesize_response(result)
+
+    async def Understand(
+        self, request: pb.UnderstandRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnderstandResponse:
+        result = await self._router.understand(converters.understand_request(request), self._context(context))
+        return converters.understand_response(result)

@@ -1,0 +1,356 @@
+"""The core of a request: decode, rank candidates, walk the ranking, price the result.
+
+The router owns retries and fallback (one attempt per candidate, within the
+deadline and the policy's attempt cap). Providers make single attempts;
+policies are pure functions; money comes from the price book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Protocol, TypeVar
+
+import structlog
+
+from gateway import audio
+from gateway.catalogue import Catalogue
+from gateway.domain import (
+    AttemptRecord,
+    AudioInput,
+    RouteInfo,
+    Routing,
+    SynthesizeRequest,
+    SynthesizeResult,
+    TranscribeRequest,
+    TranscribeResult,
+    UnderstandRequest,
+    UnderstandResult,
+)
+from gateway.errors import (
+    AllAttemptsFailed,
+    InvalidInput,
+    NoRoute,
+    NotReady,
+    ProviderError,
+    ProviderInputError,
+    ProviderTimeout,
+    Rejection,
+)
+from gateway.pricing import PriceBook
+from gateway.settings import LimitSettings
+from policies.model import DEFAULT_POLICY, Policy
+from policies.rank import RankContext, Ranking, rank
+from providers.base import (
+    Answerer,
+    AnswerOptions,
+    Locality,
+    Operation,
+    Provider,
+    SynthesizeOptions,
+    Synthesizer,
+    TranscribeOptions,
+    Transcriber,
+    Transcript,
+    Usage,
+)
+
+log = structlog.get_logger(__name__)
+
+_LOCALITY_EXPOSURE = {Locality.LOCAL: 0, Locality.ON_PREM: 1, Locality.CLOUD: 2}
+
+
+class _Metered(Protocol):
+    usage: Usage
+
+
+R = TypeVar("R", bound=_Metered)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    deadline: float  # time.monotonic() by which the request must be answered
+    tenant: str = "default"
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+class Router:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        prices: PriceBook,
+        limits: LimitSettings,
+        default_answer_tokens: int,
+        policies: dict[str, Policy] | None = None,
+    ) -> None:
+        self._catalogue = catalogue
+        self._prices = prices
+        self._limits = limits
+        self._audio_limits = audio.AudioLimits(limits.max_audio_bytes, limits.max_audio_s)
+        self._default_answer_tokens = default_answer_tokens
+        self._policies = policies or {DEFAULT_POLICY.name: DEFAULT_POLICY}
+
+    # -- operations -------------------------------------------------------
+
+    async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:
+        started = time.perf_counter()
+        policy = self._policy(req.routing)
+        decoded = await self._decode(req.audio)
+        route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
+        transcript = await self._transcribe(decoded, req.options, req.routing, policy, route, ctx)
+        self._finish(route, started, Operation.TRANSCRIBE, audio_s=decoded.duration_s)
+        return TranscribeResult(
+            text=transcript.text,
+            language=transcript.language,
+            duration_s=decoded.duration_s,
+            segments=transcript.segments,
+            route=route,
+        )
+
+    async def synthesize(self, req: SynthesizeRequest, ctx: RequestContext) -> SynthesizeResult:
+        started = time.perf_counter()
+        text = req.text.strip()
+        if not text:
+            raise InvalidInput("text is empty: give the words to speak")
+        if len(text) > self._limits.max_text_chars:
+            raise InvalidInput(
+                f"text is {len(text)} characters; the limit is {self._limits.max_text_chars}: split it"
+            )
+        policy = self._policy(req.routing)
+        route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
+        features = frozenset({"voices"}) if req.voice else frozenset()
+        ranking = self._rank(
+            RankContext(Operation.SYNTHESIZE, characters=len(text), features=features, routing=req.routing),
+            policy,
+        )
+        options = SynthesizeOptions(voice=req.voice, speed=req.speed)
+
+        async def call(provider: Provider, timeout_s: float) -> _Metered:
+            assert isinstance(provider, Synthesizer)
+            return await provider.synthesize(text, options, timeout_s)
+
+        speech, _ = await self._attempts(Operation.SYNTHESIZE, ranking, route, ctx, call)
+        rate = req.sample_rate or speech.sample_rate
+        samples = await asyncio.to_thread(audio.resample_pcm16, speech.samples, speech.sample_rate, rate)
+        if req.format.value == "pcm16":
+            body, mime = audio.encode_pcm16(samples), f"audio/L16;rate={rate}"
+        else:
+            body, mime = audio.encode_wav(samples, rate), "audio/wav"
+        self._finish(route, started, Operation.SYNTHESIZE, characters=len(text))
+        return SynthesizeResult(
+            audio=body,
+            mime_type=mime,
+            sample_rate=rate,
+            duration_s=len(samples) / rate,
+            voice=speech.voice,
+            route=route,
+        )
+
+    async def understand(self, req: UnderstandRequest, ctx: RequestContext) -> UnderstandResult:
+        started = time.perf_counter()
+        question = req.question.strip()
+        if not question:
+            raise InvalidInput("question is empty: ask something about the recording")
+        if len(question) > self._limits.max_question_chars:
+            raise InvalidInput(
+                f"question is {len(question)} characters; the limit is {self._limits.max_question_chars}"
+            )
+        policy = self._policy(req.routing)
+        decoded = await self._decode(req.audio)
+        route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
+        ranking = self._rank(
+            RankContext(
+                Operation.UNDERSTAND, audio_s=decoded.duration_s, language=req.language, routing=req.routing
+            ),
+            policy,
+        )
+        options = AnswerOptions(
+            max_tokens=req.max_answer_tokens or self._default_answer_tokens, language=req.language
+        )
+        transcript: Transcript | None = None
+        # The transcription step routes on its own: the pin names the answerer.
+        transcribe_routing = replace(req.routing, provider=None)
+
+        async def call(provider: Provider, timeout_s: float) -> _Metered:
+            nonlocal transcript
+            assert isinstance(provider, Answerer)
+            if provider.listens:
+                return await provider.answer(question, None, decoded, options, timeout_s)
+            if transcript is None:
+                transcript = await self._transcribe(
+                    decoded, TranscribeOptions(language=req.language), transcribe_routing, policy, route, ctx
+                )
+            return await provider.answer(
+                question, transcript.text, None, options, max(ctx.remaining_s(), 0.001)
+            )
+
+        if ranking.kept and not self._answerer(ranking.kept[0].name).listens:
+            # Transcribe before the answer attempt so each attempt's latency is its own.
+            transcript = await self._transcribe(
+                decoded, TranscribeOptions(language=req.language), transcribe_routing, policy, route, ctx
+            )
+        answer, answerer = await self._attempts(Operation.UNDERSTAND, ranking, route, ctx, call)
+        self._finish(route, started, Operation.UNDERSTAND, audio_s=decoded.duration_s)
+        return UnderstandResult(
+            answer=answer.text,
+            transcript=transcript.text if transcript is not None and not answerer.listens else "",
+            duration_s=decoded.duration_s,
+            route=route,
+        )
+
+    # -- steps ------------------------------------------------------------
+
+    async def _transcribe(
+        self,
+        decoded: audio.DecodedAudio,
+        options: TranscribeOptions,
+        routing: Routing,
+        policy: Policy,
+        route: RouteInfo,
+        ctx: RequestContext,
+    ) -> Transcript:
+        features = frozenset({"word_timestamps"}) if options.word_timestamps else frozenset()
+        ranking = self._rank(
+            RankContext(
+                Operation.TRANSCRIBE,
+                audio_s=decoded.duration_s,
+                language=options.language,
+                features=features,
+                routing=routing,
+            ),
+            policy,
+        )
+
+        async def call(provider: Provider, timeout_s: float) -> _Metered:
+            assert isinstance(provider, Transcriber)
+            return await provider.transcribe(decoded, options, timeout_s)
+
+        transcript, _ = await self._attempts(Operation.TRANSCRIBE, ranking, route, ctx, call)
+        return transcript
+
+    async def _attempts(
+        self,
+        operation: Operation,
+        ranking: Ranking,
+        route: RouteInfo,
+        ctx: RequestContext,
+        call: Callable[[Provider, float], Awaitable[R]],
+    ) -> tuple[R, Provider]:
+        """Walk the ranking: one attempt per candidate until one succeeds."""
+        if not ranking.kept:
+            raise self._no_route(operation, ranking)
+        errors: list[ProviderError] = []
+        for kept in ranking.kept[: ranking.max_attempts]:
+            provider = self._catalogue.get(kept.name)
+            remaining = ctx.remaining_s()
+            if remaining <= 0:
+                errors.append(
+                    ProviderTimeout(provider.name, "the request deadline passed before this attempt")
+                )
+                break
+            started = time.perf_counter()
+            try:
+                result = await call(provider, remaining)
+            except ProviderError as exc:
+                self._record(route, provider, operation, exc.kind, str(exc), started, Decimal(0))
+                log.warning(
+                    "attempt.failed", provider=provider.name, operation=operation.value, kind=exc.kind
+                )
+                if isinstance(exc, ProviderInputError):
+                    raise InvalidInput(str(exc)) from exc
+                errors.append(exc)
+                continue
+            cost = self._prices.cost(
+                provider.name, provider.model, provider.capabilities.locality, result.usage
+            )
+            self._record(route, provider, operation, "ok", "", started, cost)
+            route.cost_usd += cost
+            route.provider, route.model = provider.name, provider.model
+            if route.locality is None or (
+                _LOCALITY_EXPOSURE[provider.capabilities.locality] > _LOCALITY_EXPOSURE[route.locality]
+            ):
+                route.locality = provider.capabilities.locality
+            return result, provider
+        raise AllAttemptsFailed(errors)
+
+    # -- helpers ----------------------------------------------------------
+
+    def _answerer(self, name: str) -> Answerer:
+        provider = self._catalogue.get(name)
+        assert isinstance(provider, Answerer)
+        return provider
+
+    def _policy(self, routing: Routing) -> Policy:
+        name = routing.policy or DEFAULT_POLICY.name
+        try:
+            return self._policies[name]
+        except KeyError:
+            raise InvalidInput(
+                f"unknown policy {name!r}; available: {', '.join(sorted(self._policies))}"
+            ) from None
+
+    def _rank(self, ctx: RankContext, policy: Policy) -> Ranking:
+        return rank(ctx, self._catalogue.candidates(), policy, self._prices.estimate)
+
+    def _no_route(self, operation: Operation, ranking: Ranking) -> Exception:
+        relevant = [
+            r for r in ranking.rejected if operation in self._catalogue.get(r.name).capabilities.operations
+        ]
+        if relevant and all(r.reason.startswith("not ready") for r in relevant):
+            return NotReady(f"the {operation.value} engines are still loading; retry shortly")
+        return NoRoute(
+            f"no provider can {operation.value} this request under policy {ranking.policy!r}",
+            tuple(Rejection(r.name, r.reason) for r in ranking.rejected),
+        )
+
+    async def _decode(self, source: AudioInput) -> audio.DecodedAudio:
+        if source.uri is not None:
+            data = await asyncio.to_thread(audio.read_uri, source.uri, self._limits)
+        elif source.content is not None:
+            data = source.content
+        else:
+            raise InvalidInput("audio is missing: set audio.content (or audio.uri)")
+        return await asyncio.to_thread(audio.decode, data, source.mime_type, self._audio_limits)
+
+    @staticmethod
+    def _record(
+        route: RouteInfo,
+        provider: Provider,
+        operation: Operation,
+        outcome: str,
+        error: str,
+        started: float,
+        cost: Decimal,
+    ) -> None:
+        route.attempts.append(
+            AttemptRecord(
+                provider=provider.name,
+                model=provider.model,
+                operation=operation,
+                outcome=outcome,
+                error=error,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                cost_usd=cost,
+            )
+        )
+
+    @staticmethod
+    def _finish(route: RouteInfo, started: float, operation: Operation, **units: float) -> None:
+        route.latency_ms = (time.perf_counter() - started) * 1000.0
+        log.info(
+            "request.served",
+            operation=operation.value,
+            provider=route.provider,
+            model=route.model,
+            policy=route.policy,
+            cost_usd=str(route.cost_usd),
+            latency_ms=round(route.latency_ms, 1),
+            attempts=len(route.attempts),
+            **units,
+        )

@@ -1,0 +1,1 @@
+"""Routing policies: data (pydantic models) interpreted by pure functions."""

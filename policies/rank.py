@@ -1,0 +1,148 @@
+"""rank(): which providers may serve a request, in which order, and why. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TypeVar
+
+from gateway.domain import Objective, Privacy, Routing
+from policies.model import Policy, stricter_privacy
+from providers.base import Capabilities, Locality, Operation
+
+_ALLOWED_LOCALITIES = {
+    Privacy.LOCAL_ONLY: {Locality.LOCAL},
+    Privacy.ON_PREM: {Locality.LOCAL, Locality.ON_PREM},
+    Privacy.ANY: {Locality.LOCAL, Locality.ON_PREM, Locality.CLOUD},
+}
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """What ranking may know about a provider: its declaration and readiness."""
+
+    name: str
+    model: str
+    capabilities: Capabilities
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class RankContext:
+    operation: Operation
+    audio_s: float = 0.0
+    characters: int = 0
+    language: str | None = None
+    features: frozenset[str] = frozenset()
+    routing: Routing = field(default_factory=Routing)
+
+
+@dataclass(frozen=True)
+class Kept:
+    name: str
+    estimated_cost_usd: Decimal
+    estimated_latency_ms: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ranking:
+    policy: str
+    kept: tuple[Kept, ...]
+    rejected: tuple[Rejected, ...]
+    max_attempts: int
+
+
+_Num = TypeVar("_Num", Decimal, float)
+
+CostEstimator = Callable[[CandidateInfo, RankContext, float], Decimal]
+
+
+def rank(
+    ctx: RankContext,
+    catalogue: Sequence[CandidateInfo],
+    policy: Policy,
+    estimate_cost: CostEstimator,
+) -> Ranking:
+    """Filter the catalogue by hard rules, then order what is left by the objective."""
+    privacy = stricter_privacy(policy.privacy, ctx.routing.privacy)
+    max_cost = _min_optional(policy.max_cost_usd, ctx.routing.max_cost_usd)
+    max_latency = _min_optional(policy.max_latency_ms, ctx.routing.max_latency_ms)
+    objective = ctx.routing.objective or policy.objective
+
+    kept: list[Kept] = []
+    rejected: list[Rejected] = []
+    for candidate in catalogue:
+        latency = candidate.capabilities.latency_prior.estimate_ms(ctx.audio_s, ctx.characters)
+        cost = estimate_cost(candidate, ctx, latency)
+        reason = _exclusion(candidate, ctx, policy, privacy, max_cost, max_latency, cost, latency)
+        if reason:
+            rejected.append(Rejected(candidate.name, reason))
+        else:
+            kept.append(Kept(candidate.name, cost, latency, _score(candidate, objective, cost, latency)))
+    kept.sort(key=lambda k: k.score)
+    attempts = policy.max_attempts if policy.fallback else 1
+    return Ranking(policy.name, tuple(kept), tuple(rejected), attempts)
+
+
+def _exclusion(
+    candidate: CandidateInfo,
+    ctx: RankContext,
+    policy: Policy,
+    privacy: Privacy,
+    max_cost: Decimal | None,
+    max_latency: float | None,
+    cost: Decimal,
+    latency: float,
+) -> str | None:
+    caps = candidate.capabilities
+    pin = ctx.routing.provider
+    if ctx.operation not in caps.operations:
+        return f"does not {ctx.operation.value}"
+    if pin and pin != candidate.name:
+        return f"request pinned provider {pin!r}"
+    if policy.allow_providers is not None and candidate.name not in policy.allow_providers:
+        return f"not in policy {policy.name!r} allow-list"
+    if candidate.name in policy.deny_providers:
+        return f"denied by policy {policy.name!r}"
+    if caps.locality not in _ALLOWED_LOCALITIES[privacy]:
+        return f"locality {caps.locality.value} is not allowed under privacy {privacy.value}"
+    if privacy is Privacy.ANY and policy.no_retention and caps.retains_data:
+        return "the vendor retains data and the policy requires no retention"
+    if policy.region is not None and caps.locality is Locality.CLOUD and caps.region != policy.region:
+        return f"region {caps.region} is not {policy.region}"
+    if ctx.language and caps.languages is not None and ctx.language not in caps.languages:
+        return f"does not support language {ctx.language!r} (supports {', '.join(sorted(caps.languages))})"
+    if not ctx.features <= caps.features:
+        return f"lacks feature(s) {', '.join(sorted(ctx.features - caps.features))}"
+    if caps.max_audio_s is not None and ctx.audio_s > caps.max_audio_s:
+        return f"audio of {ctx.audio_s:.1f} s exceeds its {caps.max_audio_s:g} s limit"
+    if max_cost is not None and cost > max_cost:
+        return f"estimated cost ${cost:.6f} exceeds the cap ${max_cost}"
+    if max_latency is not None and latency > max_latency:
+        return f"estimated latency {latency:.0f} ms exceeds the cap {max_latency:.0f} ms"
+    if not candidate.ready:
+        return "not ready: the engine is still loading"
+    return None
+
+
+def _score(candidate: CandidateInfo, objective: Objective, cost: Decimal, latency: float) -> float:
+    """Lower is better."""
+    if objective is Objective.LATENCY:
+        return latency
+    if objective is Objective.QUALITY:
+        wer = candidate.capabilities.published_wer
+        return wer if wer is not None else 1.0
+    return float(cost)
+
+
+def _min_optional(a: _Num | None, b: _Num | None) -> _Num | None:
+    values = [v for v in (a, b) if v is not None]
+    return min(values) if values else None

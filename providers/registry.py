@@ -1,0 +1,40 @@
+"""Provider names and where their classes live, imported only when configured.
+
+Importing a vendor module pulls in its engine or SDK, so nothing is imported
+until the configuration asks for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+    from providers.base import Provider
+
+# name → ("module:Class", the Settings attribute holding its configuration)
+BUILTIN: dict[str, tuple[str, str]] = {
+    "faster-whisper": ("providers.faster_whisper:FasterWhisperTranscriber", "whisper"),
+    "piper": ("providers.piper:PiperSynthesizer", "piper"),
+    "llama-cpp": ("providers.llama_cpp:LlamaCppAnswerer", "llama"),
+}
+
+
+def load_class(name: str) -> type[Any]:
+    try:
+        target, _ = BUILTIN[name]
+    except KeyError:
+        raise KeyError(f"unknown provider {name!r}; known: {', '.join(sorted(BUILTIN))}") from None
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_local_providers(settings: Settings) -> list[Provider]:
+    """Construct (not load) every enabled in-process engine."""
+    providers: list[Provider] = []
+    for name, (_, section) in BUILTIN.items():
+        engine_settings = getattr(settings, section)
+        if engine_settings.enabled:
+            providers.append(load_class(name)(engine_settings))
+    return providers
