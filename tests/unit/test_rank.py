@@ -1,0 +1,126 @@
+"""Ranking rules as a table: each row is one rule that keeps or rejects a candidate."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from gateway.domain import Objective, Privacy, Routing
+from gateway.pricing import PriceBook, UnitPrices
+from policies.model import Policy
+from policies.rank import CandidateInfo, RankContext, rank
+from providers.base import Capabilities, LatencyModel, Locality, Operation
+
+T = Operation.TRANSCRIBE
+
+
+def cand(name, locality=Locality.LOCAL, *, ops=(T,), retains=False, languages=None, features=(), ready=True,
+         fixed_ms=100.0, rtf=0.3, wer=None, region=None, max_audio_s=None) -> CandidateInfo:
+    caps = Capabilities(
+        operations=frozenset(ops), locality=locality, retains_data=retains,
+        latency_prior=LatencyModel(fixed_ms=fixed_ms, rtf=rtf), languages=languages,
+        features=frozenset(features), published_wer=wer, region=region, max_audio_s=max_audio_s,
+    )
+    return CandidateInfo(name, f"{name}-model", caps, ready=ready)
+
+
+PRICES = PriceBook(
+    local_usd_per_hour=Decimal("0.36"),
+    vendor_prices={("cloud", "cloud-model"): UnitPrices(per_audio_second=Decimal("0.0001"))},
+)
+CATALOGUE = [
+    cand("local", wer=0.06),
+    cand("onprem", Locality.ON_PREM, fixed_ms=50, rtf=0.05, wer=0.04),
+    cand("cloud", Locality.CLOUD, retains=True, fixed_ms=300, rtf=0.02, wer=0.03, region="us"),
+]
+
+
+def ranked(policy=Policy(name="p"), catalogue=CATALOGUE, **ctx):
+    ctx.setdefault("audio_s", 10.0)
+    return rank(RankContext(T, **ctx), catalogue, policy, PRICES.estimate)
+
+
+def reasons(ranking):
+    return {r.name: r.reason for r in ranking.rejected}
+
+
+@pytest.mark.parametrize(
+    ("policy", "routing", "kept"),
+    [
+        (Policy(name="p"), Routing(), {"local", "onprem", "cloud"}),
+        (Policy(name="p", privacy=Privacy.LOCAL_ONLY), Routing(), {"local"}),
+        (Policy(name="p", privacy=Privacy.ON_PREM), Routing(), {"local", "onprem"}),
+        # A request may tighten privacy...
+        (Policy(name="p"), Routing(privacy=Privacy.LOCAL_ONLY), {"local"}),
+        # ...but never loosen it.
+        (Policy(name="p", privacy=Privacy.LOCAL_ONLY), Routing(privacy=Privacy.ANY), {"local"}),
+        (Policy(name="p", no_retention=True), Routing(), {"local", "onprem"}),
+        (Policy(name="p", region="eu"), Routing(), {"local", "onprem"}),
+        (Policy(name="p", allow_providers=frozenset({"cloud"})), Routing(), {"cloud"}),
+        (Policy(name="p", deny_providers=frozenset({"cloud"})), Routing(), {"local", "onprem"}),
+        (Policy(name="p"), Routing(provider="onprem"), {"onprem"}),
+        (Policy(name="p"), Routing(max_latency_ms=1000), {"onprem", "cloud"}),
+        (Policy(name="p", max_cost_usd=Decimal("0.0005")), Routing(), {"local", "onprem"}),
+        (Policy(name="p"), Routing(max_cost_usd=Decimal("0")), {"onprem"}),
+    ],
+)
+def test_hard_filters(policy, routing, kept):
+    ranking = ranked(policy, routing=routing)
+    assert {k.name for k in ranking.kept} == kept
+    assert set(reasons(ranking)) == {"local", "onprem", "cloud"} - kept
+    assert all(reasons(ranking).values())
+
+
+def test_local_only_never_admits_on_prem_or_cloud_even_when_local_is_unready():
+    catalogue = [cand("local", ready=False), *CATALOGUE[1:]]
+    ranking = ranked(Policy(name="p", privacy=Privacy.LOCAL_ONLY), catalogue)
+    assert ranking.kept == ()
+    assert reasons(ranking)["cloud"] == "locality cloud is not allowed under privacy local_only"
+    assert reasons(ranking)["local"].startswith("not ready")
+
+
+def test_operation_language_feature_and_length_rules():
+    catalogue = [
+        cand("tts", ops=(Operation.SYNTHESIZE,)),
+        cand("english", languages=frozenset({"en"})),
+        cand("plain"),
+        cand("short", features=("word_timestamps",), max_audio_s=5),
+        cand("good", features=("word_timestamps",)),
+    ]
+    ranking = ranked(catalogue=catalogue, language="de", features=frozenset({"word_timestamps"}))
+    assert [k.name for k in ranking.kept] == ["good"]
+    why = reasons(ranking)
+    assert why["tts"] == "does not transcribe"
+    assert why["english"] == "does not support language 'de' (supports en)"
+    assert why["plain"] == "lacks feature(s) word_timestamps"
+    assert why["short"] == "audio of 10.0 s exceeds its 5 s limit"
+
+
+@pytest.mark.parametrize(
+    ("objective", "order"),
+    [
+        (Objective.COST, ["onprem", "local", "cloud"]),
+        (Objective.LATENCY, ["cloud", "onprem", "local"]),  # 500 ms, 550 ms, 3100 ms
+        (Objective.QUALITY, ["cloud", "onprem", "local"]),
+    ],
+)
+def test_objective_orders_candidates(objective, order):
+    ranking = ranked(Policy(name="p", objective=objective))
+    assert [k.name for k in ranking.kept] == order
+
+
+def test_estimates_follow_the_latency_model_and_price_book():
+    ranking = ranked(audio_s=100.0)
+    by_name = {k.name: k for k in ranking.kept}
+    assert by_name["local"].estimated_latency_ms == pytest.approx(100 + 0.3 * 100_000)
+    # Local: expected compute seconds × $0.36/h = 30.1 s × $0.0001/s.
+    assert by_name["local"].estimated_cost_usd == Decimal("0.00301")
+    assert by_name["cloud"].estimated_cost_usd == Decimal("0.01")
+    # An unpriced on-prem server costs nothing per unit.
+    assert by_name["onprem"].estimated_cost_usd == 0
+
+
+def test_fallback_off_means_one_attempt():
+    assert ranked(Policy(name="p", fallback=False)).max_attempts == 1
+    assert ranked(Policy(name="p", max_attempts=2)).max_attempts == 2
