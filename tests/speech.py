@@ -36,8 +36,9 @@ def espeak_wav(text: str) -> bytes:
     binary = shutil.which("espeak-ng")
     if binary is None:
         raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (.ci/run does)")
-    return subprocess.run([binary, "-v", "en-us", "-s", "150", "--stdout", text], check=True,
-                          capture_output=True).stdout
+    return subprocess.run(
+        [binary, "-v", "en-us", "-s", "150", "--stdout", text], check=True, capture_output=True
+    ).stdout
 
 
 def normalize(text: str) -> str:

@@ -42,13 +42,21 @@ def _transcribe(content: bytes | None, mime: str = "") -> pb.TranscribeRequest:
 AUDIO_CASES = {
     "missing audio": (_transcribe(None), INVALID, "audio is missing"),
     "empty bytes": (_transcribe(b""), INVALID, "audio is empty"),
-    "not audio": (_transcribe(b"%PDF-1.7 this is a document, not a recording" * 20), INVALID, "not decodable"),
+    "not audio": (
+        _transcribe(b"%PDF-1.7 this is a document, not a recording" * 20),
+        INVALID,
+        "not decodable",
+    ),
     "declared wav, text inside": (_transcribe(b"hello " * 500, "audio/wav"), INVALID, "not decodable"),
     "truncated wav": (_transcribe(_wav(3.0)[:30_000]), INVALID, "truncated"),
     "truncated ogg": (_transcribe(_half(encode(tone(3.0), 16000, "ogg"))), INVALID, "truncated"),
     "truncated mp3": (_transcribe(_half(encode(tone(3.0), 16000, "mp3"))), INVALID, "truncated"),
     "zero-length clip": (_transcribe(_wav(0.0)), INVALID, "zero length"),
-    "over the duration limit": (_transcribe(encode(tone(130.0, 8000), 8000, "flac")), EXHAUSTED, "120 s limit"),
+    "over the duration limit": (
+        _transcribe(encode(tone(130.0, 8000), 8000, "flac")),
+        EXHAUSTED,
+        "120 s limit",
+    ),
     "over the byte limit": (_transcribe(b"\0" * 4_100_000), EXHAUSTED, "the limit is 4000000 bytes"),
     "malformed language": (
         pb.TranscribeRequest(audio=common.Audio(content=_wav(1.0)), language="english"),
@@ -105,7 +113,9 @@ async def test_unknown_policy_and_impossible_pin(stub):
         await stub.Synthesize(pb.SynthesizeRequest(text="Hi.", routing=common.RoutingOptions(policy="gold")))
     assert caught.value.code() == INVALID and "unknown policy 'gold'" in caught.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Synthesize(pb.SynthesizeRequest(text="Hi.", routing=common.RoutingOptions(provider="deepgram")))
+        await stub.Synthesize(
+            pb.SynthesizeRequest(text="Hi.", routing=common.RoutingOptions(provider="deepgram"))
+        )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "piper: request pinned provider 'deepgram'" in caught.value.details()
 

@@ -27,7 +27,9 @@ async def test_reflection_lists_the_gateway(channel):
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
     async def one() -> reflection_pb2.ServerReflectionResponse:
-        async for response in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])):
+        async for response in stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        ):
             return response
         raise AssertionError("no reflection response")
 
@@ -38,8 +40,13 @@ async def test_reflection_lists_the_gateway(channel):
 
 @pytest.mark.parametrize(
     "service",
-    ["", "gateway.api.v1.AudioGateway", "gateway.api.v1.AudioGateway/Transcribe",
-     "gateway.api.v1.AudioGateway/Synthesize", "gateway.api.v1.AudioGateway/Understand"],
+    [
+        "",
+        "gateway.api.v1.AudioGateway",
+        "gateway.api.v1.AudioGateway/Transcribe",
+        "gateway.api.v1.AudioGateway/Synthesize",
+        "gateway.api.v1.AudioGateway/Understand",
+    ],
 )
 async def test_health_is_serving_once_warm(channel, service):
     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))

@@ -13,8 +13,16 @@ def test_generated_code_matches_protos(tmp_path):
     protos = sorted((ROOT / "protos").rglob("*.proto"))
     assert protos
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'protos'}", f"--python_out={tmp_path}",
-         f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", *map(str, protos)],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'protos'}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            *map(str, protos),
+        ],
         check=True,
     )
     generated = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.py*") if p.is_file()}

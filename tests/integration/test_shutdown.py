@@ -29,11 +29,18 @@ def _free_port() -> int:
 
 def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
     port = _free_port()
-    env = {**os.environ, "GATEWAY_SERVER__HOST": "127.0.0.1", "GATEWAY_SERVER__PORT": str(port),
-           "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "60", "GATEWAY_LOG__FORMAT": "json"}
+    env = {
+        **os.environ,
+        "GATEWAY_SERVER__HOST": "127.0.0.1",
+        "GATEWAY_SERVER__PORT": str(port),
+        "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "60",
+        "GATEWAY_LOG__FORMAT": "json",
+    }
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log
+        )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         health = health_pb2_grpc.HealthStub(channel)

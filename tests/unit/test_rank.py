@@ -15,12 +15,31 @@ from providers.base import Capabilities, LatencyModel, Locality, Operation
 T = Operation.TRANSCRIBE
 
 
-def cand(name, locality=Locality.LOCAL, *, ops=(T,), retains=False, languages=None, features=(), ready=True,
-         fixed_ms=100.0, rtf=0.3, wer=None, region=None, max_audio_s=None) -> CandidateInfo:
+def cand(
+    name,
+    locality=Locality.LOCAL,
+    *,
+    ops=(T,),
+    retains=False,
+    languages=None,
+    features=(),
+    ready=True,
+    fixed_ms=100.0,
+    rtf=0.3,
+    wer=None,
+    region=None,
+    max_audio_s=None,
+) -> CandidateInfo:
     caps = Capabilities(
-        operations=frozenset(ops), locality=locality, retains_data=retains,
-        latency_prior=LatencyModel(fixed_ms=fixed_ms, rtf=rtf), languages=languages,
-        features=frozenset(features), published_wer=wer, region=region, max_audio_s=max_audio_s,
+        operations=frozenset(ops),
+        locality=locality,
+        retains_data=retains,
+        latency_prior=LatencyModel(fixed_ms=fixed_ms, rtf=rtf),
+        languages=languages,
+        features=frozenset(features),
+        published_wer=wer,
+        region=region,
+        max_audio_s=max_audio_s,
     )
     return CandidateInfo(name, f"{name}-model", caps, ready=ready)
 
