@@ -63,7 +63,8 @@ async def main(calls: int) -> None:
 
     print(
         f"health p50 idle {p(idle, 50):.2f} ms, under {calls} transcriptions {p(loaded, 50):.2f} ms "
-        f"(ratio {p(loaded, 50) / p(idle, 50):.1f}x); p95 under load {p(loaded, 95):.1f} ms over {len(loaded)} probes"
+        f"(ratio {p(loaded, 50) / p(idle, 50):.1f}x); "
+        f"p95 under load {p(loaded, 95):.1f} ms over {len(loaded)} probes"
     )
     print(
         f"{calls} transcriptions: serial {serial_s:.2f} s, concurrent {concurrent_s:.2f} s "

@@ -55,7 +55,10 @@ CATALOGUE = [
 ]
 
 
-def ranked(policy=Policy(name="p"), catalogue=CATALOGUE, **ctx):
+PLAIN = Policy(name="p")
+
+
+def ranked(policy=PLAIN, catalogue=CATALOGUE, **ctx):
     ctx.setdefault("audio_s", 10.0)
     return rank(RankContext(T, **ctx), catalogue, policy, PRICES.estimate)
 
