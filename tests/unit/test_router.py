@@ -1,0 +1,134 @@
+"""The router's attempt loop, with fake providers: fallback, errors, privacy, deadlines, chaining."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from gateway.app import build_app
+from gateway.domain import AudioInput, OutputFormat, Privacy, Routing, SynthesizeRequest, TranscribeRequest
+from gateway.domain import UnderstandRequest as UnderstandReq
+from gateway.errors import (
+    AllAttemptsFailed,
+    InvalidInput,
+    NoRoute,
+    NotReady,
+    ProviderInputError,
+    ProviderUnavailable,
+)
+from gateway.router import RequestContext
+from gateway.settings import Settings
+from providers.base import Locality, TranscribeOptions
+from providers.testing import FakeAnswerer, FakeSynthesizer, FakeTranscriber
+from tests.audio_files import encode, tone
+
+CLIP = AudioInput(content=encode(tone(2.0), 16_000, "wav"), uri=None, mime_type="audio/wav")
+
+
+def ctx(timeout_s: float = 30.0) -> RequestContext:
+    return RequestContext(request_id="r1", deadline=time.monotonic() + timeout_s)
+
+
+async def started(*providers):
+    app = build_app(Settings(), providers=list(providers))
+    await app.catalogue.start()
+    return app.router
+
+
+def transcribe_request(**routing) -> TranscribeRequest:
+    return TranscribeRequest(audio=CLIP, options=TranscribeOptions(), routing=Routing(**routing))
+
+
+async def test_falls_back_to_the_next_candidate_on_a_provider_failure():
+    first = FakeTranscriber(name="a", fail_with=ProviderUnavailable("a", "overloaded"))
+    second = FakeTranscriber(name="b", text="from b")
+    router = await started(first, second)
+    result = await router.transcribe(transcribe_request(), ctx())
+    assert result.text == "from b"
+    assert [(a.provider, a.outcome) for a in result.route.attempts] == [("a", "unavailable"), ("b", "ok")]
+    assert result.route.attempts[0].cost_usd == 0
+    assert result.route.cost_usd == result.route.attempts[1].cost_usd
+    assert result.duration_s == pytest.approx(2.0, abs=0.01)
+
+
+async def test_every_attempt_failing_lists_each_one():
+    router = await started(
+        FakeTranscriber(name="a", fail_with=ProviderUnavailable("a", "down")),
+        FakeTranscriber(name="b", fail_with=ProviderUnavailable("b", "also down")),
+    )
+    with pytest.raises(AllAttemptsFailed, match=r"a: down.*b: also down"):
+        await router.transcribe(transcribe_request(), ctx())
+
+
+async def test_caller_input_errors_do_not_fall_back():
+    first = FakeTranscriber(name="a", fail_with=ProviderInputError("a", "unknown voice"))
+    second = FakeTranscriber(name="b")
+    router = await started(first, second)
+    with pytest.raises(InvalidInput, match="unknown voice"):
+        await router.transcribe(transcribe_request(), ctx())
+    assert second.calls == 0
+
+
+async def test_local_only_fails_rather_than_leaving_the_building():
+    local = FakeTranscriber(name="local", fail_with=ProviderUnavailable("local", "crashed"))
+    onprem = FakeTranscriber(name="onprem", locality=Locality.ON_PREM)
+    cloud = FakeTranscriber(name="cloud", locality=Locality.CLOUD)
+    router = await started(local, onprem, cloud)
+    with pytest.raises(AllAttemptsFailed):
+        await router.transcribe(transcribe_request(privacy=Privacy.LOCAL_ONLY), ctx())
+    assert (onprem.calls, cloud.calls) == (0, 0)
+    result = await router.transcribe(transcribe_request(privacy=Privacy.ON_PREM), ctx())
+    assert result.route.provider == "onprem" and cloud.calls == 0
+
+
+async def test_no_candidate_names_the_rule_for_each_provider():
+    router = await started(FakeTranscriber(name="cloud", locality=Locality.CLOUD), FakeSynthesizer())
+    with pytest.raises(NoRoute) as caught:
+        await router.transcribe(transcribe_request(privacy=Privacy.LOCAL_ONLY), ctx())
+    message = str(caught.value)
+    assert "cloud: locality cloud is not allowed under privacy local_only" in message
+    assert "fake-tts: does not transcribe" in message
+
+
+async def test_engines_still_loading_is_not_ready():
+    app = build_app(Settings(), providers=[FakeTranscriber()])
+    with pytest.raises(NotReady, match="still loading"):
+        await app.router.transcribe(transcribe_request(), ctx())
+
+
+async def test_a_slow_provider_times_out_and_the_next_one_serves():
+    slow = FakeTranscriber(name="slow", delay_s=5.0)
+    fast = FakeTranscriber(name="fast")
+    router = await started(slow, fast)
+    # The slow one gets the whole remaining deadline, so nothing is left for the next.
+    with pytest.raises(AllAttemptsFailed, match="timeout"):
+        await router.transcribe(transcribe_request(), ctx(timeout_s=0.3))
+    assert fast.calls == 0
+    result = await router.transcribe(transcribe_request(provider="fast"), ctx())
+    assert result.route.provider == "fast"
+
+
+async def test_synthesis_is_resampled_encoded_and_priced():
+    router = await started(FakeSynthesizer())
+    request = SynthesizeRequest(
+        text=" Hello. ", voice=None, format=OutputFormat.PCM16, sample_rate=8000, speed=1.0, routing=Routing()
+    )
+    result = await router.synthesize(request, ctx())
+    assert result.mime_type == "audio/L16;rate=8000"
+    assert len(result.audio) == pytest.approx(0.5 * 8000 * 2, abs=64)
+    assert result.route.cost_usd >= 0 and isinstance(result.route.cost_usd, Decimal)
+
+
+async def test_understand_transcribes_then_answers_and_sums_the_cost():
+    stt, llm = FakeTranscriber(text="we meet on thursday"), FakeAnswerer(answer="Thursday.")
+    router = await started(stt, llm)
+    request = UnderstandReq(
+        audio=CLIP, question="When?", language=None, max_answer_tokens=None, routing=Routing()
+    )
+    result = await router.understand(request, ctx())
+    assert (result.answer, result.transcript) == ("Thursday.", "we meet on thursday")
+    assert [a.operation.value for a in result.route.attempts] == ["transcribe", "understand"]
+    assert result.route.cost_usd == sum(a.cost_usd for a in result.route.attempts)
+    assert llm.calls == 1 and stt.calls == 1
