@@ -43,6 +43,8 @@ class GatewayServer:
         options = [
             ("grpc.max_receive_message_length", settings.server.max_message_bytes),
             ("grpc.max_send_message_length", settings.server.max_message_bytes),
+            # gRPC enables SO_REUSEPORT by default, which lets a second gateway silently share the port.
+            ("grpc.so_reuseport", 0),
         ]
         self._server = grpc.aio.server(interceptors=[RequestInterceptor()], options=options)
         audio_gateway_pb2_grpc.add_AudioGatewayServicer_to_server(

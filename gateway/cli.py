@@ -1,0 +1,552 @@
+"""The ``audio-gateway`` command: run the gateway, or call one.
+
+::
+
+    audio-gateway serve --port 50051
+    audio-gateway transcribe meeting.wav --language en --words
+    audio-gateway synthesize "Hello there." -o hello.wav
+    echo "Hello there." | audio-gateway synthesize - -o hello.wav
+    audio-gateway understand call.wav -q "What did the caller ask for?"
+    audio-gateway health --wait 60
+
+Client commands call ``--target`` (default ``$GATEWAY_TARGET``, else
+localhost:50051) and send ``$GATEWAY_API_KEY``, when set, as a bearer token;
+the key is never printed. ``--json`` prints the response as JSON on stdout.
+
+Exit codes: 0 success; 1 the server is not SERVING (``health``); 2 the call
+failed, an input file is missing, or the command line is wrong; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich import box
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from gateway.api.v1 import audio_gateway_pb2, common_pb2
+from gateway.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, GatewayClient
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+TARGET_ENV = "GATEWAY_TARGET"
+API_KEY_ENV = "GATEWAY_API_KEY"
+
+EXIT_OK = 0
+EXIT_NOT_SERVING = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+_PRIVACY = {
+    "local_only": common_pb2.PRIVACY_LOCAL_ONLY,
+    "on_prem": common_pb2.PRIVACY_ON_PREM,
+    "any": common_pb2.PRIVACY_ANY,
+}
+
+
+class CliError(Exception):
+    """A failure the user can fix, reported as ``error: <message>`` with exit code 2."""
+
+
+@dataclass(frozen=True)
+class _Ui:
+    out: Console
+    err: Console
+    json: bool
+    progress: bool
+
+
+Handler = Callable[[argparse.Namespace, _Ui], int]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already reported
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_ERROR)
+    as_json = bool(getattr(args, "json", False))
+    ui = _Ui(
+        out=Console(highlight=False),
+        err=Console(stderr=True, highlight=False),
+        json=as_json,
+        progress=not as_json and _stderr_is_tty(),
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args, ui)
+    except grpc.RpcError as exc:
+        code, details = _rpc_status(exc)
+        _error(ui, f"{code}: {details}")
+    except CliError as exc:
+        _error(ui, str(exc))
+    except KeyboardInterrupt:
+        _error(ui, "interrupted")
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+# -- command line ---------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audio-gateway",
+        description="Transcribe, synthesize and understand speech through the audio gateway.",
+        epilog=f"Client commands send ${API_KEY_ENV}, when set, as a bearer token. "
+        "Exit codes: 0 ok, 1 not serving (health), 2 error, 130 interrupted.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the gateway server", description="Run the gateway until SIGTERM or SIGINT."
+    )
+    serve.add_argument("--host", help="address to listen on (default: GATEWAY_SERVER__HOST or [::])")
+    serve.add_argument(
+        "--port", type=_port, help="port to listen on (default: GATEWAY_SERVER__PORT or 50051)"
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+    common = _client_options()
+
+    transcribe = commands.add_parser(
+        "transcribe", parents=[common], help="speech to text", description="Transcribe an audio file."
+    )
+    transcribe.add_argument("file", type=Path, metavar="FILE", help="audio file (wav, flac, mp3, ogg...)")
+    transcribe.add_argument(
+        "--language", default="", help="language of the speech, e.g. en (default: detect)"
+    )
+    transcribe.add_argument("--words", action="store_true", help="also return per-word timestamps")
+    transcribe.add_argument("--prompt", default="", help="text that biases recognition (names, jargon)")
+    transcribe.set_defaults(handler=_cmd_transcribe)
+
+    synthesize = commands.add_parser(
+        "synthesize", parents=[common], help="text to speech", description="Speak a text into an audio file."
+    )
+    synthesize.add_argument("text", metavar="TEXT", help='the text to speak; "-" reads it from stdin')
+    synthesize.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT", help="audio file to write"
+    )
+    synthesize.add_argument("--voice", default="", help="voice name (default: the provider's default)")
+    synthesize.add_argument("--format", choices=("wav", "pcm16"), default="wav", help="output encoding")
+    synthesize.add_argument(
+        "--sample-rate",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="output rate in Hz (default: native)",
+    )
+    synthesize.add_argument(
+        "--speed",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="X",
+        help="speaking rate multiplier (default 1)",
+    )
+    synthesize.set_defaults(handler=_cmd_synthesize)
+
+    understand = commands.add_parser(
+        "understand",
+        parents=[common],
+        help="answer a question about a recording",
+        description="Ask a question about an audio file.",
+    )
+    understand.add_argument("file", type=Path, metavar="FILE", help="audio file (wav, flac, mp3, ogg...)")
+    understand.add_argument("-q", "--question", required=True, help="the question to answer")
+    understand.add_argument("--language", default="", help="language of the speech (default: detect)")
+    understand.set_defaults(handler=_cmd_understand)
+
+    health = commands.add_parser(
+        "health",
+        parents=[common],
+        help="check whether the server is serving",
+        description="Exit 0 when the service is SERVING, 1 otherwise, 2 when the server cannot be reached.",
+    )
+    health.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help='health service name, e.g. "gateway.api.v1.AudioGateway/Transcribe" (default: the whole server)',
+    )
+    health.add_argument(
+        "--wait",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for SERVING (an unreachable server counts as not yet serving)",
+    )
+    health.set_defaults(handler=_cmd_health)
+    return parser
+
+
+def _client_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection and output")
+    group.add_argument(
+        "--target",
+        default=os.environ.get(TARGET_ENV) or DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help=f"gateway address (default: ${TARGET_ENV} or {DEFAULT_TARGET})",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"deadline of the call (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    group.add_argument("--json", action="store_true", help="print the response as JSON")
+    routing = common.add_argument_group("routing")
+    routing.add_argument("--privacy", choices=tuple(_PRIVACY), help="where the audio may be processed")
+    routing.add_argument("--provider", metavar="NAME", help="pin a provider, e.g. faster-whisper")
+    routing.add_argument("--policy", metavar="NAME", help="named routing policy")
+    return common
+
+
+def _port(value: str) -> int:
+    port = _non_negative_int(value)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return port
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a non-negative number")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = _non_negative_float(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
+    # Imported here: the server pulls in the engines, which client commands never need.
+    from pydantic import ValidationError
+
+    from gateway.grpc.server import serve
+    from gateway.logs import configure
+    from gateway.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise CliError(f"invalid configuration in the GATEWAY_* environment:\n{exc}") from None
+    _override_listen_address(settings, args.host, args.port)
+    configure(settings.log)
+    try:
+        asyncio.run(serve(settings))
+    except RuntimeError as exc:
+        # grpc reports a port it cannot bind as a bare RuntimeError.
+        if not str(exc).startswith("Failed to bind"):
+            raise
+        raise CliError(f"cannot listen on {settings.server.host}:{settings.server.port}: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot start the server: {exc}") from None
+    return EXIT_OK
+
+
+def _override_listen_address(settings: Settings, host: str | None, port: int | None) -> None:
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+
+
+def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
+    path = _input_file(args.file)
+    with _client(args) as client, _progress(ui, f"Transcribing {_describe_file(path, ui)}"):
+        reply = client.transcribe(
+            path,
+            language=args.language,
+            word_timestamps=args.words,
+            prompt=args.prompt,
+            routing=_routing(args),
+        )
+    if ui.json:
+        _print_json(reply)
+        return EXIT_OK
+    details = [path.name, _format_duration(reply.duration_s)]
+    if reply.language:
+        details.append(f"language {reply.language}")
+    _say(ui, Text("  ·  ".join(details), style="dim"))
+    _say(ui, Text(reply.text or "(no speech recognised)", style="" if reply.text else "italic"))
+    if reply.words:
+        ui.out.print(_words_table(reply.words))
+    ui.out.print(_route_table(reply.route))
+    return EXIT_OK
+
+
+def _cmd_synthesize(args: argparse.Namespace, ui: _Ui) -> int:
+    output: Path = args.output.expanduser()
+    if not output.parent.is_dir():
+        raise CliError(f"cannot write {output}: directory {output.parent} does not exist")
+    text = sys.stdin.read() if args.text == "-" else args.text
+    with _client(args) as client, _progress(ui, f"Synthesizing {len(text):,} characters"):
+        reply = client.synthesize(
+            text,
+            voice=args.voice,
+            format=args.format,
+            sample_rate=args.sample_rate,
+            speed=args.speed,
+            routing=_routing(args),
+        )
+    try:
+        output.write_bytes(reply.audio)
+    except OSError as exc:
+        raise CliError(f"cannot write {output}: {exc.strerror or exc}") from None
+    if ui.json:
+        body = _message_dict(reply)
+        body.pop("audio", None)
+        body["output"] = str(output)
+        _write_json(body)
+        return EXIT_OK
+    summary = Text.assemble(
+        ("Wrote ", ""),
+        (str(output), "bold"),
+        f"  ({_format_duration(reply.duration_s)}, {reply.sample_rate} Hz, {reply.mime_type}, "
+        f"{_format_size(len(reply.audio))}, voice {reply.voice})",
+    )
+    _say(ui, summary)
+    ui.out.print(_route_table(reply.route))
+    return EXIT_OK
+
+
+def _cmd_understand(args: argparse.Namespace, ui: _Ui) -> int:
+    path = _input_file(args.file)
+    with _client(args) as client, _progress(ui, f"Listening to {_describe_file(path, ui)}"):
+        reply = client.understand(path, args.question, language=args.language, routing=_routing(args))
+    if ui.json:
+        _print_json(reply)
+        return EXIT_OK
+    _say(ui, Text.assemble(("Q: ", "bold"), args.question))
+    _say(ui, Text.assemble(("A: ", "bold green"), reply.answer))
+    if reply.transcript:
+        _say(ui, Text.assemble(("transcript: ", "dim"), (reply.transcript, "dim")))
+    ui.out.print(_route_table(reply.route))
+    return EXIT_OK
+
+
+def _cmd_health(args: argparse.Namespace, ui: _Ui) -> int:
+    with _client(args) as client:
+        if args.wait:
+            try:
+                client.wait_until_serving(args.wait, args.service)
+                status = "SERVING"
+            except TimeoutError as exc:
+                status = "NOT_SERVING"
+                if not ui.json:
+                    ui.err.print(Text(str(exc)), soft_wrap=True)
+        else:
+            status = client.health(args.service)
+    if ui.json:
+        _write_json({"service": args.service, "status": status})
+    else:
+        ui.out.print(Text(status, style="bold green" if status == "SERVING" else "bold red"))
+    return EXIT_OK if status == "SERVING" else EXIT_NOT_SERVING
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> GatewayClient:
+    return GatewayClient(args.target, timeout_s=args.timeout, api_key=os.environ.get(API_KEY_ENV) or None)
+
+
+def _routing(args: argparse.Namespace) -> common_pb2.RoutingOptions | None:
+    if not (args.privacy or args.provider or args.policy):
+        return None
+    return common_pb2.RoutingOptions(
+        policy=args.policy or "",
+        privacy=_PRIVACY[args.privacy] if args.privacy else common_pb2.PRIVACY_UNSPECIFIED,
+        provider=args.provider or "",
+    )
+
+
+def _input_file(path: Path) -> Path:
+    path = path.expanduser()
+    if not path.exists():
+        raise CliError(f"input file not found: {path}")
+    if not path.is_file():
+        raise CliError(f"input is not a file: {path}")
+    return path
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def _progress(ui: _Ui, description: str) -> Iterator[None]:
+    """A transient spinner with the elapsed time on stderr while a call runs (terminals only)."""
+    if not ui.progress:
+        yield
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=ui.err, transient=True) as progress:
+        progress.add_task(description, total=None)
+        yield
+
+
+def _describe_file(path: Path, ui: _Ui) -> str:
+    """'name (size, duration)'; the duration is probed only when someone will see it."""
+    if not ui.progress:
+        return path.name
+    parts = [_format_size(path.stat().st_size)]
+    duration = _probe_duration_s(path)
+    if duration is not None:
+        parts.append(_format_duration(duration))
+    return f"{path.name} ({', '.join(parts)})"
+
+
+def _probe_duration_s(path: Path) -> float | None:
+    """The duration the container declares, or None; best effort, for display only."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if container.duration is not None:
+                return container.duration / av.time_base
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+    except Exception:
+        return None  # not decodable here: the server will say why
+    return None
+
+
+def _format_size(size: int) -> str:
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:.1f} MB"
+    if size >= 1_000:
+        return f"{size / 1_000:.1f} kB"
+    return f"{size} B"
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _locality_name(value: int) -> str:
+    return common_pb2.Locality.Name(value).removeprefix("LOCALITY_").lower()
+
+
+def _route_table(route: common_pb2.RouteInfo) -> Table:
+    table = Table(
+        title="route",
+        title_justify="left",
+        title_style="bold",
+        show_header=False,
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    table.add_column(style="dim")
+    table.add_column()
+    rows = [
+        ("provider", route.provider),
+        ("model", route.model),
+        ("locality", _locality_name(route.locality)),
+        ("cost_usd", route.cost_usd),
+        ("latency_ms", f"{route.latency_ms:.1f}"),
+        ("request_id", route.request_id),
+    ]
+    if route.cache_hit:
+        rows.append(("cache_hit", f"yes (saved ${route.saved_usd})"))
+    if len(route.attempts) > 1 or any(a.outcome != "ok" for a in route.attempts):
+        rows.append(
+            ("attempts", ", ".join(f"{a.provider} {a.operation}: {a.outcome}" for a in route.attempts))
+        )
+    for label, value in rows:
+        table.add_row(label, Text(value))
+    return table
+
+
+def _words_table(words: list[audio_gateway_pb2.Word]) -> Table:
+    table = Table(box=box.SIMPLE, pad_edge=False)
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    table.add_column("word")
+    table.add_column("conf", justify="right")
+    for word in words:
+        table.add_row(
+            f"{word.start_s:.2f}", f"{word.end_s:.2f}", Text(word.text.strip()), f"{word.confidence:.2f}"
+        )
+    return table
+
+
+def _message_dict(message: Message) -> dict[str, object]:
+    return json.loads(_message_json(message))
+
+
+def _message_json(message: Message) -> str:
+    return json_format.MessageToJson(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _print_json(message: Message) -> None:
+    sys.stdout.write(_message_json(message) + "\n")
+
+
+def _write_json(body: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(body, indent=2) + "\n")
+
+
+def _rpc_status(exc: grpc.RpcError) -> tuple[str, str]:
+    if isinstance(exc, grpc.Call):
+        return exc.code().name, exc.details() or ""
+    return "UNKNOWN", str(exc)
+
+
+def _say(ui: _Ui, text: Text) -> None:
+    # Word-wrap for a reader at a terminal; never break lines for a pipe or a file.
+    ui.out.print(text, soft_wrap=not ui.out.is_terminal)
+
+
+def _error(ui: _Ui, message: str) -> None:
+    ui.err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

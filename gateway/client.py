@@ -1,0 +1,419 @@
+"""Clients for the gateway: :class:`GatewayClient` (blocking) and :class:`AsyncGatewayClient` (asyncio).
+
+Both speak the same API and build their requests with the same module-level
+helpers, so they cannot drift apart::
+
+    with GatewayClient("localhost:50051") as client:
+        reply = client.transcribe("meeting.wav", language="en")
+        print(reply.text, reply.route.provider, reply.route.cost_usd)
+
+    async with AsyncGatewayClient("localhost:50051") as client:
+        speech = await client.synthesize("Hello there.")
+
+Audio is given as the file's bytes, or as a path (``str`` or :class:`~pathlib.Path`)
+that the client reads; for a path the MIME type is guessed from the suffix
+unless ``mime_type`` is given. Failed calls raise :class:`grpc.RpcError`
+(``grpc.aio.AioRpcError`` for the async client) with the server's status code
+and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self, TypeVar
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc, common_pb2
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_S",
+    "MAX_MESSAGE_BYTES",
+    "AsyncGatewayClient",
+    "AudioSource",
+    "GatewayClient",
+    "OutputFormat",
+    "load_audio",
+]
+
+DEFAULT_TARGET = "localhost:50051"
+DEFAULT_TIMEOUT_S = 300.0
+# Matches the server's default limit (GATEWAY_SERVER__MAX_MESSAGE_BYTES): whole recordings in one message.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+
+AudioSource = bytes | str | Path
+OutputFormat = Literal["wav", "pcm16"]
+Metadata = tuple[tuple[str, str], ...]
+
+_FORMATS: dict[str, audio_gateway_pb2.AudioFormat] = {
+    "wav": audio_gateway_pb2.AUDIO_FORMAT_WAV,
+    "pcm16": audio_gateway_pb2.AUDIO_FORMAT_PCM16,
+}
+_HEALTH_STATUS = health_pb2.HealthCheckResponse.ServingStatus
+_HEALTH_POLL_S = 0.25
+_HEALTH_CALL_TIMEOUT_S = 5.0
+T = TypeVar("T")
+
+
+# -- request building, shared by both clients ---------------------------------
+
+
+def load_audio(audio: AudioSource, mime_type: str = "") -> common_pb2.Audio:
+    """An ``Audio`` message from bytes, or from a file path (read here; MIME type guessed from the suffix)."""
+    if isinstance(audio, bytes | bytearray | memoryview):
+        return common_pb2.Audio(content=bytes(audio), mime_type=mime_type)
+    path = Path(audio).expanduser()
+    content = path.read_bytes()
+    return common_pb2.Audio(content=content, mime_type=mime_type or mimetypes.guess_type(path.name)[0] or "")
+
+
+def _transcribe_request(
+    audio: AudioSource,
+    mime_type: str,
+    language: str,
+    word_timestamps: bool,
+    prompt: str,
+    routing: common_pb2.RoutingOptions | None,
+) -> audio_gateway_pb2.TranscribeRequest:
+    return audio_gateway_pb2.TranscribeRequest(
+        audio=load_audio(audio, mime_type),
+        language=language,
+        word_timestamps=word_timestamps,
+        prompt=prompt,
+        routing=routing,
+    )
+
+
+def _synthesize_request(
+    text: str,
+    voice: str,
+    format: OutputFormat,
+    sample_rate: int,
+    speed: float,
+    routing: common_pb2.RoutingOptions | None,
+) -> audio_gateway_pb2.SynthesizeRequest:
+    try:
+        audio_format = _FORMATS[format]
+    except KeyError:
+        raise ValueError(f"format must be one of {', '.join(_FORMATS)}, not {format!r}") from None
+    return audio_gateway_pb2.SynthesizeRequest(
+        text=text,
+        voice=voice,
+        format=audio_format,
+        sample_rate=sample_rate,
+        speed=speed,
+        routing=routing,
+    )
+
+
+def _understand_request(
+    audio: AudioSource,
+    question: str,
+    mime_type: str,
+    language: str,
+    max_answer_tokens: int,
+    routing: common_pb2.RoutingOptions | None,
+) -> audio_gateway_pb2.UnderstandRequest:
+    return audio_gateway_pb2.UnderstandRequest(
+        audio=load_audio(audio, mime_type),
+        question=question,
+        language=language,
+        max_answer_tokens=max_answer_tokens,
+        routing=routing,
+    )
+
+
+def _health_request(service: str) -> health_pb2.HealthCheckRequest:
+    return health_pb2.HealthCheckRequest(service=service)
+
+
+def _call_metadata(metadata: Sequence[tuple[str, str]] | None, api_key: str | None) -> Metadata:
+    pairs = tuple((key.lower(), value) for key, value in metadata or ())
+    if api_key:
+        pairs += (("authorization", f"Bearer {api_key}"),)
+    return pairs
+
+
+def _status_name(status: int) -> str:
+    return _HEALTH_STATUS.Name(status)
+
+
+def _unknown_service(error: grpc.RpcError) -> bool:
+    # The health service answers NOT_FOUND for a name it has never been told about.
+    return isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _not_serving_message(service: str, timeout_s: float, last: str) -> str:
+    return f"health of {service or 'the server'!r} was not SERVING within {timeout_s:g} s (last: {last})"
+
+
+def _poll_timeout(remaining_s: float) -> float:
+    return max(min(remaining_s, _HEALTH_CALL_TIMEOUT_S), 0.05)
+
+
+def _describe_rpc_error(error: grpc.RpcError) -> str:
+    if isinstance(error, grpc.Call):
+        return f"{error.code().name}: {error.details()}"
+    return type(error).__name__
+
+
+async def _off_loop_if_path(audio: AudioSource, build: Callable[[], T]) -> T:
+    """Build a request; reading a file happens on a worker thread, not on the event loop."""
+    if isinstance(audio, bytes | bytearray | memoryview):
+        return build()
+    return await asyncio.to_thread(build)
+
+
+class _ClientBase:
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None,
+        metadata: Sequence[tuple[str, str]] | None,
+        api_key: str | None,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        # Holds the credentials: never logged, never part of repr().
+        self._metadata = _call_metadata(metadata, api_key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target={self.target!r}, timeout_s={self.timeout_s!r})"
+
+    def _health_timeout(self) -> float:
+        # A health check is cheap: never wait the long default an audio call may need.
+        if self.timeout_s is None:
+            return _HEALTH_CALL_TIMEOUT_S
+        return min(self.timeout_s, _HEALTH_CALL_TIMEOUT_S)
+
+
+# -- blocking client -------------------------------------------------------------
+
+
+class GatewayClient(_ClientBase):
+    """A blocking client over one gRPC channel. Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        metadata: Sequence[tuple[str, str]] | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        super().__init__(target, timeout_s, metadata, api_key)
+        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = audio_gateway_pb2_grpc.AudioGatewayStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def transcribe(
+        self,
+        audio: AudioSource,
+        *,
+        mime_type: str = "",
+        language: str = "",
+        word_timestamps: bool = False,
+        prompt: str = "",
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> audio_gateway_pb2.TranscribeResponse:
+        request = _transcribe_request(audio, mime_type, language, word_timestamps, prompt, routing)
+        return self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    def synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        format: OutputFormat = "wav",
+        sample_rate: int = 0,
+        speed: float = 0.0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> audio_gateway_pb2.SynthesizeResponse:
+        request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
+        return self._stub.Synthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    def understand(
+        self,
+        audio: AudioSource,
+        question: str,
+        *,
+        mime_type: str = "",
+        language: str = "",
+        max_answer_tokens: int = 0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> audio_gateway_pb2.UnderstandResponse:
+        request = _understand_request(audio, question, mime_type, language, max_answer_tokens, routing)
+        return self._stub.Understand(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    def health(self, service: str = "") -> str:
+        """The serving status of ``service`` ("" is the whole server): "SERVING", "NOT_SERVING",
+        or "SERVICE_UNKNOWN" for a name the server does not know. Raises grpc.RpcError when unreachable."""
+        try:
+            reply = self._health.Check(
+                _health_request(service), timeout=self._health_timeout(), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            if _unknown_service(exc):
+                return _status_name(_HEALTH_STATUS.SERVICE_UNKNOWN)
+            raise
+        return _status_name(reply.status)
+
+    def wait_until_serving(self, timeout_s: float, service: str = "") -> None:
+        """Poll health until ``service`` is SERVING; raise TimeoutError after ``timeout_s`` seconds.
+
+        An unreachable server counts as not serving yet, so this also waits for a server to start.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                reply = self._health.Check(
+                    _health_request(service),
+                    timeout=_poll_timeout(remaining),
+                    metadata=self._metadata,
+                )
+                last = _status_name(reply.status)
+            except grpc.RpcError as exc:
+                last = _describe_rpc_error(exc)
+            if last == "SERVING":
+                return
+            if time.monotonic() + _HEALTH_POLL_S > deadline:
+                raise TimeoutError(_not_serving_message(service, timeout_s, last))
+            time.sleep(_HEALTH_POLL_S)
+
+
+# -- asyncio client ----------------------------------------------------------------
+
+
+class AsyncGatewayClient(_ClientBase):
+    """The asyncio client (grpc.aio). Use it as an async context manager, or await :meth:`close`."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        metadata: Sequence[tuple[str, str]] | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        super().__init__(target, timeout_s, metadata, api_key)
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = audio_gateway_pb2_grpc.AudioGatewayStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def transcribe(
+        self,
+        audio: AudioSource,
+        *,
+        mime_type: str = "",
+        language: str = "",
+        word_timestamps: bool = False,
+        prompt: str = "",
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> audio_gateway_pb2.TranscribeResponse:
+        request = await _off_loop_if_path(
+            audio, lambda: _transcribe_request(audio, mime_type, language, word_timestamps, prompt, routing)
+        )
+        return await self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        format: OutputFormat = "wav",
+        sample_rate: int = 0,
+        speed: float = 0.0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> audio_gateway_pb2.SynthesizeResponse:
+        request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
+        return await self._stub.Synthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def understand(
+        self,
+        audio: AudioSource,
+        question: str,
+        *,
+        mime_type: str = "",
+        language: str = "",
+        max_answer_tokens: int = 0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> audio_gateway_pb2.UnderstandResponse:
+        request = await _off_loop_if_path(
+            audio,
+            lambda: _understand_request(audio, question, mime_type, language, max_answer_tokens, routing),
+        )
+        return await self._stub.Understand(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def health(self, service: str = "") -> str:
+        """The serving status of ``service``; see :meth:`GatewayClient.health`."""
+        try:
+            reply = await self._health.Check(
+                _health_request(service), timeout=self._health_timeout(), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            if _unknown_service(exc):
+                return _status_name(_HEALTH_STATUS.SERVICE_UNKNOWN)
+            raise
+        return _status_name(reply.status)
+
+    async def wait_until_serving(self, timeout_s: float, service: str = "") -> None:
+        """Poll health until ``service`` is SERVING; see :meth:`GatewayClient.wait_until_serving`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                reply = await self._health.Check(
+                    _health_request(service),
+                    timeout=_poll_timeout(remaining),
+                    metadata=self._metadata,
+                )
+                last = _status_name(reply.status)
+            except grpc.RpcError as exc:
+                last = _describe_rpc_error(exc)
+            if last == "SERVING":
+                return
+            if loop.time() + _HEALTH_POLL_S > deadline:
+                raise TimeoutError(_not_serving_message(service, timeout_s, last))
+            await asyncio.sleep(_HEALTH_POLL_S)

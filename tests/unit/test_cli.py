@@ -1,0 +1,380 @@
+"""The command line against a real in-process gateway serving fake providers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import threading
+import time
+import wave
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+import structlog
+
+from gateway import cli
+from gateway.client import AsyncGatewayClient, GatewayClient
+from gateway.errors import ProviderUnavailable
+from gateway.grpc.server import GatewayServer
+from gateway.settings import Settings
+from providers.testing import (
+    FAKE_ANSWER,
+    FAKE_TRANSCRIPT,
+    FakeAnswerer,
+    FakeSynthesizer,
+    FakeTranscriber,
+    sine_pcm16,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Gateway:
+    port: int
+    stt: FakeTranscriber
+    tts: FakeSynthesizer
+    llm: FakeAnswerer
+    logs: list[dict[str, Any]]  # the server's structlog events, kept off the captured stdout
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class _LoopThread:
+    """An event loop on its own thread, so a sync caller can drive an asyncio server."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    settings = Settings()
+    settings.server.host = "127.0.0.1"
+    settings.server.port = 0
+    stt, tts, llm = FakeTranscriber(), FakeSynthesizer(), FakeAnswerer()
+    runner = _LoopThread()
+
+    async def start() -> GatewayServer:
+        # Built on the server's loop: grpc.aio binds to the loop it is created on.
+        server = GatewayServer(settings, providers=[stt, tts, llm])
+        await server.start()
+        await server.wait_ready(timeout_s=10)
+        return server
+
+    with structlog.testing.capture_logs() as logs:
+        server = runner.run(start())
+        try:
+            yield Gateway(server.port, stt, tts, llm, logs)
+        finally:
+            runner.run(server.stop(grace_s=1))
+            runner.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakes(gateway: Gateway) -> None:
+    for fake in (gateway.stt, gateway.tts, gateway.llm):
+        fake.fail_with = None
+        fake.delay_s = 0.0
+        fake.calls = 0
+
+
+@pytest.fixture
+def wav_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(sine_pcm16(1.5).tobytes())
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(gateway: Gateway, *args: str) -> int:
+    command, *rest = args
+    return cli.main([command, "--target", gateway.target, "--timeout", "10", *rest])
+
+
+# -- transcribe ----------------------------------------------------------------------
+
+
+def test_transcribe_prints_transcript_and_route(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file)) == 0
+    out, err = capsys.readouterr()
+    assert FAKE_TRANSCRIPT in out
+    for label in ("provider", "model", "locality", "cost_usd", "latency_ms", "request_id"):
+        assert label in out
+    assert "fake-stt" in out and "local" in out
+    assert "clip.wav" in out and "1.5 s" in out
+    assert err == ""
+    assert gateway.stt.calls == 1
+
+
+def test_transcribe_json(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file), "--json", "--words", "--language", "en") == 0
+    out, err = capsys.readouterr()
+    reply = json.loads(out)
+    assert reply["text"] == FAKE_TRANSCRIPT
+    assert reply["language"] == "en"
+    assert reply["duration_s"] == pytest.approx(1.5)
+    assert [w["text"].strip() for w in reply["words"]] == FAKE_TRANSCRIPT.split()
+    route = reply["route"]
+    assert route["provider"] == "fake-stt"
+    assert route["locality"] == "LOCALITY_LOCAL"
+    assert len(route["request_id"]) >= 16
+    assert err == ""
+
+
+def test_transcribe_words_table(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file), "--words") == 0
+    out = capsys.readouterr().out
+    assert "start" in out and "conf" in out and "lazy" in out
+
+
+def test_transcribe_sends_options_and_routing(gateway, wav_file, capsys):
+    code = run(
+        gateway, "transcribe", str(wav_file), "--prompt", "Fox, Dog", "--privacy", "local_only",
+        "--provider", "fake-stt", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert gateway.stt.last_options is not None and gateway.stt.last_options.prompt == "Fox, Dog"
+
+
+def test_pin_to_an_unknown_provider_is_a_failed_precondition(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file), "--provider", "nobody") == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("error: FAILED_PRECONDITION:")
+    assert "pinned provider 'nobody'" in err
+
+
+def test_progress_on_a_terminal_leaves_stdout_clean(gateway, wav_file, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_stderr_is_tty", lambda: True)
+    gateway.stt.delay_s = 0.2
+    assert run(gateway, "transcribe", str(wav_file)) == 0
+    out = capsys.readouterr().out
+    assert FAKE_TRANSCRIPT in out
+    assert "Transcribing" not in out
+
+
+# -- synthesize ----------------------------------------------------------------------
+
+
+def test_synthesize_writes_a_wav(gateway, tmp_path, capsys):
+    out_path = tmp_path / "hello.wav"
+    assert run(gateway, "synthesize", "Hello there.", "-o", str(out_path)) == 0
+    with wave.open(str(out_path), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 16_000)
+        assert w.getnframes() == 8_000
+    out = capsys.readouterr().out
+    assert str(out_path) in out and "fake-tts" in out and "0.5 s" in out
+    assert gateway.tts.last_text == "Hello there."
+
+
+def test_synthesize_json_omits_audio_and_names_the_output(gateway, tmp_path, capsys):
+    out_path = tmp_path / "hello.pcm"
+    code = run(
+        gateway,
+        "synthesize",
+        "Hi.",
+        "-o",
+        str(out_path),
+        "--format",
+        "pcm16",
+        "--sample-rate",
+        "8000",
+        "--json",
+    )
+    assert code == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert "audio" not in reply
+    assert reply["output"] == str(out_path)
+    assert reply["mime_type"] == "audio/L16;rate=8000"
+    assert reply["sample_rate"] == 8000
+    assert reply["route"]["provider"] == "fake-tts"
+    assert out_path.stat().st_size == pytest.approx(8000, abs=64)  # 0.5 s of 16-bit samples at 8 kHz
+
+
+def test_synthesize_reads_stdin(gateway, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("From a pipe.\n"))
+    out_path = tmp_path / "piped.wav"
+    assert run(gateway, "synthesize", "-", "-o", str(out_path)) == 0
+    assert gateway.tts.last_text == "From a pipe."  # the gateway trims the text
+    assert out_path.stat().st_size > 44
+
+
+def test_synthesize_unknown_voice_is_invalid_argument(gateway, tmp_path, capsys):
+    out_path = tmp_path / "never.wav"
+    assert run(gateway, "synthesize", "Hi.", "-o", str(out_path), "--voice", "nobody") == 2
+    _, err = capsys.readouterr()
+    assert "error: INVALID_ARGUMENT:" in err and "fake-voice" in err
+    assert not out_path.exists()
+
+
+# -- understand ------------------------------------------------------------------------
+
+
+def test_understand(gateway, wav_file, capsys):
+    assert run(gateway, "understand", str(wav_file), "-q", "What is it about?") == 0
+    out = capsys.readouterr().out
+    assert FAKE_ANSWER in out
+    assert "fake-llm" in out
+    assert gateway.llm.last_question == "What is it about?"
+    assert gateway.llm.last_transcript == FAKE_TRANSCRIPT
+
+
+def test_understand_json(gateway, wav_file, capsys):
+    assert run(gateway, "understand", str(wav_file), "-q", "Who?", "--json") == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["answer"] == FAKE_ANSWER
+    assert reply["transcript"] == FAKE_TRANSCRIPT
+    assert [a["provider"] for a in reply["route"]["attempts"]] == ["fake-stt", "fake-llm"]
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+def test_health_serving(gateway, capsys):
+    assert run(gateway, "health") == 0
+    assert "SERVING" in capsys.readouterr().out
+
+
+def test_health_of_one_operation_with_wait(gateway, capsys):
+    assert run(gateway, "health", "--service", "gateway.api.v1.AudioGateway/Synthesize", "--wait", "5") == 0
+    assert run(gateway, "health", "--json") == 0
+    lines = capsys.readouterr().out
+    assert json.loads(lines[lines.index("{") :]) == {"service": "", "status": "SERVING"}
+
+
+def test_health_of_an_unknown_service_exits_1(gateway, capsys):
+    assert run(gateway, "health", "--service", "no.such.Service") == 1
+    assert "SERVICE_UNKNOWN" in capsys.readouterr().out
+
+
+def test_health_wait_gives_up_on_an_unreachable_server(capsys):
+    target = f"127.0.0.1:{_free_port()}"
+    assert cli.main(["health", "--target", target, "--wait", "0.5"]) == 1
+    _, err = capsys.readouterr()
+    assert "not SERVING within 0.5 s" in err and "UNAVAILABLE" in err
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def test_non_audio_input_is_invalid_argument(gateway, tmp_path, capsys):
+    document = tmp_path / "notes.txt"
+    document.write_text("These are meeting notes, not a recording.\n" * 20)
+    assert run(gateway, "transcribe", str(document)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: INVALID_ARGUMENT:")
+    assert "not decodable audio" in err
+    assert "Traceback" not in err
+    assert gateway.stt.calls == 0
+
+
+def test_missing_input_file(gateway, tmp_path, capsys):
+    missing = tmp_path / "nowhere.wav"
+    for command in (["transcribe", str(missing)], ["understand", str(missing), "-q", "Why?"]):
+        assert run(gateway, *command) == 2
+        _, err = capsys.readouterr()
+        assert err.strip() == f"error: input file not found: {missing}"
+
+
+def test_unreachable_target(tmp_path, wav_file, capsys):
+    target = f"127.0.0.1:{_free_port()}"
+    assert cli.main(["transcribe", str(wav_file), "--target", target, "--timeout", "5"]) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("error: UNAVAILABLE:")
+    assert cli.main(["health", "--target", target, "--timeout", "5"]) == 2
+
+
+def test_provider_failure_is_unavailable(gateway, wav_file, capsys):
+    gateway.stt.fail_with = ProviderUnavailable("fake-stt", "the engine fell over")
+    assert run(gateway, "transcribe", str(wav_file)) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("error: UNAVAILABLE:")
+    assert "the engine fell over" in err
+
+
+def test_timeout_bounds_the_call(gateway, wav_file, capsys):
+    gateway.stt.delay_s = 3.0
+    started = time.monotonic()
+    assert cli.main(["transcribe", str(wav_file), "--target", gateway.target, "--timeout", "0.5"]) == 2
+    assert time.monotonic() - started < 2.5
+    _, err = capsys.readouterr()
+    # Whichever side notices first: the client's deadline, or the gateway giving up on the attempt.
+    assert err.startswith(("error: DEADLINE_EXCEEDED:", "error: UNAVAILABLE:"))
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main([]) == 2
+    assert cli.main(["synthesize", "Hi."]) == 2  # -o is required
+    assert cli.main(["synthesize", "Hi.", "-o", "x.wav", "--format", "mp3"]) == 2
+    assert "usage:" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0
+
+
+# -- serve and the client library -----------------------------------------------------------
+
+
+def test_serve_applies_host_and_port(monkeypatch):
+    seen: list[Settings] = []
+
+    async def fake_serve(settings: Settings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr("gateway.grpc.server.serve", fake_serve)
+    monkeypatch.setattr("gateway.logs.configure", lambda _settings: None)
+    assert cli.main(["serve", "--host", "127.0.0.1", "--port", "50999"]) == 0
+    assert (seen[0].server.host, seen[0].server.port) == ("127.0.0.1", 50999)
+
+
+def test_client_sends_the_api_key_but_never_shows_it(gateway, wav_file):
+    with GatewayClient(
+        gateway.target, api_key="s3cret-key", metadata=[("x-request-id", "cli-test-1")]
+    ) as client:
+        assert "s3cret" not in repr(client)
+        assert ("authorization", "Bearer s3cret-key") in client._metadata
+        reply = client.transcribe(wav_file)
+    assert reply.route.request_id == "cli-test-1"
+    assert reply.text == FAKE_TRANSCRIPT
+    assert gateway.logs and "s3cret" not in repr(gateway.logs)
+
+
+async def test_async_client(gateway, wav_file):
+    async with AsyncGatewayClient(gateway.target, timeout_s=10) as client:
+        await client.wait_until_serving(5)
+        assert await client.health("gateway.api.v1.AudioGateway/Understand") == "SERVING"
+        transcript = await client.transcribe(wav_file.read_bytes(), mime_type="audio/wav")
+        speech = await client.synthesize("Hello.", format="pcm16")
+        answer = await client.understand(str(wav_file), "What?")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.transcribe(b"definitely not audio")
+    assert transcript.text == FAKE_TRANSCRIPT
+    assert speech.mime_type == "audio/L16;rate=16000" and len(speech.audio) == 16_000
+    assert answer.answer == FAKE_ANSWER
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
