@@ -12,6 +12,7 @@
     ├── NoRoute                 no provider satisfies the request/policy    → FAILED_PRECONDITION
     ├── NotReady                engines still loading                       → UNAVAILABLE
     ├── AllAttemptsFailed       every candidate failed                      → UNAVAILABLE
+    │   └── DeadlineExceeded    ...and every failure was the deadline       → DEADLINE_EXCEEDED
     └── ProviderError           one attempt failed (router-internal)
         ├── ProviderTimeout         deadline hit               (retryable)
         ├── ProviderUnavailable     5xx, 429, reset, overload  (retryable)
@@ -116,3 +117,7 @@ class AllAttemptsFailed(GatewayError):
         listing = "; ".join(f"[{e.kind}] {e}" for e in errors)
         super().__init__(f"every attempt failed: {listing}")
         self.errors = errors
+
+
+class DeadlineExceeded(AllAttemptsFailed):
+    kind = "deadline_exceeded"

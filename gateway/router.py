@@ -32,6 +32,7 @@ from gateway.domain import (
 )
 from gateway.errors import (
     AllAttemptsFailed,
+    DeadlineExceeded,
     InvalidInput,
     NoRoute,
     NotReady,
@@ -277,6 +278,8 @@ class Router:
             ):
                 route.locality = provider.capabilities.locality
             return result, provider
+        if errors and all(isinstance(e, ProviderTimeout) for e in errors):
+            raise DeadlineExceeded(errors)
         raise AllAttemptsFailed(errors)
 
     # -- helpers ----------------------------------------------------------

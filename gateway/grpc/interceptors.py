@@ -32,6 +32,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] =
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.NoRoute, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.AllAttemptsFailed, grpc.StatusCode.UNAVAILABLE),
     (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
 )
