@@ -32,6 +32,6 @@ def test_generated_code_matches_protos(tmp_path):
         for p in committed_dir.iterdir()
         if p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))
     }
-    assert set(generated) == set(committed), "regenerate: see docs/development.md"
+    assert set(generated) == set(committed), "the generated file set differs: see docs/development.md"
     stale = [str(name) for name, content in generated.items() if committed[name] != content]
     assert not stale, f"generated code is stale, regenerate it: {stale}"
