@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
@@ -45,7 +45,7 @@ class Catalogue:
     def failures(self) -> dict[str, str]:
         return dict(self._failed)
 
-    async def start(self, on_change: Callable[[], None] = lambda: None) -> None:
+    async def start(self, on_change: Callable[[], Awaitable[None]] | None = None) -> None:
         """Load and warm every provider; each becomes routable as soon as it is warm.
 
         Engines load one after another: on a small node, loading them all at
@@ -67,7 +67,8 @@ class Catalogue:
                 model=provider.model,
                 load_s=round(asyncio.get_running_loop().time() - started, 3),
             )
-            on_change()
+            if on_change is not None:
+                await on_change()
 
     async def close(self) -> None:
         for provider in self._providers.values():

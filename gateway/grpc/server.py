@@ -72,7 +72,7 @@ class GatewayServer:
         return self.port
 
     async def _warm_up(self) -> None:
-        await self.app.catalogue.start(on_change=lambda: asyncio.ensure_future(self._publish_health()))
+        await self.app.catalogue.start(on_change=self._publish_health)
         await self._publish_health()
         failures = self.app.catalogue.failures
         if failures:
