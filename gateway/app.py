@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.catalogue import Catalogue
-from gateway.pricing import PriceBook
+from gateway.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
+from gateway.provider_config import ProviderConfig, load_providers_file
 from gateway.router import Router
 from gateway.settings import Settings
-from providers.base import Provider
-from providers.registry import build_local_providers
+from providers.base import Locality, Provider
+from providers.registry import build_local_providers, build_remote_providers
 
 
 @dataclass
@@ -17,6 +18,7 @@ class App:
     settings: Settings
     catalogue: Catalogue
     router: Router
+    prices: PriceBook
 
     async def close(self) -> None:
         await self.catalogue.close()
@@ -24,12 +26,36 @@ class App:
 
 def build_app(settings: Settings, providers: list[Provider] | None = None) -> App:
     """Wire the gateway from settings. ``providers`` replaces the configured ones (tests, embedding)."""
-    catalogue = Catalogue(build_local_providers(settings) if providers is None else providers)
-    prices = PriceBook(local_usd_per_hour=settings.pricing.local_usd_per_hour, vendor_prices={})
+    configs = load_providers_file(settings.providers_file) if settings.providers_file else []
+    if providers is None:
+        providers = [*build_local_providers(settings), *build_remote_providers(configs)]
+    catalogue = Catalogue(providers)
+    prices = build_price_book(settings, configs)
     router = Router(
         catalogue,
         prices,
         settings.limits,
         default_answer_tokens=settings.llama.max_answer_tokens,
     )
-    return App(settings=settings, catalogue=catalogue, router=router)
+    return App(settings=settings, catalogue=catalogue, router=router, prices=prices)
+
+
+def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> PriceBook:
+    """Price every configured remote provider, refusing to start with a cloud model nobody priced."""
+    price_list = PriceList.load(settings.price_book_file or default_price_list_path())
+    vendor_prices: dict[tuple[str, str], UnitPrices] = {}
+    for config in configs:
+        if config.prices is not None:
+            vendor_prices[(config.name, config.model)] = UnitPrices(**config.prices.model_dump())
+        elif config.price_key in price_list.prices:
+            vendor_prices[(config.name, config.model)] = price_list.prices[config.price_key]
+        elif config.locality is Locality.CLOUD:
+            raise PriceBookError(
+                f"provider {config.name!r}: the price book has no {config.price_key!r}; add it to the price "
+                "book or give the provider a 'prices:' entry, so its cost is recorded"
+            )
+    return PriceBook(
+        local_usd_per_hour=settings.pricing.local_usd_per_hour,
+        vendor_prices=vendor_prices,
+        version=price_list.version,
+    )

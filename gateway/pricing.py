@@ -8,7 +8,10 @@ Vendors are priced per unit from the price book entries given to PriceBook.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import yaml
 
 from policies.rank import CandidateInfo, RankContext
 from providers.base import Locality, Usage
@@ -20,11 +23,12 @@ _QUANTUM = Decimal("0.000000001")
 
 @dataclass(frozen=True)
 class UnitPrices:
-    """USD per unit. Zero where the vendor does not bill that unit."""
+    """USD per single unit. Zero where the vendor does not bill that unit."""
 
     per_audio_second: Decimal = Decimal(0)
     per_character: Decimal = Decimal(0)
     per_input_token: Decimal = Decimal(0)
+    per_audio_input_token: Decimal = Decimal(0)
     per_output_token: Decimal = Decimal(0)
 
 
@@ -47,6 +51,7 @@ class PriceBook:
             prices.per_audio_second * _dec(usage.audio_seconds)
             + prices.per_character * usage.characters
             + prices.per_input_token * usage.input_tokens
+            + prices.per_audio_input_token * usage.audio_input_tokens
             + prices.per_output_token * usage.output_tokens
         )
         return total.quantize(_QUANTUM)
@@ -66,3 +71,53 @@ class PriceBook:
 def _dec(value: float) -> Decimal:
     # Via repr so 0.1 stays 0.1 rather than its binary expansion.
     return Decimal(repr(value))
+
+
+class PriceBookError(ValueError):
+    pass
+
+
+_UNIT_FIELDS = {
+    "audio_second": "per_audio_second",
+    "character": "per_character",
+    "input_token": "per_input_token",
+    "audio_input_token": "per_audio_input_token",
+    "output_token": "per_output_token",
+}
+
+
+@dataclass(frozen=True)
+class PriceList:
+    """The price book file: list prices by "vendor/model", each with its source and date."""
+
+    version: str
+    prices: dict[str, UnitPrices]
+
+    @classmethod
+    def load(cls, path: Path) -> PriceList:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise PriceBookError(f"{path}: cannot read the price book: {exc}") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("prices"), dict):
+            raise PriceBookError(f"{path}: expected a mapping with 'version' and 'prices'")
+        prices = {}
+        for key, entries in raw["prices"].items():
+            fields: dict[str, Decimal] = {}
+            for entry in entries if isinstance(entries, list) else [entries]:
+                try:
+                    unit = _UNIT_FIELDS[entry["unit"]]
+                    usd, per = Decimal(str(entry["usd"])), Decimal(str(entry.get("per", 1)))
+                    entry["source"], entry["as_of"]
+                except (KeyError, TypeError, InvalidOperation) as exc:
+                    raise PriceBookError(
+                        f"{path}: price {key!r} needs unit (one of {', '.join(_UNIT_FIELDS)}), usd, per, "
+                        f"source and as_of: {exc!r}"
+                    ) from exc
+                fields[unit] = usd / per
+            prices[key] = UnitPrices(**fields)
+        return cls(version=str(raw.get("version", "unversioned")), prices=prices)
+
+
+def default_price_list_path() -> Path:
+    return Path(__file__).with_name("pricebook.yaml")

@@ -266,6 +266,10 @@ class Router:
                 if isinstance(exc, ProviderInputError):
                     raise InvalidInput(str(exc)) from exc
                 errors.append(exc)
+                if not exc.retryable:
+                    # A refusal (bad credentials, a request the vendor rejects) is not
+                    # something another attempt fixes quietly: surface it.
+                    break
                 continue
             cost = self._prices.cost(
                 provider.name, provider.model, provider.capabilities.locality, result.usage

@@ -88,5 +88,9 @@ class Settings(BaseSettings):
     llama: LlamaSettings = LlamaSettings()
     pricing: PricingSettings = PricingSettings()
     log: LogSettings = LogSettings()
+    # YAML file declaring remote providers (see gateway/provider_config.py); none by default.
+    providers_file: Path | None = None
+    # The price book (YAML); the one shipped with the gateway by default.
+    price_book_file: Path | None = None
     # Seconds a request may run when the caller sets no deadline.
     default_timeout_s: float = Field(300.0, gt=0)

@@ -82,7 +82,8 @@ class Usage:
 
     audio_seconds: float = 0.0
     characters: int = 0
-    input_tokens: int = 0
+    input_tokens: int = 0  # text (or all) prompt tokens
+    audio_input_tokens: int = 0  # prompt tokens that encode audio, where the vendor prices them apart
     output_tokens: int = 0
     compute_seconds: float = 0.0
 
@@ -91,6 +92,7 @@ class Usage:
             audio_seconds=self.audio_seconds + other.audio_seconds,
             characters=self.characters + other.characters,
             input_tokens=self.input_tokens + other.input_tokens,
+            audio_input_tokens=self.audio_input_tokens + other.audio_input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             compute_seconds=self.compute_seconds + other.compute_seconds,
         )

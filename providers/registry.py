@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gateway.provider_config import ProviderConfig
     from gateway.settings import Settings
     from providers.base import Provider
 
@@ -21,13 +22,32 @@ BUILTIN: dict[str, tuple[str, str]] = {
 }
 
 
+# provider kind (the providers file's `kind:`) → "module:Class" taking a ProviderConfig
+REMOTE: dict[str, str] = {
+    "openai": "providers.openai:OpenAIProvider",
+    "openai_compatible": "providers.openai_compatible:OpenAICompatibleProvider",
+    "deepgram": "providers.deepgram:DeepgramProvider",
+    "assemblyai": "providers.assemblyai:AssemblyAIProvider",
+    "litellm": "providers.litellm:LiteLLMProvider",
+}
+
+
+def _import(target: str) -> type[Any]:
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def load_class(name: str) -> type[Any]:
     try:
         target, _ = BUILTIN[name]
     except KeyError:
         raise KeyError(f"unknown provider {name!r}; known: {', '.join(sorted(BUILTIN))}") from None
-    module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return _import(target)
+
+
+def build_remote_providers(configs: list[ProviderConfig]) -> list[Provider]:
+    """Construct the adapters the providers file declares; each imports its SDK only now."""
+    return [_import(REMOTE[config.kind.value])(config) for config in configs]
 
 
 def build_local_providers(settings: Settings) -> list[Provider]:

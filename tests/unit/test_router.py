@@ -17,6 +17,7 @@ from gateway.errors import (
     NoRoute,
     NotReady,
     ProviderInputError,
+    ProviderRejected,
     ProviderUnavailable,
 )
 from gateway.router import RequestContext
@@ -133,3 +134,14 @@ async def test_understand_transcribes_then_answers_and_sums_the_cost():
     assert [a.operation.value for a in result.route.attempts] == ["transcribe", "understand"]
     assert result.route.cost_usd == sum(a.cost_usd for a in result.route.attempts)
     assert llm.calls == 1 and stt.calls == 1
+
+
+async def test_a_non_retryable_refusal_stops_the_walk():
+    first = FakeTranscriber(
+        name="a", fail_with=ProviderRejected("a", "HTTP 401 (check the provider's api_key_env)")
+    )
+    second = FakeTranscriber(name="b")
+    router = await started(first, second)
+    with pytest.raises(AllAttemptsFailed, match=r"\[rejected\] a: HTTP 401"):
+        await router.transcribe(transcribe_request(), ctx())
+    assert second.calls == 0
