@@ -84,7 +84,9 @@ class FakeServer:
 
     def fail_next(self, status: int, body: dict | str | None = None, times: int = 1) -> None:
         with self._lock:
-            self._failures.append(_Failure(status, body if body is not None else {"error": "injected"}, times))
+            self._failures.append(
+                _Failure(status, body if body is not None else {"error": "injected"}, times)
+            )
 
     def reset(self) -> None:
         with self._lock:
