@@ -241,3 +241,30 @@ def read_uri(uri: str, limits: LimitSettings) -> bytes:
         return path.read_bytes()
     except (FileNotFoundError, IsADirectoryError) as exc:
         raise InvalidInput(f"audio.uri {path} does not name a readable file") from exc
+
+
+def decode_pcm16(data: bytes, mime_type: str = "") -> tuple[np.ndarray, int]:
+    """Decode a provider's synthesized audio to mono int16 at its own sample rate.
+
+    Raises ValueError when the bytes are not audio; adapters map that to a
+    retryable ProviderBadResponse.
+    """
+    hint = _FORMAT_HINTS.get(mime_type.split(";")[0].strip().lower()) if mime_type else None
+    try:
+        with av.open(io.BytesIO(data), mode="r", format=hint) as container:
+            if not container.streams.audio:
+                raise ValueError("no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            chunks = [
+                f.to_ndarray().reshape(-1)
+                for frame in container.decode(stream)
+                for f in resampler.resample(frame)
+            ]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"undecodable audio: {exc.strerror}") from exc
+    if not chunks or not rate:
+        raise ValueError("the audio has no samples")
+    return np.concatenate(chunks).astype(np.int16, copy=False), rate
