@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.catalogue import Catalogue
 from gateway.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
@@ -24,13 +24,22 @@ class App:
         await self.catalogue.close()
 
 
-def build_app(settings: Settings, providers: list[Provider] | None = None) -> App:
-    """Wire the gateway from settings. ``providers`` replaces the configured ones (tests, embedding)."""
+def build_app(
+    settings: Settings,
+    providers: list[Provider] | None = None,
+    prices: dict[tuple[str, str], UnitPrices] | None = None,
+) -> App:
+    """Wire the gateway from settings.
+
+    ``providers`` replaces the configured ones and ``prices`` adds unit prices by (name, model), for
+    embedding the gateway with providers built in code (and for tests).
+    """
     configs = load_providers_file(settings.providers_file) if settings.providers_file else []
     if providers is None:
         providers = [*build_local_providers(settings), *build_remote_providers(configs)]
     catalogue = Catalogue(providers)
-    prices = build_price_book(settings, configs)
+    book = build_price_book(settings, configs)
+    prices = replace(book, vendor_prices={**book.vendor_prices, **(prices or {})})
     router = Router(
         catalogue,
         prices,

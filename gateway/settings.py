@@ -71,6 +71,27 @@ class PricingSettings(BaseModel):
     local_usd_per_hour: Decimal = Field(Decimal("0.10"), ge=0)
 
 
+class RedisSettings(BaseModel):
+    # redis://host:port/db; empty runs without Redis (per-instance state, no shared budgets).
+    url: str = ""
+    # Redis calls on the request path give up after this long and degrade instead of failing.
+    timeout_s: float = Field(0.25, gt=0)
+    key_prefix: str = "gw:"
+
+
+class BreakerSettings(BaseModel):
+    # Consecutive failures that open a provider's circuit breaker.
+    failure_threshold: int = Field(5, ge=1)
+    # How long an open breaker keeps a provider out before one probe request is let through.
+    cooldown_s: float = Field(30.0, gt=0)
+    # Weight of the newest observation in the learned latency model (EWMA).
+    latency_alpha: float = Field(0.2, gt=0, le=1)
+    # Observations before the learned latency model replaces the declared prior.
+    latency_min_observations: int = Field(3, ge=1)
+    # How often learned state is exchanged with Redis.
+    sync_interval_s: float = Field(2.0, gt=0)
+
+
 class LogSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -88,6 +109,10 @@ class Settings(BaseSettings):
     llama: LlamaSettings = LlamaSettings()
     pricing: PricingSettings = PricingSettings()
     log: LogSettings = LogSettings()
+    redis: RedisSettings = RedisSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    # YAML file of policies and tenants (see policies/model.py); none: one open "default" policy, no auth.
+    policies_file: Path | None = None
     # YAML file declaring remote providers (see gateway/provider_config.py); none by default.
     providers_file: Path | None = None
     # The price book (YAML); the one shipped with the gateway by default.

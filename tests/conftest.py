@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -40,3 +45,53 @@ async def channel(engine_server: GatewayServer) -> AsyncIterator[grpc.aio.Channe
 @pytest.fixture(scope="session")
 def stub(channel: grpc.aio.Channel) -> audio_gateway_pb2_grpc.AudioGatewayStub:
     return audio_gateway_pb2_grpc.AudioGatewayStub(channel)
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The machine's Redis when it answers, else a throwaway redis-server on a free port.
+
+    Tests namespace their keys (unique prefixes) so they never disturb other users of a shared server.
+    """
+    shared = "redis://127.0.0.1:6379/0"
+    if _redis_answers(shared):
+        yield shared
+        return
+    with throwaway_redis() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[str]:
+    """A private redis-server for tests that stop or break Redis (never the shared one)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_answers(url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("throwaway redis-server did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -14,6 +14,7 @@ from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc
 from gateway.app import App, build_app
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.servicers import AudioGatewayServicer
+from gateway.pricing import UnitPrices
 from gateway.settings import Settings
 from providers.base import Operation, Provider
 
@@ -33,9 +34,14 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class GatewayServer:
     """A running gateway. ``start`` returns once the port listens; engines warm up behind it."""
 
-    def __init__(self, settings: Settings, providers: list[Provider] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: list[Provider] | None = None,
+        prices: dict[tuple[str, str], UnitPrices] | None = None,
+    ) -> None:
         self.settings = settings
-        self.app: App = build_app(settings, providers)
+        self.app: App = build_app(settings, providers, prices)
         self.port: int = 0
         self._health = health.aio.HealthServicer()
         self._ready = asyncio.Event()
