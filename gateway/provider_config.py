@@ -20,11 +20,11 @@ import enum
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from gateway import yamlfile
+from gateway.yamlfile import ConfigFileError
 from providers.base import Locality, Operation
 
 
@@ -113,7 +113,7 @@ class ProviderConfig(BaseModel):
         return self.api_key.get_secret_value() if self.api_key is not None else None
 
 
-class ProviderConfigError(ValueError):
+class ProviderConfigError(ConfigFileError):
     pass
 
 
@@ -121,18 +121,16 @@ def load_providers_file(path: Path, environ: dict[str, str] | None = None) -> li
     """Parse and validate the providers file; errors name the file, the entry's line and the problem."""
     environ = dict(os.environ) if environ is None else environ
     try:
-        text = path.read_text(encoding="utf-8")
-        document = yaml.compose(text)
-        raw: Any = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ProviderConfigError(f"{path}: {exc}") from exc
+        raw, document = yamlfile.load(path)
+    except ConfigFileError as exc:
+        raise ProviderConfigError(str(exc)) from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("providers"), list):
         raise ProviderConfigError(f"{path}: expected a top-level 'providers:' list")
-    lines = _entry_lines(document)
+    lines = yamlfile.item_lines(document, "providers")
     configs: list[ProviderConfig] = []
     seen: set[str] = set()
     for index, entry in enumerate(raw["providers"]):
-        where = f"{path}:{lines[index] if index < len(lines) else '?'}"
+        where = yamlfile.where(path, lines, index)
         if not isinstance(entry, dict):
             raise ProviderConfigError(f"{where}: each provider must be a mapping")
         key_env = entry.get("api_key_env")
@@ -145,21 +143,9 @@ def load_providers_file(path: Path, environ: dict[str, str] | None = None) -> li
         try:
             config = ProviderConfig.model_validate(entry)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ProviderConfigError(f"{where}: {problems}") from None
+            raise ProviderConfigError(f"{where}: {yamlfile.describe(exc)}") from None
         if config.name in seen:
             raise ProviderConfigError(f"{where}: a provider named {config.name!r} is already declared")
         seen.add(config.name)
         configs.append(config)
     return configs
-
-
-def _entry_lines(document: yaml.Node | None) -> list[int]:
-    if not isinstance(document, yaml.MappingNode):
-        return []
-    for key, value in document.value:
-        if getattr(key, "value", None) == "providers" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
