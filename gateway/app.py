@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from gateway.catalogue import Catalogue
+from gateway.policy_store import PolicyStore
 from gateway.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
 from gateway.provider_config import ProviderConfig, load_providers_file
 from gateway.router import Router
@@ -19,6 +20,7 @@ class App:
     catalogue: Catalogue
     router: Router
     prices: PriceBook
+    policies: PolicyStore
 
     async def close(self) -> None:
         await self.catalogue.close()
@@ -40,13 +42,15 @@ def build_app(
     catalogue = Catalogue(providers)
     book = build_price_book(settings, configs)
     prices = replace(book, vendor_prices={**book.vendor_prices, **(prices or {})})
+    policies = PolicyStore(settings.policies_file)
     router = Router(
         catalogue,
         prices,
         settings.limits,
         default_answer_tokens=settings.llama.max_answer_tokens,
+        policies=policies,
     )
-    return App(settings=settings, catalogue=catalogue, router=router, prices=prices)
+    return App(settings=settings, catalogue=catalogue, router=router, prices=prices, policies=policies)
 
 
 def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> PriceBook:

@@ -36,14 +36,16 @@ from gateway.errors import (
     InvalidInput,
     NoRoute,
     NotReady,
+    PermissionDenied,
     ProviderError,
     ProviderInputError,
     ProviderTimeout,
     Rejection,
 )
+from gateway.policy_store import PolicyStore
 from gateway.pricing import PriceBook
 from gateway.settings import LimitSettings
-from policies.model import DEFAULT_POLICY, Policy
+from policies.model import ANONYMOUS, Policy, Tenant
 from policies.rank import RankContext, Ranking, rank
 from providers.base import (
     Answerer,
@@ -75,7 +77,7 @@ R = TypeVar("R", bound=_Metered)
 class RequestContext:
     request_id: str
     deadline: float  # time.monotonic() by which the request must be answered
-    tenant: str = "default"
+    tenant: Tenant = ANONYMOUS
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -88,20 +90,20 @@ class Router:
         prices: PriceBook,
         limits: LimitSettings,
         default_answer_tokens: int,
-        policies: dict[str, Policy] | None = None,
+        policies: PolicyStore,
     ) -> None:
         self._catalogue = catalogue
         self._prices = prices
         self._limits = limits
         self._audio_limits = audio.AudioLimits(limits.max_audio_bytes, limits.max_audio_s)
         self._default_answer_tokens = default_answer_tokens
-        self._policies = policies or {DEFAULT_POLICY.name: DEFAULT_POLICY}
+        self._policies = policies
 
     # -- operations -------------------------------------------------------
 
     async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:
         started = time.perf_counter()
-        policy = self._policy(req.routing)
+        policy = self._policy(req.routing, ctx.tenant)
         decoded = await self._decode(req.audio)
         route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
         transcript = await self._transcribe(decoded, req.options, req.routing, policy, route, ctx)
@@ -123,7 +125,7 @@ class Router:
             raise InvalidInput(
                 f"text is {len(text)} characters; the limit is {self._limits.max_text_chars}: split it"
             )
-        policy = self._policy(req.routing)
+        policy = self._policy(req.routing, ctx.tenant)
         route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
         features = frozenset({"voices"}) if req.voice else frozenset()
         ranking = self._rank(
@@ -162,7 +164,7 @@ class Router:
             raise InvalidInput(
                 f"question is {len(question)} characters; the limit is {self._limits.max_question_chars}"
             )
-        policy = self._policy(req.routing)
+        policy = self._policy(req.routing, ctx.tenant)
         decoded = await self._decode(req.audio)
         route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
         ranking = self._rank(
@@ -293,14 +295,17 @@ class Router:
         assert isinstance(provider, Answerer)
         return provider
 
-    def _policy(self, routing: Routing) -> Policy:
-        name = routing.policy or DEFAULT_POLICY.name
-        try:
-            return self._policies[name]
-        except KeyError:
-            raise InvalidInput(
-                f"unknown policy {name!r}; available: {', '.join(sorted(self._policies))}"
-            ) from None
+    def _policy(self, routing: Routing, tenant: Tenant) -> Policy:
+        policies = self._policies.book.policies
+        name = routing.policy or tenant.default_policy
+        if name not in policies:
+            raise InvalidInput(f"unknown policy {name!r}; available: {', '.join(sorted(policies))}")
+        if not tenant.may_use(name):
+            allowed = ", ".join(sorted({tenant.default_policy, *tenant.policies}))
+            raise PermissionDenied(
+                f"tenant {tenant.name!r} may not use policy {name!r}; it may use: {allowed}"
+            )
+        return policies[name]
 
     def _rank(self, ctx: RankContext, policy: Policy) -> Ranking:
         return rank(ctx, self._catalogue.candidates(), policy, self._prices.estimate)

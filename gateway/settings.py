@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = BreakerSettings()
     # YAML file of policies and tenants (see policies/model.py); none: one open "default" policy, no auth.
     policies_file: Path | None = None
+    # How often the policy file is checked for changes (SIGHUP reloads at once).
+    policies_reload_interval_s: float = Field(2.0, gt=0)
     # YAML file declaring remote providers (see gateway/provider_config.py); none by default.
     providers_file: Path | None = None
     # The price book (YAML); the one shipped with the gateway by default.

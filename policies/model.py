@@ -26,8 +26,28 @@ class Policy(BaseModel):
     max_attempts: int = Field(3, ge=1)
 
 
+class Tenant(BaseModel):
+    """A caller of the gateway, known by the SHA-256 of its API key (the key itself is never stored)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    default_policy: str
+    # Policies the tenant may ask for; empty: only its default.
+    policies: frozenset[str] = frozenset()
+    monthly_budget_usd: Decimal | None = Field(None, ge=0)
+    # May read every tenant's cost reports.
+    admin: bool = False
+
+    def may_use(self, policy: str) -> bool:
+        return policy == self.default_policy or policy in self.policies
+
+
 # What a gateway with no policy file applies: every configured provider, cheapest first.
 DEFAULT_POLICY = Policy(name="default")
+# The caller when no tenants are configured (authentication off).
+ANONYMOUS = Tenant(name="anonymous", key_sha256="0" * 64, default_policy=DEFAULT_POLICY.name)
 
 _PRIVACY_ORDER = {Privacy.LOCAL_ONLY: 0, Privacy.ON_PREM: 1, Privacy.ANY: 2}
 

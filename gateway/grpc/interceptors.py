@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from gateway import errors
+from policies.model import Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +24,10 @@ REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+tenant_var: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar("tenant", default=None)
+
+# Health and reflection stay open: probes and tooling carry no API key.
+AUTHENTICATED_PREFIX = "/gateway."
 
 # Most specific first: the first matching class decides.
 STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] = (
@@ -53,10 +58,14 @@ def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
 
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Authenticator = Callable[[tuple[tuple[str, str | bytes], ...]], Tenant]
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    """Binds the request id into structlog and the response metadata, and maps errors to statuses."""
+    """Binds the request id and tenant into logs and response metadata; maps errors to statuses."""
+
+    def __init__(self, authenticate: Authenticator | None = None) -> None:
+        self._authenticate = authenticate
 
     async def intercept_service(
         self,
@@ -67,7 +76,10 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         # Streaming handlers (health Watch, reflection) pass through untouched.
         if handler is None or handler.unary_unary is None:
             return handler
-        wrapped = self._wrap(handler.unary_unary, handler_call_details)
+        authenticate = (
+            self._authenticate if handler_call_details.method.startswith(AUTHENTICATED_PREFIX) else None
+        )
+        wrapped = self._wrap(handler.unary_unary, handler_call_details, authenticate)
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -75,15 +87,22 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         )
 
     @staticmethod
-    def _wrap(behaviour: Behaviour, details: grpc.HandlerCallDetails) -> Behaviour:
+    def _wrap(
+        behaviour: Behaviour, details: grpc.HandlerCallDetails, authenticate: Authenticator | None
+    ) -> Behaviour:
         method = details.method
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id = _incoming_request_id(details)
             token = request_id_var.set(request_id)
+            tenant_token = tenant_var.set(None)
             with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
                 try:
                     await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                    if authenticate is not None:
+                        tenant = authenticate(tuple(details.invocation_metadata or ()))
+                        tenant_var.set(tenant)
+                        structlog.contextvars.bind_contextvars(tenant=tenant.name)
                     return await behaviour(request, context)
                 except errors.GatewayError as exc:
                     code = status_for(exc)
@@ -99,6 +118,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                         f"internal error; quote request id {request_id} when reporting it",
                     )
                 finally:
+                    tenant_var.reset(tenant_token)
                     request_id_var.reset(token)
 
         return call

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc
 from gateway.app import App, build_app
+from gateway.auth import authenticate
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.servicers import AudioGatewayServicer
 from gateway.pricing import UnitPrices
@@ -52,7 +53,9 @@ class GatewayServer:
             # gRPC enables SO_REUSEPORT by default, which lets a second gateway silently share the port.
             ("grpc.so_reuseport", 0),
         ]
-        self._server = grpc.aio.server(interceptors=[RequestInterceptor()], options=options)
+        store = self.app.policies
+        interceptor = RequestInterceptor(authenticate=lambda metadata: authenticate(store.book, metadata))
+        self._server = grpc.aio.server(interceptors=[interceptor], options=options)
         audio_gateway_pb2_grpc.add_AudioGatewayServicer_to_server(
             AudioGatewayServicer(self.app.router, settings.default_timeout_s), self._server
         )
@@ -116,8 +119,11 @@ class GatewayServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.app.policies.reload)
         await self.start()
+        watcher = asyncio.create_task(self.app.policies.watch(self.settings.policies_reload_interval_s, stop))
         await stop.wait()
+        await watcher
         await self.stop()
 
 

@@ -9,7 +9,7 @@ import grpc
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.grpc import converters
-from gateway.grpc.interceptors import request_id_var
+from gateway.grpc.interceptors import request_id_var, tenant_var
 from gateway.router import RequestContext, Router
 
 
@@ -21,7 +21,12 @@ class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
     def _context(self, context: grpc.aio.ServicerContext) -> RequestContext:
         remaining = context.time_remaining()
         budget = self._default_timeout_s if remaining is None else min(remaining, self._default_timeout_s)
-        return RequestContext(request_id=request_id_var.get(), deadline=time.monotonic() + budget)
+        tenant = tenant_var.get()
+        if tenant is None:
+            raise RuntimeError("the request interceptor did not authenticate this call")
+        return RequestContext(
+            request_id=request_id_var.get(), deadline=time.monotonic() + budget, tenant=tenant
+        )
 
     async def Transcribe(
         self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext

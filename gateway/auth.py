@@ -1,0 +1,24 @@
+"""Who is calling: the API key in `authorization: Bearer …` resolved to a tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gateway.errors import Unauthenticated
+from policies.loader import PolicyBook
+from policies.model import Tenant
+
+
+def authenticate(book: PolicyBook, metadata: Iterable[tuple[str, str | bytes]]) -> Tenant:
+    if not book.auth_required:
+        return book.anonymous
+    header = next((value for key, value in metadata if key == "authorization"), None)
+    if not isinstance(header, str) or not header.strip():
+        raise Unauthenticated("missing API key: send it as 'authorization: Bearer <key>' metadata")
+    scheme, _, key = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthenticated("malformed authorization metadata: expected 'Bearer <key>'")
+    tenant = book.tenant_for_key(key.strip())
+    if tenant is None:
+        raise Unauthenticated("unknown API key")
+    return tenant
