@@ -192,6 +192,14 @@ def _parser() -> argparse.ArgumentParser:
         help="wait up to this long for SERVING (an unreachable server counts as not yet serving)",
     )
     health.set_defaults(handler=_cmd_health)
+
+    hash_key = commands.add_parser(
+        "hash-key",
+        help="print the key_sha256 of an API key, for a tenant in the policy file",
+        description="Reads the API key from standard input (so it stays out of shell history and ps) "
+        "and prints its SHA-256, the value a tenant's key_sha256 takes.",
+    )
+    hash_key.set_defaults(handler=_cmd_hash_key)
     return parser
 
 
@@ -380,6 +388,16 @@ def _cmd_health(args: argparse.Namespace, ui: _Ui) -> int:
     else:
         ui.out.print(Text(status, style="bold green" if status == "SERVING" else "bold red"))
     return EXIT_OK if status == "SERVING" else EXIT_NOT_SERVING
+
+
+def _cmd_hash_key(args: argparse.Namespace, ui: _Ui) -> int:
+    from policies.loader import hash_key
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise CliError("no API key on standard input")
+    ui.out.print(hash_key(key))
+    return EXIT_OK
 
 
 # -- helpers ----------------------------------------------------------------------

@@ -378,3 +378,16 @@ async def test_async_client(gateway, wav_file):
     assert speech.mime_type == "audio/L16;rate=16000" and len(speech.audio) == 16_000
     assert answer.answer == FAKE_ANSWER
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_hash_key_reads_stdin_and_prints_the_tenant_hash(monkeypatch, capsys):
+    import io
+
+    from policies.loader import hash_key
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-key\n"))
+    assert cli.main(["hash-key"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.strip() == hash_key("s3cret-key") and "s3cret-key" not in out
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli.main(["hash-key"]) == 2
