@@ -24,7 +24,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +192,27 @@ def _parser() -> argparse.ArgumentParser:
         help="wait up to this long for SERVING (an unreachable server counts as not yet serving)",
     )
     health.set_defaults(handler=_cmd_health)
+
+    explain = commands.add_parser(
+        "explain",
+        parents=[common],
+        help="show how a request would be routed, and why",
+        description="Rank every provider for a request without executing it: the rule that excluded each "
+        "one, and the estimated cost and latency behind the order of the rest.",
+    )
+    explain.add_argument("operation", choices=sorted(_OPERATIONS), help="the operation to plan")
+    size = explain.add_mutually_exclusive_group()
+    size.add_argument("--file", type=Path, metavar="FILE", help="the recording (decoded for its duration)")
+    size.add_argument("--seconds", type=_non_negative_float, metavar="S", help="only the audio's duration")
+    size.add_argument("--text", metavar="TEXT", help="the text to speak")
+    size.add_argument("--chars", type=int, metavar="N", help="only the text's length")
+    explain.add_argument("--language", default="", help="language of the speech, e.g. en")
+    explain.add_argument("--words", action="store_true", help="the request would want word timestamps")
+    explain.add_argument("--voice", default="", help="the voice the request would name")
+    explain.add_argument(
+        "--objective", choices=sorted(_OBJECTIVES), help="override the policy's objective for this request"
+    )
+    explain.set_defaults(handler=_cmd_explain)
 
     hash_key = commands.add_parser(
         "hash-key",
@@ -388,6 +409,85 @@ def _cmd_health(args: argparse.Namespace, ui: _Ui) -> int:
     else:
         ui.out.print(Text(status, style="bold green" if status == "SERVING" else "bold red"))
     return EXIT_OK if status == "SERVING" else EXIT_NOT_SERVING
+
+
+_OPERATIONS = {
+    "transcribe": audio_gateway_pb2.OPERATION_TRANSCRIBE,
+    "synthesize": audio_gateway_pb2.OPERATION_SYNTHESIZE,
+    "understand": audio_gateway_pb2.OPERATION_UNDERSTAND,
+}
+_OBJECTIVES = {
+    "cost": common_pb2.OBJECTIVE_COST,
+    "latency": common_pb2.OBJECTIVE_LATENCY,
+    "quality": common_pb2.OBJECTIVE_QUALITY,
+}
+
+
+def _cmd_explain(args: argparse.Namespace, ui: _Ui) -> int:
+    request = audio_gateway_pb2.ExplainRouteRequest(
+        operation=_OPERATIONS[args.operation],
+        language=args.language,
+        word_timestamps=args.words,
+        voice=args.voice,
+        routing=_routing(args) or common_pb2.RoutingOptions(),
+    )
+    if args.objective:
+        request.routing.objective = _OBJECTIVES[args.objective]
+    if args.file is not None:
+        path = _input_file(args.file)
+        request.audio.content = path.read_bytes()
+    elif args.seconds is not None:
+        request.audio_duration_s = args.seconds
+    elif args.text is not None:
+        request.text = args.text
+    elif args.chars is not None:
+        request.characters = args.chars
+    with _client(args) as client:
+        reply = client.explain(request)
+    if ui.json:
+        _print_json(reply)
+        return EXIT_OK
+    budget = f"  ·  budget left ${reply.remaining_budget_usd}" if reply.remaining_budget_usd else ""
+    _say(
+        ui,
+        Text(
+            f"tenant {reply.tenant}  ·  policy {reply.policy}  ·  "
+            f"privacy {common_pb2.Privacy.Name(reply.privacy).removeprefix('PRIVACY_').lower()}  ·  "
+            f"objective {common_pb2.Objective.Name(reply.objective).removeprefix('OBJECTIVE_').lower()}  ·  "
+            f"up to {reply.max_attempts} attempt(s){budget}",
+            style="dim",
+        ),
+    )
+    ui.out.print(_candidates_table(f"{args.operation} candidates", reply.candidates))
+    if reply.transcription_candidates:
+        ui.out.print(_candidates_table("transcription step", reply.transcription_candidates))
+    return EXIT_OK
+
+
+def _candidates_table(title: str, candidates: Sequence[audio_gateway_pb2.RouteCandidate]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for column in ("#", "provider", "model", "locality", "est. cost $", "est. ms", "breaker", "why not"):
+        table.add_column(
+            column,
+            justify="right" if column in ("#", "est. cost $", "est. ms") else "left",
+            # Names and numbers stay whole; the reason wraps.
+            no_wrap=column != "why not",
+            overflow="fold",
+        )
+    for c in candidates:
+        locality = common_pb2.Locality.Name(c.locality).removeprefix("LOCALITY_").lower()
+        table.add_row(
+            str(c.rank) if c.eligible else "-",
+            c.provider,
+            c.model,
+            locality,
+            c.estimated_cost_usd if c.eligible else "",
+            f"{c.estimated_latency_ms:,.0f}{'*' if c.latency_learned else ''}" if c.eligible else "",
+            c.breaker_state,
+            c.rejected_reason,
+            style="" if c.eligible else "dim",
+        )
+    return table
 
 
 def _cmd_hash_key(args: argparse.Namespace, ui: _Ui) -> int:

@@ -271,6 +271,12 @@ class GatewayClient(_ClientBase):
         request = _understand_request(audio, question, mime_type, language, max_answer_tokens, routing)
         return self._stub.Understand(request, timeout=self.timeout_s, metadata=self._metadata)
 
+    def explain(
+        self, request: audio_gateway_pb2.ExplainRouteRequest
+    ) -> audio_gateway_pb2.ExplainRouteResponse:
+        """How ``request`` would be routed, and why; nothing is executed or billed."""
+        return self._stub.ExplainRoute(request, timeout=self.timeout_s, metadata=self._metadata)
+
     def health(self, service: str = "") -> str:
         """The serving status of ``service`` ("" is the whole server): "SERVING", "NOT_SERVING",
         or "SERVICE_UNKNOWN" for a name the server does not know. Raises grpc.RpcError when unreachable."""
@@ -384,6 +390,12 @@ class AsyncGatewayClient(_ClientBase):
             lambda: _understand_request(audio, question, mime_type, language, max_answer_tokens, routing),
         )
         return await self._stub.Understand(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def explain(
+        self, request: audio_gateway_pb2.ExplainRouteRequest
+    ) -> audio_gateway_pb2.ExplainRouteResponse:
+        """How ``request`` would be routed, and why; nothing is executed or billed."""
+        return await self._stub.ExplainRoute(request, timeout=self.timeout_s, metadata=self._metadata)
 
     async def health(self, service: str = "") -> str:
         """The serving status of ``service``; see :meth:`GatewayClient.health`."""

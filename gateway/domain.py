@@ -128,3 +128,45 @@ class UnderstandResult:
     transcript: str
     duration_s: float
     route: RouteInfo
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    operation: Operation
+    audio: AudioInput | None
+    audio_s: float | None
+    text: str | None
+    characters: int | None
+    language: str | None
+    word_timestamps: bool
+    voice: str | None
+    routing: Routing
+
+
+@dataclass(frozen=True)
+class ExplainedCandidate:
+    provider: str
+    model: str
+    locality: Locality
+    eligible: bool
+    rejected_reason: str
+    rank: int
+    estimated_cost_usd: Decimal
+    estimated_latency_ms: float
+    score: float
+    breaker_state: str
+    latency_learned: bool
+
+
+@dataclass(frozen=True)
+class Explanation:
+    tenant: str
+    policy: str
+    privacy: Privacy
+    objective: Objective
+    max_attempts: int
+    audio_s: float
+    characters: int
+    candidates: tuple[ExplainedCandidate, ...]
+    transcription_candidates: tuple[ExplainedCandidate, ...]
+    remaining_budget_usd: Decimal | None

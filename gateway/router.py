@@ -21,6 +21,9 @@ from gateway.catalogue import Catalogue
 from gateway.domain import (
     AttemptRecord,
     AudioInput,
+    ExplainedCandidate,
+    ExplainRequest,
+    Explanation,
     RouteInfo,
     Routing,
     SynthesizeRequest,
@@ -127,11 +130,7 @@ class Router:
             )
         policy = self._policy(req.routing, ctx.tenant)
         route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
-        features = frozenset({"voices"}) if req.voice else frozenset()
-        ranking = self._rank(
-            RankContext(Operation.SYNTHESIZE, characters=len(text), features=features, routing=req.routing),
-            policy,
-        )
+        ranking = self._rank(_synthesize_context(len(text), req.voice, req.routing), policy)
         options = SynthesizeOptions(voice=req.voice, speed=req.speed)
 
         async def call(provider: Provider, timeout_s: float) -> _Metered:
@@ -167,12 +166,7 @@ class Router:
         policy = self._policy(req.routing, ctx.tenant)
         decoded = await self._decode(req.audio)
         route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
-        ranking = self._rank(
-            RankContext(
-                Operation.UNDERSTAND, audio_s=decoded.duration_s, language=req.language, routing=req.routing
-            ),
-            policy,
-        )
+        ranking = self._rank(_understand_context(decoded.duration_s, req.language, req.routing), policy)
         options = AnswerOptions(
             max_tokens=req.max_answer_tokens or self._default_answer_tokens, language=req.language
         )
@@ -207,6 +201,68 @@ class Router:
             route=route,
         )
 
+    async def explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
+        """The ranking a request would get, with every number behind it; nothing is executed."""
+        policy = self._policy(req.routing, ctx.tenant)
+        audio_s = req.audio_s or 0.0
+        if audio_s < 0 or (req.characters or 0) < 0:
+            raise InvalidInput("audio_duration_s and characters must not be negative")
+        if req.audio is not None:
+            audio_s = (await self._decode(req.audio)).duration_s
+        characters = req.characters or len((req.text or "").strip())
+        if req.operation is Operation.TRANSCRIBE:
+            rank_ctx = _transcribe_context(audio_s, req.language, req.word_timestamps, req.routing)
+        elif req.operation is Operation.SYNTHESIZE:
+            rank_ctx = _synthesize_context(characters, req.voice, req.routing)
+        else:
+            rank_ctx = _understand_context(audio_s, req.language, req.routing)
+        ranking = self._rank(rank_ctx, policy)
+        transcription: tuple[ExplainedCandidate, ...] = ()
+        if (
+            req.operation is Operation.UNDERSTAND
+            and ranking.kept
+            and not self._answerer(ranking.kept[0].name).listens
+        ):
+            step = _transcribe_context(audio_s, req.language, False, replace(req.routing, provider=None))
+            transcription = self._explained(self._rank(step, policy))
+        return Explanation(
+            tenant=ctx.tenant.name,
+            policy=policy.name,
+            privacy=ranking.privacy,
+            objective=ranking.objective,
+            max_attempts=ranking.max_attempts,
+            audio_s=audio_s,
+            characters=characters,
+            candidates=self._explained(ranking),
+            transcription_candidates=transcription,
+            remaining_budget_usd=None,
+        )
+
+    def _explained(self, ranking: Ranking) -> tuple[ExplainedCandidate, ...]:
+        estimates = {c.name: c for c in ranking.kept}
+        rows: list[ExplainedCandidate] = []
+        order = [k.name for k in ranking.kept] + [r.name for r in ranking.rejected]
+        reasons = {r.name: r.reason for r in ranking.rejected}
+        for position, name in enumerate(order, start=1):
+            provider = self._catalogue.get(name)
+            kept = estimates.get(name)
+            rows.append(
+                ExplainedCandidate(
+                    provider=name,
+                    model=provider.model,
+                    locality=provider.capabilities.locality,
+                    eligible=kept is not None,
+                    rejected_reason=reasons.get(name, ""),
+                    rank=position if kept is not None else 0,
+                    estimated_cost_usd=kept.estimated_cost_usd if kept else Decimal(0),
+                    estimated_latency_ms=kept.estimated_latency_ms if kept else 0.0,
+                    score=kept.score if kept else 0.0,
+                    breaker_state="closed",
+                    latency_learned=False,
+                )
+            )
+        return tuple(rows)
+
     # -- steps ------------------------------------------------------------
 
     async def _transcribe(
@@ -218,15 +274,8 @@ class Router:
         route: RouteInfo,
         ctx: RequestContext,
     ) -> Transcript:
-        features = frozenset({"word_timestamps"}) if options.word_timestamps else frozenset()
         ranking = self._rank(
-            RankContext(
-                Operation.TRANSCRIBE,
-                audio_s=decoded.duration_s,
-                language=options.language,
-                features=features,
-                routing=routing,
-            ),
+            _transcribe_context(decoded.duration_s, options.language, options.word_timestamps, routing),
             policy,
         )
 
@@ -366,3 +415,21 @@ class Router:
             attempts=len(route.attempts),
             **units,
         )
+
+
+def _transcribe_context(
+    audio_s: float, language: str | None, word_timestamps: bool, routing: Routing
+) -> RankContext:
+    features = frozenset({"word_timestamps"}) if word_timestamps else frozenset()
+    return RankContext(
+        Operation.TRANSCRIBE, audio_s=audio_s, language=language, features=features, routing=routing
+    )
+
+
+def _synthesize_context(characters: int, voice: str | None, routing: Routing) -> RankContext:
+    features = frozenset({"voices"}) if voice else frozenset()
+    return RankContext(Operation.SYNTHESIZE, characters=characters, features=features, routing=routing)
+
+
+def _understand_context(audio_s: float, language: str | None, routing: Routing) -> RankContext:
+    return RankContext(Operation.UNDERSTAND, audio_s=audio_s, language=language, routing=routing)

@@ -58,6 +58,8 @@ class Ranking:
     kept: tuple[Kept, ...]
     rejected: tuple[Rejected, ...]
     max_attempts: int
+    privacy: Privacy
+    objective: Objective
 
 
 _Num = TypeVar("_Num", Decimal, float)
@@ -89,7 +91,7 @@ def rank(
             kept.append(Kept(candidate.name, cost, latency, _score(candidate, objective, cost, latency)))
     kept.sort(key=lambda k: k.score)
     attempts = policy.max_attempts if policy.fallback else 1
-    return Ranking(policy.name, tuple(kept), tuple(rejected), attempts)
+    return Ranking(policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective)
 
 
 def _exclusion(

@@ -9,7 +9,7 @@ from gateway import domain
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import common_pb2 as common
 from gateway.errors import InvalidInput
-from providers.base import Locality, SegmentTiming, TranscribeOptions, WordTiming
+from providers.base import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -126,6 +126,70 @@ def understand_request(msg: pb.UnderstandRequest) -> domain.UnderstandRequest:
         language=_language(msg.language),
         max_answer_tokens=msg.max_answer_tokens or None,
         routing=routing(msg.routing),
+    )
+
+
+_OPERATION = {
+    pb.OPERATION_TRANSCRIBE: Operation.TRANSCRIBE,
+    pb.OPERATION_SYNTHESIZE: Operation.SYNTHESIZE,
+    pb.OPERATION_UNDERSTAND: Operation.UNDERSTAND,
+}
+_PRIVACY_OUT = {v: k for k, v in _PRIVACY.items() if v is not None}
+_OBJECTIVE_OUT = {v: k for k, v in _OBJECTIVE.items() if v is not None}
+
+
+def explain_request(msg: pb.ExplainRouteRequest) -> domain.ExplainRequest:
+    if msg.operation not in _OPERATION:
+        raise InvalidInput(
+            "operation is required: OPERATION_TRANSCRIBE, OPERATION_SYNTHESIZE or OPERATION_UNDERSTAND"
+        )
+    which = msg.WhichOneof("input")
+    duration = msg.audio_duration_s if which == "audio_duration_s" else None
+    if duration is not None and (not math.isfinite(duration) or duration < 0):
+        raise InvalidInput("audio_duration_s must be a non-negative number of seconds")
+    return domain.ExplainRequest(
+        operation=_OPERATION[msg.operation],
+        audio=audio_input(msg.audio) if which == "audio" else None,
+        audio_s=duration,
+        text=msg.text if which == "text" else None,
+        characters=msg.characters if which == "characters" else None,
+        language=_language(msg.language),
+        word_timestamps=msg.word_timestamps,
+        voice=msg.voice.strip() or None,
+        routing=routing(msg.routing),
+    )
+
+
+def _candidate(c: domain.ExplainedCandidate) -> pb.RouteCandidate:
+    return pb.RouteCandidate(
+        provider=c.provider,
+        model=c.model,
+        locality=_LOCALITY[c.locality],
+        eligible=c.eligible,
+        rejected_reason=c.rejected_reason,
+        rank=c.rank,
+        estimated_cost_usd=_money(c.estimated_cost_usd),
+        estimated_latency_ms=c.estimated_latency_ms,
+        score=c.score,
+        breaker_state=c.breaker_state,
+        latency_learned=c.latency_learned,
+    )
+
+
+def explain_response(result: domain.Explanation) -> pb.ExplainRouteResponse:
+    return pb.ExplainRouteResponse(
+        tenant=result.tenant,
+        policy=result.policy,
+        privacy=_PRIVACY_OUT[result.privacy],
+        objective=_OBJECTIVE_OUT[result.objective],
+        max_attempts=result.max_attempts,
+        audio_duration_s=result.audio_s,
+        characters=result.characters,
+        candidates=[_candidate(c) for c in result.candidates],
+        transcription_candidates=[_candidate(c) for c in result.transcription_candidates],
+        remaining_budget_usd=""
+        if result.remaining_budget_usd is None
+        else _money(result.remaining_budget_usd),
     )
 
 

@@ -45,3 +45,9 @@ class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
     ) -> pb.UnderstandResponse:
         result = await self._router.understand(converters.understand_request(request), self._context(context))
         return converters.understand_response(result)
+
+    async def ExplainRoute(
+        self, request: pb.ExplainRouteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainRouteResponse:
+        result = await self._router.explain(converters.explain_request(request), self._context(context))
+        return converters.explain_response(result)

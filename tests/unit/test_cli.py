@@ -391,3 +391,18 @@ def test_hash_key_reads_stdin_and_prints_the_tenant_hash(monkeypatch, capsys):
     assert out.strip() == hash_key("s3cret-key") and "s3cret-key" not in out
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert cli.main(["hash-key"]) == 2
+
+
+def test_explain_prints_the_ranking_and_json(gateway, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli.main(["explain", "transcribe", "--seconds", "12", "--target", gateway.target]) == 0
+    out, _ = capsys.readouterr()
+    assert "policy default" in out and "fake-stt" in out and "does not transcribe" in out
+    assert (
+        cli.main(["explain", "synthesize", "--text", "Hello there", "--json", "--target", gateway.target])
+        == 0
+    )
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["characters"] == 11
+    ranked = [c for c in reply["candidates"] if c.get("eligible")]
+    assert [c["provider"] for c in ranked] == ["fake-tts"] and ranked[0]["rank"] == 1

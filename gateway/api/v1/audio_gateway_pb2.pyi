@@ -13,9 +13,20 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_FORMAT_UNSPECIFIED: _ClassVar[AudioFormat]
     AUDIO_FORMAT_WAV: _ClassVar[AudioFormat]
     AUDIO_FORMAT_PCM16: _ClassVar[AudioFormat]
+
+class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPERATION_UNSPECIFIED: _ClassVar[Operation]
+    OPERATION_TRANSCRIBE: _ClassVar[Operation]
+    OPERATION_SYNTHESIZE: _ClassVar[Operation]
+    OPERATION_UNDERSTAND: _ClassVar[Operation]
 AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 AUDIO_FORMAT_WAV: AudioFormat
 AUDIO_FORMAT_PCM16: AudioFormat
+OPERATION_UNSPECIFIED: Operation
+OPERATION_TRANSCRIBE: Operation
+OPERATION_SYNTHESIZE: Operation
+OPERATION_UNDERSTAND: Operation
 
 class TranscribeRequest(_message.Message):
     __slots__ = ("audio", "language", "word_timestamps", "prompt", "routing")
@@ -130,3 +141,75 @@ class UnderstandResponse(_message.Message):
     duration_s: float
     route: _common_pb2.RouteInfo
     def __init__(self, answer: _Optional[str] = ..., transcript: _Optional[str] = ..., duration_s: _Optional[float] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
+
+class ExplainRouteRequest(_message.Message):
+    __slots__ = ("operation", "audio", "audio_duration_s", "text", "characters", "language", "word_timestamps", "voice", "routing")
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    operation: Operation
+    audio: _common_pb2.Audio
+    audio_duration_s: float
+    text: str
+    characters: int
+    language: str
+    word_timestamps: bool
+    voice: str
+    routing: _common_pb2.RoutingOptions
+    def __init__(self, operation: _Optional[_Union[Operation, str]] = ..., audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., audio_duration_s: _Optional[float] = ..., text: _Optional[str] = ..., characters: _Optional[int] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., voice: _Optional[str] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+
+class RouteCandidate(_message.Message):
+    __slots__ = ("provider", "model", "locality", "eligible", "rejected_reason", "rank", "estimated_cost_usd", "estimated_latency_ms", "score", "breaker_state", "latency_learned")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_LEARNED_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    locality: _common_pb2.Locality
+    eligible: bool
+    rejected_reason: str
+    rank: int
+    estimated_cost_usd: str
+    estimated_latency_ms: float
+    score: float
+    breaker_state: str
+    latency_learned: bool
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., locality: _Optional[_Union[_common_pb2.Locality, str]] = ..., eligible: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., rank: _Optional[int] = ..., estimated_cost_usd: _Optional[str] = ..., estimated_latency_ms: _Optional[float] = ..., score: _Optional[float] = ..., breaker_state: _Optional[str] = ..., latency_learned: _Optional[bool] = ...) -> None: ...
+
+class ExplainRouteResponse(_message.Message):
+    __slots__ = ("policy", "privacy", "objective", "max_attempts", "audio_duration_s", "characters", "candidates", "transcription_candidates", "remaining_budget_usd", "tenant")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPTION_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    privacy: _common_pb2.Privacy
+    objective: _common_pb2.Objective
+    max_attempts: int
+    audio_duration_s: float
+    characters: int
+    candidates: _containers.RepeatedCompositeFieldContainer[RouteCandidate]
+    transcription_candidates: _containers.RepeatedCompositeFieldContainer[RouteCandidate]
+    remaining_budget_usd: str
+    tenant: str
+    def __init__(self, policy: _Optional[str] = ..., privacy: _Optional[_Union[_common_pb2.Privacy, str]] = ..., objective: _Optional[_Union[_common_pb2.Objective, str]] = ..., max_attempts: _Optional[int] = ..., audio_duration_s: _Optional[float] = ..., characters: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[RouteCandidate, _Mapping]]] = ..., transcription_candidates: _Optional[_Iterable[_Union[RouteCandidate, _Mapping]]] = ..., remaining_budget_usd: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...

@@ -52,6 +52,11 @@ class AudioGatewayStub:
                 request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.UnderstandRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.UnderstandResponse.FromString,
                 _registered_method=True)
+        self.ExplainRoute = channel.unary_unary(
+                '/gateway.api.v1.AudioGateway/ExplainRoute',
+                request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteResponse.FromString,
+                _registered_method=True)
 
 
 class AudioGatewayServicer:
@@ -81,6 +86,13 @@ class AudioGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainRoute(self, request, context):
+        """Show how a request would be routed, and why, without executing it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudioGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +110,11 @@ def add_AudioGatewayServicer_to_server(servicer, server):
                     servicer.Understand,
                     request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.UnderstandRequest.FromString,
                     response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.UnderstandResponse.SerializeToString,
+            ),
+            'ExplainRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRoute,
+                    request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +201,33 @@ class AudioGateway:
             '/gateway.api.v1.AudioGateway/Understand',
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.UnderstandRequest.SerializeToString,
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.UnderstandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.api.v1.AudioGateway/ExplainRoute',
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteRequest.SerializeToString,
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,383 @@
+"""Deepgram: pre-recorded transcription (Nova) and Aura speech synthesis, through the official SDK.
+
+One config entry is one operation. Transcription posts the file's own bytes to
+``/v1/listen``; synthesis asks ``/v1/speak`` for 16-bit WAV so the reply decodes
+without guessing. An Aura entry prices the family (``model: aura-2``) while the
+voice, Deepgram's own model name (``aura-2-thalia-en``), is sent per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from deepgram import AsyncDeepgramClient
+from deepgram.core.api_error import ApiError
+from deepgram.core.parse_error import ParsingError
+from deepgram.environment import DeepgramClientEnvironment
+from deepgram.types.listen_v1response import ListenV1Response
+
+from gateway.audio import decode_pcm16
+from gateway.errors import (
+    ProviderBadResponse,
+    ProviderError,
+    ProviderInputError,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from providers.base import (
+    LatencyModel,
+    Operation,
+    SegmentTiming,
+    Speech,
+    SynthesizeOptions,
+    TranscribeOptions,
+    Transcript,
+    Usage,
+    WordTiming,
+)
+from providers.remote import capabilities_from, error_for_status
+
+if TYPE_CHECKING:
+    from gateway.audio import DecodedAudio
+    from gateway.provider_config import ProviderConfig
+
+_TRANSCRIBE_LATENCY = LatencyModel(fixed_ms=500.0, rtf=0.03)
+_SYNTHESIZE_LATENCY = LatencyModel(fixed_ms=300.0, ms_per_char=1.5)
+
+# Formatting is on unless the entry's `options:` turns it off.
+_LISTEN_DEFAULTS: dict[str, str | bool | int | float] = {"smart_format": True, "punctuate": True}
+_SPEAK_ENCODING = "linear16"
+_SPEAK_CONTAINER = "wav"
+_SPEAK_SAMPLE_RATE = 24_000
+_RESERVED_SPEAK_OPTIONS = frozenset({"model", "encoding", "container", "sample_rate", "speed"})
+_RESERVED_LISTEN_OPTIONS = frozenset({"model", "language"})
+# Switches the SDK takes as typed arguments; the rest of `options:` goes as extra query parameters.
+_LISTEN_SWITCHES = ("smart_format", "punctuate", "diarize", "utterances", "paragraphs", "detect_language")
+
+# Nova-3 transcribes English unless told otherwise.
+_DEFAULT_LANGUAGE = "en"
+
+
+class DeepgramProvider:
+    """A Deepgram transcriber or synthesizer, as its config entry's ``operation`` says."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        if config.operation not in (Operation.TRANSCRIBE, Operation.SYNTHESIZE):
+            raise ValueError(
+                f"provider {config.name!r}: the deepgram adapter transcribes and synthesizes; "
+                f"it cannot {config.operation.value}"
+            )
+        key = config.secret()
+        if key is None and config.base_url is None:
+            raise ValueError(f"provider {config.name!r}: Deepgram's API needs a key: set api_key_env")
+        self.name = config.name
+        self.model = config.model
+        self._config = config
+        self._options = dict(config.options)
+        if config.operation is Operation.TRANSCRIBE:
+            features = {"word_timestamps", "segments"}
+            if self._options.get("diarize") is True:
+                features.add("diarization")
+            if self._options.get("detect_language") is True:
+                features.add("language_detection")
+            latency = _TRANSCRIBE_LATENCY
+        else:
+            features = {"voices", "speed"}
+            latency = _SYNTHESIZE_LATENCY
+        self.capabilities = capabilities_from(config, frozenset(features), latency)
+        self._default_voice = config.default_voice or config.model
+        self._voices = config.voices if config.voices else frozenset({self._default_voice})
+        if self._default_voice not in self._voices:
+            raise ValueError(
+                f"provider {config.name!r}: default_voice {self._default_voice!r} is not among its voices"
+            )
+        self._http = httpx.AsyncClient(timeout=config.timeout_s)
+        self._client = AsyncDeepgramClient(
+            api_key=key or "",
+            environment=_environment(config.base_url),
+            timeout=config.timeout_s,
+            # The router owns retries: one attempt per call.
+            max_retries=0,
+            httpx_client=self._http,
+        )
+
+    async def start(self) -> None:
+        """Nothing to load: the first request opens the connection."""
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- transcription ------------------------------------------------------------
+
+    async def transcribe(
+        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+    ) -> Transcript:
+        self._require(Operation.TRANSCRIBE)
+        query = {**_LISTEN_DEFAULTS, **self._options}
+        if query.get("diarize") is True:
+            # Utterances carry the speaker turns that segments are built from.
+            query.setdefault("utterances", True)
+        language = options.language or _str_or_none(query.get("language"))
+        switches = {k: query[k] for k in _LISTEN_SWITCHES if k in query}
+        extra = {
+            k: v for k, v in query.items() if k not in _RESERVED_LISTEN_OPTIONS and k not in _LISTEN_SWITCHES
+        }
+        limit = self._limit(timeout_s)
+        try:
+            response = await asyncio.wait_for(
+                self._client.listen.v1.media.transcribe_file(
+                    request=audio.original,
+                    model=self.model,
+                    language=language,
+                    **switches,
+                    request_options={
+                        "timeout": limit,
+                        "max_retries": 0,
+                        "additional_query_parameters": extra,
+                    },
+                ),
+                limit,
+            )
+        except (ApiError, ParsingError, httpx.HTTPError, TimeoutError, ValueError) as exc:
+            raise self._failure(exc) from exc
+        try:
+            parsed = _parse_listen(response)
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise ProviderBadResponse(
+                self.name, f"unexpected transcription reply ({type(exc).__name__})"
+            ) from exc
+        text, segments, detected = parsed
+        return Transcript(
+            text=text,
+            language=language or detected or _DEFAULT_LANGUAGE,
+            segments=segments,
+            usage=Usage(audio_seconds=audio.duration_s),
+        )
+
+    # -- synthesis ----------------------------------------------------------------
+
+    def voices(self) -> frozenset[str]:
+        return self._voices
+
+    async def synthesize(self, text: str, options: SynthesizeOptions, timeout_s: float | None) -> Speech:
+        self._require(Operation.SYNTHESIZE)
+        voice = options.voice or self._default_voice
+        if voice not in self._voices:
+            raise ProviderInputError(
+                self.name, f"unknown voice {voice!r}; available voices: {', '.join(sorted(self._voices))}"
+            )
+        sample_rate = self._options.get("sample_rate", _SPEAK_SAMPLE_RATE)
+        extra = {k: v for k, v in self._options.items() if k not in _RESERVED_SPEAK_OPTIONS}
+        limit = self._limit(timeout_s)
+        try:
+            body = await asyncio.wait_for(
+                self._speak(text, voice, sample_rate, options.speed, extra, limit), limit
+            )
+        except (ApiError, ParsingError, httpx.HTTPError, TimeoutError, ValueError) as exc:
+            raise self._failure(exc) from exc
+        try:
+            samples, rate = await asyncio.to_thread(decode_pcm16, body, "audio/wav")
+        except ValueError as exc:
+            raise ProviderBadResponse(self.name, "the synthesized audio could not be decoded") from exc
+        usage = Usage(characters=len(text), audio_seconds=len(samples) / rate)
+        return Speech(samples=samples, sample_rate=rate, voice=voice, usage=usage)
+
+    async def _speak(
+        self,
+        text: str,
+        voice: str,
+        sample_rate: Any,
+        speed: float,
+        extra: dict[str, Any],
+        limit: float,
+    ) -> bytes:
+        chunks: list[bytes] = []
+        stream = self._client.speak.v1.audio.generate(
+            text=text,
+            model=voice,
+            encoding=_SPEAK_ENCODING,
+            container=_SPEAK_CONTAINER,
+            sample_rate=sample_rate,
+            # Deepgram's default pace is 1.0; only a change is worth a parameter.
+            speed=speed if speed != 1.0 else None,
+            request_options={"timeout": limit, "max_retries": 0, "additional_query_parameters": extra},
+        )
+        # Closed explicitly so a deadline that cancels mid-body releases the connection at once.
+        async with aclosing(stream):
+            async for chunk in stream:
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- shared -------------------------------------------------------------------
+
+    def _require(self, operation: Operation) -> None:
+        if operation not in self.capabilities.operations:
+            raise ProviderRejected(self.name, f"this entry is configured to {self._config.operation.value}")
+
+    def _limit(self, timeout_s: float | None) -> float:
+        limit = self._config.timeout_s if timeout_s is None else min(timeout_s, self._config.timeout_s)
+        if limit <= 0:
+            raise ProviderTimeout(self.name, "no time left before the request deadline")
+        return limit
+
+    def _failure(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, ApiError):
+            status = exc.status_code
+            if status is None:
+                return ProviderUnavailable(self.name, "the request failed without an HTTP status")
+            if 200 <= status < 300:
+                # The SDK reports a 2xx body it could not parse as JSON this way.
+                return ProviderBadResponse(self.name, f"HTTP {status} with a body that is not JSON")
+            return error_for_status(self.name, status, _detail(exc.body))
+        if isinstance(exc, ParsingError):
+            return ProviderBadResponse(self.name, "the reply did not match Deepgram's schema")
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            return ProviderTimeout(self.name, "no reply before the deadline")
+        if isinstance(exc, httpx.DecodingError):
+            return ProviderBadResponse(self.name, "the reply's content encoding is corrupt")
+        if isinstance(exc, httpx.HTTPError):
+            return ProviderUnavailable(self.name, f"connection failed ({type(exc).__name__})")
+        return ProviderBadResponse(self.name, f"the reply could not be read ({type(exc).__name__})")
+
+
+def _environment(base_url: str | None) -> DeepgramClientEnvironment:
+    if base_url is None:
+        return DeepgramClientEnvironment.PRODUCTION
+    http = base_url.rstrip("/")
+    # The REST calls use `base`; the socket URLs follow the same host so nothing leaks to the default.
+    scheme, _, rest = http.partition("://")
+    ws = f"{'wss' if scheme == 'https' else 'ws'}://{rest}"
+    return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _detail(body: object) -> str:
+    if isinstance(body, dict):
+        for key in ("err_msg", "message", "error", "err_code"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return ""
+    return body if isinstance(body, str) else ""
+
+
+# -- reply parsing ------------------------------------------------------------------
+# The SDK builds its models without validation, so every field read here is
+# checked: a reply of the wrong shape must become ProviderBadResponse, not a crash.
+
+
+@dataclass(frozen=True)
+class _Word:
+    timing: WordTiming
+    speaker: int | None
+
+
+def _parse_listen(response: object) -> tuple[str, tuple[SegmentTiming, ...], str | None]:
+    if not isinstance(response, ListenV1Response) or response.results is None:
+        raise ValueError("not a pre-recorded transcription result")
+    channels = response.results.channels
+    if not isinstance(channels, list) or not channels or not channels[0].alternatives:
+        raise ValueError("no channel alternatives")
+    channel = channels[0]
+    alternative = channel.alternatives[0]
+    text = _text(alternative.transcript)
+    words = [_word(w) for w in alternative.words or ()]
+    detected = _str_or_none(channel.detected_language)
+    if response.results.utterances:
+        segments = tuple(_utterance(u) for u in response.results.utterances)
+    elif alternative.paragraphs is not None and alternative.paragraphs.paragraphs:
+        segments = _paragraphs(alternative.paragraphs.paragraphs, words)
+    elif text:
+        segments = (_single_segment(text, words),)
+    else:
+        segments = ()
+    return text, segments, detected
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError("transcript is not a string")
+    return value.strip()
+
+
+def _word(raw: Any) -> _Word:
+    punctuated = getattr(raw, "punctuated_word", None)
+    text = punctuated if isinstance(punctuated, str) and punctuated else raw.word
+    if not isinstance(text, str):
+        raise TypeError("word is not a string")
+    speaker = raw.speaker
+    if speaker is not None and not isinstance(speaker, int):
+        raise TypeError("speaker is not an integer")
+    timing = WordTiming(
+        text=text,
+        start_s=float(raw.start),
+        end_s=float(raw.end),
+        confidence=float(raw.confidence) if raw.confidence is not None else 0.0,
+    )
+    return _Word(timing, speaker)
+
+
+def _speaker(speaker: object) -> str:
+    if speaker is None:
+        return ""
+    if not isinstance(speaker, int):
+        raise TypeError("speaker is not an integer")
+    return f"speaker_{speaker}"
+
+
+def _utterance(raw: Any) -> SegmentTiming:
+    words = tuple(_word(w).timing for w in raw.words or ())
+    return SegmentTiming(
+        text=_text(raw.transcript),
+        start_s=float(raw.start),
+        end_s=float(raw.end),
+        words=words,
+        speaker=_speaker(raw.speaker),
+    )
+
+
+def _paragraphs(paragraphs: list[Any], words: list[_Word]) -> tuple[SegmentTiming, ...]:
+    counts = [p.num_words for p in paragraphs]
+    by_count = all(isinstance(n, int) for n in counts) and sum(counts) == len(words)
+    segments: list[SegmentTiming] = []
+    cursor = 0
+    for paragraph in paragraphs:
+        start, end = float(paragraph.start), float(paragraph.end)
+        if by_count:
+            mine = words[cursor : cursor + paragraph.num_words]
+            cursor += paragraph.num_words
+        else:
+            mine = [w for w in words if start <= w.timing.start_s <= end]
+        text = " ".join(_text(s.text) for s in paragraph.sentences or ())
+        segments.append(
+            SegmentTiming(
+                text=text,
+                start_s=start,
+                end_s=end,
+                words=tuple(w.timing for w in mine),
+                speaker=_speaker(paragraph.speaker),
+            )
+        )
+    return tuple(segments)
+
+
+def _single_segment(text: str, words: list[_Word]) -> SegmentTiming:
+    speakers = {w.speaker for w in words}
+    speaker = speakers.pop() if len(speakers) == 1 else None
+    return SegmentTiming(
+        text=text,
+        start_s=words[0].timing.start_s if words else 0.0,
+        end_s=words[-1].timing.end_s if words else 0.0,
+        words=tuple(w.timing for w in words),
+        speaker=_speaker(speaker),
+    )
