@@ -226,7 +226,12 @@ return total
 
 
 class RedisBudgets(Budgets):
-    """Budgets shared by every gateway instance using the same Redis and ``prefix``."""
+    """Budgets shared by every gateway instance using the same Redis and ``prefix``.
+
+    Give it a client whose pool waits for a free connection (``redis.asyncio.BlockingConnectionPool``):
+    redis-py's default pool raises at once beyond ``max_connections``, so a burst of requests would be
+    refused as if Redis were down. The wait counts against ``timeout_s`` like any other slowness.
+    """
 
     def __init__(
         self,
