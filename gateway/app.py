@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from redis.asyncio import Redis
+
 from gateway.catalogue import Catalogue
+from gateway.health import HealthBook
 from gateway.policy_store import PolicyStore
 from gateway.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
 from gateway.provider_config import ProviderConfig, load_providers_file
@@ -21,9 +24,13 @@ class App:
     router: Router
     prices: PriceBook
     policies: PolicyStore
+    health: HealthBook
+    redis: Redis | None
 
     async def close(self) -> None:
         await self.catalogue.close()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 def build_app(
@@ -43,14 +50,32 @@ def build_app(
     book = build_price_book(settings, configs)
     prices = replace(book, vendor_prices={**book.vendor_prices, **(prices or {})})
     policies = PolicyStore(settings.policies_file)
+    health = HealthBook(settings.breaker)
     router = Router(
         catalogue,
         prices,
         settings.limits,
         default_answer_tokens=settings.llama.max_answer_tokens,
         policies=policies,
+        health=health,
     )
-    return App(settings=settings, catalogue=catalogue, router=router, prices=prices, policies=policies)
+    return App(
+        settings=settings,
+        catalogue=catalogue,
+        router=router,
+        prices=prices,
+        policies=policies,
+        health=health,
+        redis=_redis_client(settings),
+    )
+
+
+def _redis_client(settings: Settings) -> Redis | None:
+    if not settings.redis.url:
+        return None
+    timeout = settings.redis.timeout_s
+    # Bounded timeouts: a slow or absent Redis degrades shared state, never a request.
+    return Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> PriceBook:

@@ -45,6 +45,7 @@ from gateway.errors import (
     ProviderTimeout,
     Rejection,
 )
+from gateway.health import BreakerState, HealthBook
 from gateway.policy_store import PolicyStore
 from gateway.pricing import PriceBook
 from gateway.settings import LimitSettings
@@ -94,6 +95,7 @@ class Router:
         limits: LimitSettings,
         default_answer_tokens: int,
         policies: PolicyStore,
+        health: HealthBook,
     ) -> None:
         self._catalogue = catalogue
         self._prices = prices
@@ -101,6 +103,7 @@ class Router:
         self._audio_limits = audio.AudioLimits(limits.max_audio_bytes, limits.max_audio_s)
         self._default_answer_tokens = default_answer_tokens
         self._policies = policies
+        self._health = health
 
     # -- operations -------------------------------------------------------
 
@@ -137,7 +140,9 @@ class Router:
             assert isinstance(provider, Synthesizer)
             return await provider.synthesize(text, options, timeout_s)
 
-        speech, _ = await self._attempts(Operation.SYNTHESIZE, ranking, route, ctx, call)
+        speech, _ = await self._attempts(
+            Operation.SYNTHESIZE, ranking, route, ctx, call, characters=len(text)
+        )
         rate = req.sample_rate or speech.sample_rate
         samples = await asyncio.to_thread(audio.resample_pcm16, speech.samples, speech.sample_rate, rate)
         if req.format.value == "pcm16":
@@ -192,7 +197,9 @@ class Router:
             transcript = await self._transcribe(
                 decoded, TranscribeOptions(language=req.language), transcribe_routing, policy, route, ctx
             )
-        answer, answerer = await self._attempts(Operation.UNDERSTAND, ranking, route, ctx, call)
+        answer, answerer = await self._attempts(
+            Operation.UNDERSTAND, ranking, route, ctx, call, audio_s=decoded.duration_s
+        )
         self._finish(route, started, Operation.UNDERSTAND, audio_s=decoded.duration_s)
         return UnderstandResult(
             answer=answer.text,
@@ -239,6 +246,7 @@ class Router:
         )
 
     def _explained(self, ranking: Ranking) -> tuple[ExplainedCandidate, ...]:
+        snapshot = self._health.snapshot()
         estimates = {c.name: c for c in ranking.kept}
         rows: list[ExplainedCandidate] = []
         order = [k.name for k in ranking.kept] + [r.name for r in ranking.rejected]
@@ -246,6 +254,8 @@ class Router:
         for position, name in enumerate(order, start=1):
             provider = self._catalogue.get(name)
             kept = estimates.get(name)
+            health = snapshot.get(name)
+            prior = provider.capabilities.latency_prior
             rows.append(
                 ExplainedCandidate(
                     provider=name,
@@ -257,8 +267,8 @@ class Router:
                     estimated_cost_usd=kept.estimated_cost_usd if kept else Decimal(0),
                     estimated_latency_ms=kept.estimated_latency_ms if kept else 0.0,
                     score=kept.score if kept else 0.0,
-                    breaker_state="closed",
-                    latency_learned=False,
+                    breaker_state=health.state.value if health else BreakerState.CLOSED.value,
+                    latency_learned=snapshot.latency_model(name, prior) is not prior,
                 )
             )
         return tuple(rows)
@@ -283,7 +293,9 @@ class Router:
             assert isinstance(provider, Transcriber)
             return await provider.transcribe(decoded, options, timeout_s)
 
-        transcript, _ = await self._attempts(Operation.TRANSCRIBE, ranking, route, ctx, call)
+        transcript, _ = await self._attempts(
+            Operation.TRANSCRIBE, ranking, route, ctx, call, audio_s=decoded.duration_s
+        )
         return transcript
 
     async def _attempts(
@@ -293,13 +305,22 @@ class Router:
         route: RouteInfo,
         ctx: RequestContext,
         call: Callable[[Provider, float], Awaitable[R]],
+        audio_s: float = 0.0,
+        characters: int = 0,
     ) -> tuple[R, Provider]:
-        """Walk the ranking: one attempt per candidate until one succeeds."""
+        """Walk the ranking: one attempt per candidate until one succeeds or a failure is final."""
         if not ranking.kept:
             raise self._no_route(operation, ranking)
         errors: list[ProviderError] = []
-        for kept in ranking.kept[: ranking.max_attempts]:
+        attempted = 0
+        for kept in ranking.kept:
+            if attempted >= ranking.max_attempts:
+                break
             provider = self._catalogue.get(kept.name)
+            if not self._health.try_acquire(provider.name):
+                # Its breaker is half-open and another request is the probe: leave it be.
+                continue
+            attempted += 1
             remaining = ctx.remaining_s()
             if remaining <= 0:
                 errors.append(
@@ -311,6 +332,15 @@ class Router:
                 result = await call(provider, remaining)
             except ProviderError as exc:
                 self._record(route, provider, operation, exc.kind, str(exc), started, Decimal(0))
+                # The caller's bad input says nothing about the provider's health.
+                self._health.record(
+                    provider.name,
+                    ok=False,
+                    latency_ms=route.attempts[-1].latency_ms,
+                    audio_s=audio_s,
+                    characters=characters,
+                    retryable_failure=not isinstance(exc, ProviderInputError),
+                )
                 log.warning(
                     "attempt.failed", provider=provider.name, operation=operation.value, kind=exc.kind
                 )
@@ -326,6 +356,13 @@ class Router:
                 provider.name, provider.model, provider.capabilities.locality, result.usage
             )
             self._record(route, provider, operation, "ok", "", started, cost)
+            self._health.record(
+                provider.name,
+                ok=True,
+                latency_ms=route.attempts[-1].latency_ms,
+                audio_s=audio_s,
+                characters=characters,
+            )
             route.cost_usd += cost
             route.provider, route.model = provider.name, provider.model
             if route.locality is None or (
@@ -335,6 +372,11 @@ class Router:
             return result, provider
         if errors and all(isinstance(e, ProviderTimeout) for e in errors):
             raise DeadlineExceeded(errors)
+        if not errors:
+            raise NoRoute(
+                f"no provider can {operation.value} this request right now: every eligible provider's "
+                "circuit breaker is half-open with a probe in flight"
+            )
         raise AllAttemptsFailed(errors)
 
     # -- helpers ----------------------------------------------------------
@@ -357,7 +399,14 @@ class Router:
         return policies[name]
 
     def _rank(self, ctx: RankContext, policy: Policy) -> Ranking:
-        return rank(ctx, self._catalogue.candidates(), policy, self._prices.estimate)
+        return rank(
+            ctx,
+            self._catalogue.candidates(),
+            policy,
+            self._prices.estimate,
+            self._health.snapshot(),
+            time.time(),
+        )
 
     def _no_route(self, operation: Operation, ranking: Ranking) -> Exception:
         relevant = [

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from gateway.domain import Objective, Privacy, Routing
 from policies.model import Policy, stricter_privacy
-from providers.base import Capabilities, Locality, Operation
+from providers.base import Capabilities, LatencyModel, Locality, Operation
 
 _ALLOWED_LOCALITIES = {
     Privacy.LOCAL_ONLY: {Locality.LOCAL},
@@ -67,13 +67,38 @@ _Num = TypeVar("_Num", Decimal, float)
 CostEstimator = Callable[[CandidateInfo, RankContext, float], Decimal]
 
 
+class HealthView(Protocol):
+    """What ranking reads of the health book: breaker blocks and learned latency."""
+
+    def blocked(self, name: str, now: float) -> str | None: ...
+
+    def latency_model(self, name: str, prior: LatencyModel) -> LatencyModel: ...
+
+
+class _NoHistory:
+    def blocked(self, name: str, now: float) -> str | None:
+        return None
+
+    def latency_model(self, name: str, prior: LatencyModel) -> LatencyModel:
+        return prior
+
+
 def rank(
     ctx: RankContext,
     catalogue: Sequence[CandidateInfo],
     policy: Policy,
     estimate_cost: CostEstimator,
+    health: HealthView | None = None,
+    now: float = 0.0,
+    budget_remaining_usd: Decimal | None = None,
 ) -> Ranking:
-    """Filter the catalogue by hard rules, then order what is left by the objective."""
+    """Filter the catalogue by hard rules, then order what is left by the objective.
+
+    ``health`` supplies open breakers and learned latency models (``now`` is the
+    wall-clock time breakers are judged at); ``budget_remaining_usd`` is what the
+    tenant has left this month, when it has a budget.
+    """
+    health = health or _NoHistory()
     privacy = stricter_privacy(policy.privacy, ctx.routing.privacy)
     max_cost = _min_optional(policy.max_cost_usd, ctx.routing.max_cost_usd)
     max_latency = _min_optional(policy.max_latency_ms, ctx.routing.max_latency_ms)
@@ -82,9 +107,17 @@ def rank(
     kept: list[Kept] = []
     rejected: list[Rejected] = []
     for candidate in catalogue:
-        latency = candidate.capabilities.latency_prior.estimate_ms(ctx.audio_s, ctx.characters)
+        model = health.latency_model(candidate.name, candidate.capabilities.latency_prior)
+        latency = model.estimate_ms(ctx.audio_s, ctx.characters)
         cost = estimate_cost(candidate, ctx, latency)
         reason = _exclusion(candidate, ctx, policy, privacy, max_cost, max_latency, cost, latency)
+        if reason is None and budget_remaining_usd is not None and cost > budget_remaining_usd:
+            reason = (
+                f"estimated cost ${cost:.6f} exceeds the tenant's remaining monthly budget "
+                f"${budget_remaining_usd:.6f}"
+            )
+        if reason is None:
+            reason = health.blocked(candidate.name, now)
         if reason:
             rejected.append(Rejected(candidate.name, reason))
         else:

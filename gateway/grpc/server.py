@@ -15,6 +15,7 @@ from gateway.app import App, build_app
 from gateway.auth import authenticate
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.servicers import AudioGatewayServicer
+from gateway.health import run_sync_loop
 from gateway.pricing import UnitPrices
 from gateway.settings import Settings
 from providers.base import Operation, Provider
@@ -47,6 +48,8 @@ class GatewayServer:
         self._health = health.aio.HealthServicer()
         self._ready = asyncio.Event()
         self._warmup: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
         options = [
             ("grpc.max_receive_message_length", settings.server.max_message_bytes),
             ("grpc.max_send_message_length", settings.server.max_message_bytes),
@@ -78,6 +81,19 @@ class GatewayServer:
         await self._server.start()
         log.info("server.listening", address=address, port=self.port)
         self._warmup = asyncio.create_task(self._warm_up())
+        if self.app.redis is not None:
+            self._background.append(
+                asyncio.create_task(
+                    run_sync_loop(
+                        self.app.health,
+                        self.app.redis,
+                        self.settings.redis.key_prefix,
+                        self.settings.breaker.sync_interval_s,
+                        self._stopping,
+                        timeout_s=self.settings.redis.timeout_s,
+                    )
+                )
+            )
         return self.port
 
     async def _warm_up(self) -> None:
@@ -109,6 +125,8 @@ class GatewayServer:
         log.info("server.draining", grace_s=grace)
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
+        self._stopping.set()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
         await self.app.close()

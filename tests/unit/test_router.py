@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ from gateway.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from gateway.pricing import UnitPrices
 from gateway.router import RequestContext
 from gateway.settings import Settings
 from providers.base import Locality, TranscribeOptions
@@ -145,3 +147,38 @@ async def test_a_non_retryable_refusal_stops_the_walk():
     with pytest.raises(AllAttemptsFailed, match=r"\[rejected\] a: HTTP 401"):
         await router.transcribe(transcribe_request(), ctx())
     assert second.calls == 0
+
+
+async def test_a_failing_provider_is_cut_off_by_its_breaker_and_readmitted_when_it_recovers():
+    settings = Settings()
+    settings.breaker.failure_threshold = 3
+    settings.breaker.cooldown_s = 0.3
+    flaky = FakeTranscriber(name="a", fail_with=ProviderUnavailable("a", "HTTP 503"))
+    # b is a pricier cloud vendor, so a is preferred whenever its breaker lets it be.
+    steady = FakeTranscriber(name="b", text="from b", locality=Locality.CLOUD)
+    app = build_app(
+        settings,
+        providers=[flaky, steady],
+        prices={("b", "fake-stt-1"): UnitPrices(per_audio_second=Decimal("0.01"))},
+    )
+    await app.catalogue.start()
+    router = app.router
+
+    for _ in range(3):
+        result = await router.transcribe(transcribe_request(), ctx())
+        # No client-visible error: the next candidate answers.
+        assert result.route.provider == "b"
+        assert [a.provider for a in result.route.attempts] == ["a", "b"]
+    assert flaky.calls == 3
+
+    result = await router.transcribe(transcribe_request(), ctx())
+    assert [a.provider for a in result.route.attempts] == ["b"] and flaky.calls == 3
+    assert app.health.snapshot()["a"].state.value == "open"
+
+    flaky.fail_with = None
+    await asyncio.sleep(0.35)
+    probe = await router.transcribe(transcribe_request(), ctx())
+    assert [a.provider for a in probe.route.attempts] == ["a"] and probe.route.provider == "a"
+    assert app.health.snapshot()["a"].state.value == "closed"
+    again = await router.transcribe(transcribe_request(), ctx())
+    assert again.route.provider == "a"
