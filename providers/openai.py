@@ -1,0 +1,387 @@
+"""OpenAI's audio APIs through the official SDK: transcription, speech, and audio-in chat.
+
+One instance serves the one operation its config entry names:
+
+- transcribe: ``audio.transcriptions`` (whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe). Whisper
+  answers ``verbose_json`` with segments and, on request, words; the gpt-4o models answer plain
+  ``json``, so their transcript is one segment spanning the audio and they declare no word timestamps.
+- synthesize: ``audio.speech`` (tts-1, tts-1-hd, gpt-4o-mini-tts), asking for WAV (or raw 24 kHz PCM)
+  so the samples decode without guessing.
+- understand: ``chat.completions`` with an ``input_audio`` part (gpt-4o-audio-preview, gpt-audio): the
+  model listens to the recording itself.
+
+The same code speaks to self-hosted servers with the same API (see
+:mod:`providers.openai_compatible`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import json
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import numpy as np
+import openai
+
+from gateway.audio import ASR_SAMPLE_RATE, decode_pcm16, encode_wav
+from gateway.errors import (
+    ProviderBadResponse,
+    ProviderError,
+    ProviderInputError,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from providers.base import (
+    Answer,
+    AnswerOptions,
+    LatencyModel,
+    Operation,
+    SegmentTiming,
+    Speech,
+    SynthesizeOptions,
+    TranscribeOptions,
+    Transcript,
+    Usage,
+    WordTiming,
+)
+from providers.remote import capabilities_from, error_for_status
+
+if TYPE_CHECKING:
+    from gateway.audio import DecodedAudio
+    from gateway.provider_config import ProviderConfig
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OPENAI_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
+)
+DEFAULT_VOICE = "alloy"
+# The speech endpoint's raw "pcm" format: 24 kHz signed 16-bit little-endian mono.
+PCM_SAMPLE_RATE = 24_000
+
+# Containers each endpoint accepts as they are; anything else is re-encoded to WAV first.
+_TRANSCRIBE_CONTAINERS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm")
+_INPUT_AUDIO_CONTAINERS = ("wav", "mp3")
+_MIME = {"mp3": "audio/mpeg", "mp4": "audio/mp4", "m4a": "audio/mp4", "mpga": "audio/mpeg"}
+# These transcription models answer json or text only: no segments, no words, no language.
+_JSON_ONLY_PREFIXES = ("gpt-4o", "gpt-transcribe")
+
+_LATENCY = {
+    Operation.TRANSCRIBE: LatencyModel(fixed_ms=600.0, rtf=0.08),
+    Operation.SYNTHESIZE: LatencyModel(fixed_ms=500.0, ms_per_char=12.0),
+    Operation.UNDERSTAND: LatencyModel(fixed_ms=1500.0, rtf=0.1),
+}
+
+AUDIO_SYSTEM_PROMPT = (
+    "You answer questions about the attached audio recording. "
+    "Answer the question in one or two sentences, using only what is said in the recording."
+)
+
+# Whisper's verbose_json names the language ("english"); the gateway speaks ISO-639-1.
+# fmt: off
+_WHISPER_LANGUAGES = {
+    "english": "en", "chinese": "zh", "german": "de", "spanish": "es", "russian": "ru", "korean": "ko",
+    "french": "fr", "japanese": "ja", "portuguese": "pt", "turkish": "tr", "polish": "pl", "catalan": "ca",
+    "dutch": "nl", "arabic": "ar", "swedish": "sv", "italian": "it", "indonesian": "id", "hindi": "hi",
+    "finnish": "fi", "vietnamese": "vi", "hebrew": "he", "ukrainian": "uk", "greek": "el", "malay": "ms",
+    "czech": "cs", "romanian": "ro", "danish": "da", "hungarian": "hu", "tamil": "ta", "norwegian": "no",
+    "thai": "th", "urdu": "ur", "croatian": "hr", "bulgarian": "bg", "lithuanian": "lt", "latin": "la",
+    "maori": "mi", "malayalam": "ml", "welsh": "cy", "slovak": "sk", "telugu": "te", "persian": "fa",
+    "latvian": "lv", "bengali": "bn", "serbian": "sr", "azerbaijani": "az", "slovenian": "sl",
+    "kannada": "kn", "estonian": "et", "macedonian": "mk", "breton": "br", "basque": "eu",
+    "icelandic": "is", "armenian": "hy", "nepali": "ne", "mongolian": "mn", "bosnian": "bs",
+    "kazakh": "kk", "albanian": "sq", "swahili": "sw", "galician": "gl", "marathi": "mr", "punjabi": "pa",
+    "sinhala": "si", "khmer": "km", "shona": "sn", "yoruba": "yo", "somali": "so", "afrikaans": "af",
+    "occitan": "oc", "georgian": "ka", "belarusian": "be", "tajik": "tg", "sindhi": "sd", "gujarati": "gu",
+    "amharic": "am", "yiddish": "yi", "lao": "lo", "uzbek": "uz", "faroese": "fo", "haitian creole": "ht",
+    "pashto": "ps", "turkmen": "tk", "nynorsk": "nn", "maltese": "mt", "sanskrit": "sa",
+    "luxembourgish": "lb", "myanmar": "my", "tibetan": "bo", "tagalog": "tl", "malagasy": "mg",
+    "assamese": "as", "tatar": "tt", "hawaiian": "haw", "lingala": "ln", "hausa": "ha", "bashkir": "ba",
+    "javanese": "jw", "sundanese": "su", "cantonese": "yue",
+}
+# fmt: on
+
+
+class OpenAIProvider:
+    """One (operation, model) of the OpenAI API, as a config entry of kind ``openai`` declares it."""
+
+    #: Understanding models take the recording itself.
+    listens = True
+    #: Voices the speech endpoint knows; None accepts any name (self-hosted servers name their own).
+    known_voices: ClassVar[frozenset[str] | None] = OPENAI_VOICES
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.name = config.name
+        self.model = config.model
+        self._config = config
+        self._operation = config.operation
+        self._pcm = _speech_format(config) == "pcm"
+        self._pcm_rate = int(config.options.get("pcm_sample_rate", PCM_SAMPLE_RATE))
+        self._default_voice = config.default_voice or DEFAULT_VOICE
+        self._verbose = bool(
+            config.options.get("verbose_json", not config.model.startswith(_JSON_ONLY_PREFIXES))
+        )
+        self._client = openai.AsyncOpenAI(
+            api_key=config.secret() or "unset",
+            # Explicit, so the SDK never falls back to OPENAI_BASE_URL from the environment.
+            base_url=config.base_url or DEFAULT_BASE_URL,
+            # The router owns retries: exactly one attempt per call.
+            max_retries=0,
+            timeout=config.timeout_s,
+        )
+        self.capabilities = capabilities_from(config, self._features(), _LATENCY[config.operation])
+
+    def _features(self) -> frozenset[str]:
+        if self._operation is Operation.TRANSCRIBE:
+            if self._verbose:
+                return frozenset({"segments", "word_timestamps", "prompt", "language_detection"})
+            return frozenset({"prompt"})
+        if self._operation is Operation.SYNTHESIZE:
+            return frozenset({"voices", "speed"})
+        return frozenset({"listens"})
+
+    async def start(self) -> None:
+        """Nothing to load: the client connects on first use."""
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- transcribe ----------------------------------------------------------------
+
+    async def transcribe(
+        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+    ) -> Transcript:
+        self._require(Operation.TRANSCRIBE)
+        container, data = _upload(audio, _TRANSCRIBE_CONTAINERS)
+        limit = self._limit(timeout_s)
+        # Typed as Any: the SDK's overloads pick a return type per literal response_format.
+        response_format: Any = "verbose_json" if self._verbose else "json"
+        words = self._verbose and options.word_timestamps
+        request = self._client.audio.transcriptions.create(
+            file=(f"audio.{container}", data, _MIME.get(container, f"audio/{container}")),
+            model=self.model,
+            language=options.language or openai.omit,
+            prompt=options.prompt or openai.omit,
+            response_format=response_format,
+            timestamp_granularities=["segment", "word"] if words else openai.omit,
+            timeout=limit,
+        )
+        result: Any = await self._call(request, limit)
+        try:
+            text = _text(result.text)
+            if self._verbose:
+                segments = _verbose_segments(result, audio.duration_s, text)
+                language = options.language or _language_code(result.language)
+            else:
+                segments = (SegmentTiming(text=text, start_s=0.0, end_s=audio.duration_s),)
+                language = options.language or ""
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ProviderBadResponse(self.name, "the transcription response is malformed") from exc
+        return Transcript(
+            text=text, language=language, segments=segments, usage=Usage(audio_seconds=audio.duration_s)
+        )
+
+    # -- synthesize ----------------------------------------------------------------
+
+    def voices(self) -> frozenset[str]:
+        if self._config.voices is not None:
+            return self._config.voices
+        return self.known_voices if self.known_voices is not None else frozenset({self._default_voice})
+
+    async def synthesize(self, text: str, options: SynthesizeOptions, timeout_s: float | None) -> Speech:
+        self._require(Operation.SYNTHESIZE)
+        voice = options.voice or self._default_voice
+        checked = self._config.voices if self._config.voices is not None else self.known_voices
+        if checked is not None and voice not in checked:
+            raise ProviderInputError(
+                self.name, f"unknown voice {voice!r}; available voices: {', '.join(sorted(checked))}"
+            )
+        instructions = self._config.options.get("instructions")
+        limit = self._limit(timeout_s)
+        response = await self._call(
+            self._client.audio.speech.create(
+                model=self.model,
+                input=text,
+                voice=voice,
+                response_format="pcm" if self._pcm else "wav",
+                speed=options.speed if options.speed != 1.0 else openai.omit,
+                instructions=instructions if isinstance(instructions, str) else openai.omit,
+                timeout=limit,
+            ),
+            limit,
+        )
+        data = response.content
+        try:
+            samples, rate = self._decode_speech(data)
+        except ValueError as exc:
+            raise ProviderBadResponse(self.name, f"the speech audio does not decode: {exc}") from exc
+        usage = Usage(characters=len(text), audio_seconds=len(samples) / rate)
+        return Speech(samples=samples, sample_rate=rate, voice=voice, usage=usage)
+
+    def _decode_speech(self, data: bytes) -> tuple[np.ndarray, int]:
+        if not self._pcm:
+            return decode_pcm16(data, "audio/wav")
+        if not data or len(data) % 2:
+            raise ValueError(f"{len(data)} bytes is not whole 16-bit samples")
+        return np.frombuffer(data, dtype="<i2").astype(np.int16), self._pcm_rate
+
+    # -- understand ----------------------------------------------------------------
+
+    async def answer(
+        self,
+        question: str,
+        transcript: str | None,
+        audio: DecodedAudio | None,
+        options: AnswerOptions,
+        timeout_s: float | None,
+    ) -> Answer:
+        self._require(Operation.UNDERSTAND)
+        if audio is None:
+            raise ProviderUnavailable(self.name, "listens to the audio; the router must pass it")
+        container, data = _upload(audio, _INPUT_AUDIO_CONTAINERS)
+        messages: Any = [
+            {"role": "system", "content": AUDIO_SYSTEM_PROMPT},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": question},
+                    {
+                        "type": "input_audio",
+                        "input_audio": {"data": base64.b64encode(data).decode("ascii"), "format": container},
+                    },
+                ],
+            },
+        ]
+        limit = self._limit(timeout_s)
+        completion: Any = await self._call(
+            self._client.chat.completions.create(
+                model=self.model, messages=messages, max_completion_tokens=options.max_tokens, timeout=limit
+            ),
+            limit,
+        )
+        try:
+            text = _text(completion.choices[0].message.content).strip()
+            usage = completion.usage
+            prompt_tokens = int(usage.prompt_tokens)
+            details = usage.prompt_tokens_details
+            audio_tokens = int(details.audio_tokens or 0) if details is not None else 0
+            output_tokens = int(usage.completion_tokens)
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise ProviderBadResponse(self.name, "the chat completion is malformed") from exc
+        if not text:
+            raise ProviderBadResponse(self.name, "the model produced an empty answer")
+        return Answer(
+            text=text,
+            usage=Usage(
+                input_tokens=prompt_tokens - audio_tokens,
+                audio_input_tokens=audio_tokens,
+                output_tokens=output_tokens,
+            ),
+        )
+
+    # -- shared --------------------------------------------------------------------
+
+    def _require(self, operation: Operation) -> None:
+        if operation is not self._operation:
+            raise ProviderRejected(
+                self.name, f"configured for {self._operation.value}, asked to {operation.value}"
+            )
+
+    def _limit(self, timeout_s: float | None) -> float:
+        """The request's remaining deadline, capped by the entry's own timeout."""
+        limit = self._config.timeout_s if timeout_s is None else min(timeout_s, self._config.timeout_s)
+        return max(limit, 0.001)
+
+    async def _call(self, request: Awaitable[T], limit: float) -> T:
+        """Await one SDK call and translate its failures; the SDK's timeout is per read, this one total."""
+        try:
+            async with asyncio.timeout(limit):
+                return await request
+        except TimeoutError as exc:
+            raise ProviderTimeout(self.name, f"no answer within {limit:.1f} s") from exc
+        except openai.OpenAIError as exc:
+            raise map_error(self.name, exc) from exc
+        except json.JSONDecodeError as exc:
+            raise ProviderBadResponse(self.name, "the response is not valid JSON") from exc
+
+
+def map_error(provider: str, exc: openai.OpenAIError) -> ProviderError:
+    """The SDK's exception tree, by type and HTTP status, to ours."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout(provider, "the request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderUnavailable(provider, "connection failed")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return ProviderBadResponse(provider, "the response does not match the API's schema")
+    if isinstance(exc, openai.APIStatusError):
+        # Authentication messages can echo part of the key: keep only the status for those.
+        detail = "" if exc.status_code in (401, 403) else _error_detail(exc.body)
+        return error_for_status(provider, exc.status_code, detail)
+    return ProviderUnavailable(provider, f"the SDK failed: {type(exc).__name__}")
+
+
+def _error_detail(body: object) -> str:
+    if isinstance(body, dict):
+        message = body.get("message")
+        return message if isinstance(message, str) else ""
+    return body if isinstance(body, str) else ""
+
+
+def _speech_format(config: ProviderConfig) -> str:
+    fmt = config.options.get("response_format", "wav")
+    if fmt not in ("wav", "pcm"):
+        raise ValueError(
+            f"provider {config.name!r}: options.response_format must be 'wav' or 'pcm', not {fmt!r}"
+        )
+    return str(fmt)
+
+
+def _upload(audio: DecodedAudio, accepted: tuple[str, ...]) -> tuple[str, bytes]:
+    """The original file when the endpoint accepts its container, else WAV at 16 kHz from the decode."""
+    for name in audio.container.split(","):
+        if name in accepted:
+            return name, audio.original
+    pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
+    return "wav", encode_wav(pcm, ASR_SAMPLE_RATE)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _language_code(name: object) -> str:
+    if not isinstance(name, str):
+        return ""
+    name = name.strip().lower()
+    return _WHISPER_LANGUAGES.get(name, name)
+
+
+def _verbose_segments(result: Any, duration_s: float, text: str) -> tuple[SegmentTiming, ...]:
+    """Whisper's segments with its top-level words placed in the segment they start in."""
+    raw_segments = sorted(result.segments or (), key=lambda s: float(s.start))
+    words = [
+        WordTiming(text=_text(w.word), start_s=float(w.start), end_s=float(w.end))
+        for w in (result.words or ())
+    ]
+    if not raw_segments:
+        return (SegmentTiming(text=text.strip(), start_s=0.0, end_s=duration_s, words=tuple(words)),)
+    starts = [float(s.start) for s in raw_segments]
+    grouped: list[list[WordTiming]] = [[] for _ in raw_segments]
+    for word in words:
+        grouped[max(bisect.bisect_right(starts, word.start_s) - 1, 0)].append(word)
+    return tuple(
+        SegmentTiming(
+            text=_text(segment.text).strip(),
+            start_s=float(segment.start),
+            end_s=float(segment.end),
+            words=tuple(group),
+        )
+        for segment, group in zip(raw_segments, grouped, strict=True)
+    )

@@ -1,0 +1,29 @@
+"""Self-hosted servers that speak OpenAI's API: Speaches, vLLM, LocalAI and the like.
+
+The wire format is OpenAI's, so the code path is :class:`providers.openai.OpenAIProvider`'s; what
+differs is what the server is. It runs inside the organisation (``on_prem``, not retaining data, unless
+the entry says otherwise), it must be given its ``base_url``, it serves whatever model names it was
+started with, and it names its own voices: any voice is passed through unless the entry lists
+``voices``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from providers.openai import OpenAIProvider
+
+if TYPE_CHECKING:
+    from gateway.provider_config import ProviderConfig
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    known_voices: ClassVar[frozenset[str] | None] = None
+
+    def __init__(self, config: ProviderConfig) -> None:
+        if not config.base_url:
+            raise ValueError(
+                f"provider {config.name!r} (kind openai_compatible) needs base_url: the server's /v1 URL, "
+                "e.g. http://speaches:8000/v1"
+            )
+        super().__init__(config)
