@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
+from gateway.budget import Budgets, LocalBudgets, RedisBudgets
 from gateway.catalogue import Catalogue
 from gateway.health import HealthBook
 from gateway.policy_store import PolicyStore
@@ -51,6 +52,17 @@ def build_app(
     prices = replace(book, vendor_prices={**book.vendor_prices, **(prices or {})})
     policies = PolicyStore(settings.policies_file)
     health = HealthBook(settings.breaker)
+    redis = _redis_client(settings)
+    budgets: Budgets = (
+        RedisBudgets(
+            redis,
+            settings.redis.key_prefix,
+            settings.redis.timeout_s,
+            fail_open=settings.redis.budget_fail_open,
+        )
+        if redis is not None
+        else LocalBudgets()
+    )
     router = Router(
         catalogue,
         prices,
@@ -58,6 +70,7 @@ def build_app(
         default_answer_tokens=settings.llama.max_answer_tokens,
         policies=policies,
         health=health,
+        budgets=budgets,
     )
     return App(
         settings=settings,
@@ -66,8 +79,16 @@ def build_app(
         prices=prices,
         policies=policies,
         health=health,
-        redis=_redis_client(settings),
+        redis=redis,
     )
+
+
+def _price_keys(config: ProviderConfig) -> list[str]:
+    """litellm models carry a routing prefix ("openai/gpt-4o-mini"); the book lists the bare model too."""
+    keys = [config.price_key]
+    if "/" in config.model:
+        keys.append(f"{config.kind.value}/{config.model.split('/', 1)[1]}")
+    return keys
 
 
 def _redis_client(settings: Settings) -> Redis | None:
@@ -75,7 +96,15 @@ def _redis_client(settings: Settings) -> Redis | None:
         return None
     timeout = settings.redis.timeout_s
     # Bounded timeouts: a slow or absent Redis degrades shared state, never a request.
-    return Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    # A pool that waits for a free connection: a burst beyond its size queues instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis.url,
+        max_connections=settings.redis.max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+    return Redis(connection_pool=pool)
 
 
 def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> PriceBook:
@@ -85,8 +114,8 @@ def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> Price
     for config in configs:
         if config.prices is not None:
             vendor_prices[(config.name, config.model)] = UnitPrices(**config.prices.model_dump())
-        elif config.price_key in price_list.prices:
-            vendor_prices[(config.name, config.model)] = price_list.prices[config.price_key]
+        elif key := next((k for k in _price_keys(config) if k in price_list.prices), None):
+            vendor_prices[(config.name, config.model)] = price_list.prices[key]
         elif config.locality is Locality.CLOUD:
             raise PriceBookError(
                 f"provider {config.name!r}: the price book has no {config.price_key!r}; add it to the price "

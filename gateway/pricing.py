@@ -14,11 +14,15 @@ from pathlib import Path
 import yaml
 
 from policies.rank import CandidateInfo, RankContext
-from providers.base import Locality, Usage
+from providers.base import Locality, Operation, Usage
 
 _SECONDS_PER_HOUR = Decimal(3600)
 # Enough places for micro-cent local costs; results are exact decimal strings.
 _QUANTUM = Decimal("0.000000001")
+_PROMPT_TOKENS = 200
+_TRANSCRIPT_TOKENS_PER_S = 4
+_AUDIO_TOKENS_PER_S = 10
+_ANSWER_TOKENS = 150
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,15 @@ class PriceBook:
         if locality is Locality.LOCAL:
             return self._compute_cost(latency_ms / 1000.0)
         usage = Usage(audio_seconds=ctx.audio_s, characters=ctx.characters)
+        if ctx.operation is Operation.UNDERSTAND:
+            # Token-priced models: a transcript runs about 4 tokens per second of speech, an audio
+            # prompt about 10 audio tokens per second, and answers are short.
+            usage = Usage(
+                audio_seconds=ctx.audio_s,
+                input_tokens=_PROMPT_TOKENS + int(ctx.audio_s * _TRANSCRIPT_TOKENS_PER_S),
+                audio_input_tokens=int(ctx.audio_s * _AUDIO_TOKENS_PER_S),
+                output_tokens=_ANSWER_TOKENS,
+            )
         return self.cost(candidate.name, candidate.model, locality, usage)
 
     def _compute_cost(self, seconds: float) -> Decimal:

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from gateway import audio
+from gateway.budget import Budgets
 from gateway.catalogue import Catalogue
 from gateway.domain import (
     AttemptRecord,
@@ -37,6 +38,7 @@ from gateway.errors import (
     AllAttemptsFailed,
     DeadlineExceeded,
     InvalidInput,
+    LimitExceeded,
     NoRoute,
     NotReady,
     PermissionDenied,
@@ -96,6 +98,7 @@ class Router:
         default_answer_tokens: int,
         policies: PolicyStore,
         health: HealthBook,
+        budgets: Budgets,
     ) -> None:
         self._catalogue = catalogue
         self._prices = prices
@@ -104,6 +107,7 @@ class Router:
         self._default_answer_tokens = default_answer_tokens
         self._policies = policies
         self._health = health
+        self._budgets = budgets
 
     # -- operations -------------------------------------------------------
 
@@ -133,7 +137,7 @@ class Router:
             )
         policy = self._policy(req.routing, ctx.tenant)
         route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
-        ranking = self._rank(_synthesize_context(len(text), req.voice, req.routing), policy)
+        ranking = await self._rank(_synthesize_context(len(text), req.voice, req.routing), policy, ctx.tenant)
         options = SynthesizeOptions(voice=req.voice, speed=req.speed)
 
         async def call(provider: Provider, timeout_s: float) -> _Metered:
@@ -171,7 +175,9 @@ class Router:
         policy = self._policy(req.routing, ctx.tenant)
         decoded = await self._decode(req.audio)
         route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
-        ranking = self._rank(_understand_context(decoded.duration_s, req.language, req.routing), policy)
+        ranking = await self._rank(
+            _understand_context(decoded.duration_s, req.language, req.routing), policy, ctx.tenant
+        )
         options = AnswerOptions(
             max_tokens=req.max_answer_tokens or self._default_answer_tokens, language=req.language
         )
@@ -223,7 +229,7 @@ class Router:
             rank_ctx = _synthesize_context(characters, req.voice, req.routing)
         else:
             rank_ctx = _understand_context(audio_s, req.language, req.routing)
-        ranking = self._rank(rank_ctx, policy)
+        ranking = await self._rank(rank_ctx, policy, ctx.tenant)
         transcription: tuple[ExplainedCandidate, ...] = ()
         if (
             req.operation is Operation.UNDERSTAND
@@ -231,7 +237,7 @@ class Router:
             and not self._answerer(ranking.kept[0].name).listens
         ):
             step = _transcribe_context(audio_s, req.language, False, replace(req.routing, provider=None))
-            transcription = self._explained(self._rank(step, policy))
+            transcription = self._explained(await self._rank(step, policy, ctx.tenant))
         return Explanation(
             tenant=ctx.tenant.name,
             policy=policy.name,
@@ -242,7 +248,7 @@ class Router:
             characters=characters,
             candidates=self._explained(ranking),
             transcription_candidates=transcription,
-            remaining_budget_usd=None,
+            remaining_budget_usd=await self._remaining_budget(ctx.tenant),
         )
 
     def _explained(self, ranking: Ranking) -> tuple[ExplainedCandidate, ...]:
@@ -284,9 +290,10 @@ class Router:
         route: RouteInfo,
         ctx: RequestContext,
     ) -> Transcript:
-        ranking = self._rank(
+        ranking = await self._rank(
             _transcribe_context(decoded.duration_s, options.language, options.word_timestamps, routing),
             policy,
+            ctx.tenant,
         )
 
         async def call(provider: Provider, timeout_s: float) -> _Metered:
@@ -308,9 +315,36 @@ class Router:
         audio_s: float = 0.0,
         characters: int = 0,
     ) -> tuple[R, Provider]:
-        """Walk the ranking: one attempt per candidate until one succeeds or a failure is final."""
+        """Walk the ranking under a budget reservation: settled to the actual cost, released on failure."""
         if not ranking.kept:
             raise self._no_route(operation, ranking)
+        tenant = ctx.tenant
+        if tenant.monthly_budget_usd is None:
+            return await self._walk(operation, ranking, route, ctx, call, audio_s, characters)
+        # The dearest candidate the walk may reach: a fallback must not overspend either.
+        estimate = max(k.estimated_cost_usd for k in ranking.kept[: ranking.max_attempts])
+        reservation = await self._budgets.reserve(tenant.name, tenant.monthly_budget_usd, estimate)
+        spent_before = route.cost_usd
+        try:
+            result = await self._walk(operation, ranking, route, ctx, call, audio_s, characters)
+        except BaseException:
+            # Failed attempts are not billed; shielded so a cancelled call still frees its reservation.
+            await asyncio.shield(self._budgets.release(reservation))
+            raise
+        await asyncio.shield(self._budgets.settle(reservation, route.cost_usd - spent_before))
+        return result
+
+    async def _walk(
+        self,
+        operation: Operation,
+        ranking: Ranking,
+        route: RouteInfo,
+        ctx: RequestContext,
+        call: Callable[[Provider, float], Awaitable[R]],
+        audio_s: float,
+        characters: int,
+    ) -> tuple[R, Provider]:
+        """One attempt per candidate until one succeeds or a failure is final."""
         errors: list[ProviderError] = []
         attempted = 0
         for kept in ranking.kept:
@@ -398,7 +432,8 @@ class Router:
             )
         return policies[name]
 
-    def _rank(self, ctx: RankContext, policy: Policy) -> Ranking:
+    async def _rank(self, ctx: RankContext, policy: Policy, tenant: Tenant) -> Ranking:
+        remaining = await self._remaining_budget(tenant)
         return rank(
             ctx,
             self._catalogue.candidates(),
@@ -406,14 +441,27 @@ class Router:
             self._prices.estimate,
             self._health.snapshot(),
             time.time(),
+            budget_remaining_usd=remaining,
         )
+
+    async def _remaining_budget(self, tenant: Tenant) -> Decimal | None:
+        if tenant.monthly_budget_usd is None:
+            return None
+        return await self._budgets.remaining(tenant.name, tenant.monthly_budget_usd)
 
     def _no_route(self, operation: Operation, ranking: Ranking) -> Exception:
         relevant = [
             r for r in ranking.rejected if operation in self._catalogue.get(r.name).capabilities.operations
         ]
-        if relevant and all(r.reason.startswith("not ready") for r in relevant):
+        if relevant and all(r.rule == "not_ready" for r in relevant):
             return NotReady(f"the {operation.value} engines are still loading; retry shortly")
+        if (
+            relevant
+            and any(r.rule == "budget" for r in relevant)
+            and all(r.rule in ("budget", "not_ready", "breaker") for r in relevant)
+        ):
+            budget = next(r for r in relevant if r.rule == "budget")
+            return LimitExceeded(f"monthly budget exhausted: {budget.name}: {budget.reason}")
         return NoRoute(
             f"no provider can {operation.value} this request under policy {ranking.policy!r}",
             tuple(Rejection(r.name, r.reason) for r in ranking.rejected),

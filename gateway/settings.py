@@ -77,6 +77,10 @@ class RedisSettings(BaseModel):
     # Redis calls on the request path give up after this long and degrade instead of failing.
     timeout_s: float = Field(0.25, gt=0)
     key_prefix: str = "gw:"
+    max_connections: int = Field(64, ge=1)
+    # When Redis cannot be reached: refuse budgeted requests (False, the default) or admit them
+    # unenforced (True) and record their cost once Redis is back.
+    budget_fail_open: bool = False
 
 
 class BreakerSettings(BaseModel):

@@ -50,6 +50,8 @@ class Kept:
 class Rejected:
     name: str
     reason: str
+    # The rule that excluded it: operation, privacy, max_cost, budget, breaker, not_ready, ...
+    rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,16 +112,20 @@ def rank(
         model = health.latency_model(candidate.name, candidate.capabilities.latency_prior)
         latency = model.estimate_ms(ctx.audio_s, ctx.characters)
         cost = estimate_cost(candidate, ctx, latency)
-        reason = _exclusion(candidate, ctx, policy, privacy, max_cost, max_latency, cost, latency)
-        if reason is None and budget_remaining_usd is not None and cost > budget_remaining_usd:
-            reason = (
-                f"estimated cost ${cost:.6f} exceeds the tenant's remaining monthly budget "
-                f"${budget_remaining_usd:.6f}"
+        exclusion = _exclusion(candidate, ctx, policy, privacy, max_cost, max_latency, cost, latency)
+        if exclusion is None and budget_remaining_usd is not None and cost > budget_remaining_usd:
+            exclusion = (
+                "budget",
+                (
+                    f"estimated cost ${cost:.6f} exceeds the tenant's remaining monthly budget "
+                    f"${budget_remaining_usd:.6f}"
+                ),
             )
-        if reason is None:
-            reason = health.blocked(candidate.name, now)
-        if reason:
-            rejected.append(Rejected(candidate.name, reason))
+        if exclusion is None and (blocked := health.blocked(candidate.name, now)):
+            exclusion = "breaker", blocked
+        if exclusion is not None:
+            rule, reason = exclusion
+            rejected.append(Rejected(candidate.name, reason, rule))
         else:
             kept.append(Kept(candidate.name, cost, latency, _score(candidate, objective, cost, latency)))
     kept.sort(key=lambda k: k.score)
@@ -136,35 +142,38 @@ def _exclusion(
     max_latency: float | None,
     cost: Decimal,
     latency: float,
-) -> str | None:
+) -> tuple[str, str] | None:
     caps = candidate.capabilities
     pin = ctx.routing.provider
     if ctx.operation not in caps.operations:
-        return f"does not {ctx.operation.value}"
+        return "operation", f"does not {ctx.operation.value}"
     if pin and pin != candidate.name:
-        return f"request pinned provider {pin!r}"
+        return "pin", f"request pinned provider {pin!r}"
     if policy.allow_providers is not None and candidate.name not in policy.allow_providers:
-        return f"not in policy {policy.name!r} allow-list"
+        return "allow_list", f"not in policy {policy.name!r} allow-list"
     if candidate.name in policy.deny_providers:
-        return f"denied by policy {policy.name!r}"
+        return "deny_list", f"denied by policy {policy.name!r}"
     if caps.locality not in _ALLOWED_LOCALITIES[privacy]:
-        return f"locality {caps.locality.value} is not allowed under privacy {privacy.value}"
+        return "privacy", f"locality {caps.locality.value} is not allowed under privacy {privacy.value}"
     if privacy is Privacy.ANY and policy.no_retention and caps.retains_data:
-        return "the vendor retains data and the policy requires no retention"
+        return "retention", "the vendor retains data and the policy requires no retention"
     if policy.region is not None and caps.locality is Locality.CLOUD and caps.region != policy.region:
-        return f"region {caps.region} is not {policy.region}"
+        return "region", f"region {caps.region} is not {policy.region}"
     if ctx.language and caps.languages is not None and ctx.language not in caps.languages:
-        return f"does not support language {ctx.language!r} (supports {', '.join(sorted(caps.languages))})"
+        return (
+            "language",
+            f"does not support language {ctx.language!r} (supports {', '.join(sorted(caps.languages))})",
+        )
     if not ctx.features <= caps.features:
-        return f"lacks feature(s) {', '.join(sorted(ctx.features - caps.features))}"
+        return "features", f"lacks feature(s) {', '.join(sorted(ctx.features - caps.features))}"
     if caps.max_audio_s is not None and ctx.audio_s > caps.max_audio_s:
-        return f"audio of {ctx.audio_s:.1f} s exceeds its {caps.max_audio_s:g} s limit"
+        return "max_audio", f"audio of {ctx.audio_s:.1f} s exceeds its {caps.max_audio_s:g} s limit"
     if max_cost is not None and cost > max_cost:
-        return f"estimated cost ${cost:.6f} exceeds the cap ${max_cost}"
+        return "max_cost", f"estimated cost ${cost:.6f} exceeds the cap ${max_cost}"
     if max_latency is not None and latency > max_latency:
-        return f"estimated latency {latency:.0f} ms exceeds the cap {max_latency:.0f} ms"
+        return "max_latency", f"estimated latency {latency:.0f} ms exceeds the cap {max_latency:.0f} ms"
     if not candidate.ready:
-        return "not ready: the engine is still loading"
+        return "not_ready", "not ready: the engine is still loading"
     return None
 
 

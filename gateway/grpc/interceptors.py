@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from gateway import errors
+from gateway.budget import BudgetUnavailable
 from policies.model import Tenant
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] =
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.NoRoute, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
+    (BudgetUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.AllAttemptsFailed, grpc.StatusCode.UNAVAILABLE),
     (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
