@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 from gateway.settings import LogSettings
 
 
-def configure(settings: LogSettings) -> None:
+def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if settings.format == "json"
@@ -28,6 +29,7 @@ def configure(settings: LogSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # Not cached, so a re-configuration (tests, reloads) reaches loggers already handed out.
+        cache_logger_on_first_use=False,
     )
