@@ -14,7 +14,7 @@ from gateway.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, de
 from gateway.provider_config import ProviderConfig, load_providers_file
 from gateway.router import Router
 from gateway.settings import Settings
-from providers.base import Locality, Provider
+from providers.base import Locality, Operation, Provider
 from providers.registry import build_local_providers, build_remote_providers
 
 
@@ -121,8 +121,14 @@ def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> Price
                 f"provider {config.name!r}: the price book has no {config.price_key!r}; add it to the price "
                 "book or give the provider a 'prices:' entry, so its cost is recorded"
             )
+    reference = {
+        Operation(op): tuple(price_list.prices[key] for key in keys)
+        for op, keys in price_list.reference_cloud.items()
+        if op in Operation.__members__.values()
+    }
     return PriceBook(
         local_usd_per_hour=settings.pricing.local_usd_per_hour,
         vendor_prices=vendor_prices,
         version=price_list.version,
+        reference_cloud=reference,
     )

@@ -7,7 +7,7 @@ Vendors are priced per unit from the price book entries given to PriceBook.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -41,6 +41,11 @@ class PriceBook:
     local_usd_per_hour: Decimal
     vendor_prices: dict[tuple[str, str], UnitPrices]
     version: str = "builtin"
+    # Operation → list prices of cloud models, for "what would the cloud have cost" with none configured.
+    reference_cloud: dict[Operation, tuple[UnitPrices, ...]] = field(default_factory=dict)
+
+    def is_priced(self, provider: str, model: str) -> bool:
+        return (provider, model) in self.vendor_prices
 
     def unit_prices(self, provider: str, model: str, locality: Locality) -> UnitPrices:
         if locality is Locality.LOCAL:
@@ -50,35 +55,48 @@ class PriceBook:
     def cost(self, provider: str, model: str, locality: Locality, usage: Usage) -> Decimal:
         if locality is Locality.LOCAL:
             return self._compute_cost(usage.compute_seconds)
-        prices = self.unit_prices(provider, model, locality)
-        total = (
-            prices.per_audio_second * _dec(usage.audio_seconds)
-            + prices.per_character * usage.characters
-            + prices.per_input_token * usage.input_tokens
-            + prices.per_audio_input_token * usage.audio_input_tokens
-            + prices.per_output_token * usage.output_tokens
-        )
-        return total.quantize(_QUANTUM)
+        return price_units(self.unit_prices(provider, model, locality), usage)
 
     def estimate(self, candidate: CandidateInfo, ctx: RankContext, latency_ms: float) -> Decimal:
         """Expected cost before the call: local compute ≈ the expected latency."""
         locality = candidate.capabilities.locality
         if locality is Locality.LOCAL:
             return self._compute_cost(latency_ms / 1000.0)
-        usage = Usage(audio_seconds=ctx.audio_s, characters=ctx.characters)
-        if ctx.operation is Operation.UNDERSTAND:
-            # Token-priced models: a transcript runs about 4 tokens per second of speech, an audio
-            # prompt about 10 audio tokens per second, and answers are short.
-            usage = Usage(
-                audio_seconds=ctx.audio_s,
-                input_tokens=_PROMPT_TOKENS + int(ctx.audio_s * _TRANSCRIPT_TOKENS_PER_S),
-                audio_input_tokens=int(ctx.audio_s * _AUDIO_TOKENS_PER_S),
-                output_tokens=_ANSWER_TOKENS,
-            )
+        usage = estimated_usage(ctx.operation, ctx.audio_s, ctx.characters)
         return self.cost(candidate.name, candidate.model, locality, usage)
+
+    def reference_cost(self, operation: Operation, usage: Usage) -> Decimal | None:
+        """The cheapest listed cloud price for this usage (counterfactuals with no cloud provider)."""
+        costs = [price_units(p, usage) for p in self.reference_cloud.get(operation, ())]
+        return min(costs) if costs else None
 
     def _compute_cost(self, seconds: float) -> Decimal:
         return (self.local_usd_per_hour * _dec(seconds) / _SECONDS_PER_HOUR).quantize(_QUANTUM)
+
+
+def price_units(prices: UnitPrices, usage: Usage) -> Decimal:
+    total = (
+        prices.per_audio_second * _dec(usage.audio_seconds)
+        + prices.per_character * usage.characters
+        + prices.per_input_token * usage.input_tokens
+        + prices.per_audio_input_token * usage.audio_input_tokens
+        + prices.per_output_token * usage.output_tokens
+    )
+    return total.quantize(_QUANTUM)
+
+
+def estimated_usage(operation: Operation, audio_s: float, characters: int) -> Usage:
+    """Units a request is expected to consume, before any provider has reported them."""
+    if operation is Operation.UNDERSTAND:
+        # Token-priced models: a transcript runs about 4 tokens per second of speech, an audio
+        # prompt about 10 audio tokens per second, and answers are short.
+        return Usage(
+            audio_seconds=audio_s,
+            input_tokens=_PROMPT_TOKENS + int(audio_s * _TRANSCRIPT_TOKENS_PER_S),
+            audio_input_tokens=int(audio_s * _AUDIO_TOKENS_PER_S),
+            output_tokens=_ANSWER_TOKENS,
+        )
+    return Usage(audio_seconds=audio_s, characters=characters)
 
 
 def _dec(value: float) -> Decimal:
@@ -105,6 +123,8 @@ class PriceList:
 
     version: str
     prices: dict[str, UnitPrices]
+    # operation name → price keys of the cloud models a counterfactual compares against
+    reference_cloud: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> PriceList:
@@ -129,7 +149,11 @@ class PriceList:
                     ) from exc
                 fields[unit] = usd / per
             prices[key] = UnitPrices(**fields)
-        return cls(version=str(raw.get("version", "unversioned")), prices=prices)
+        reference = {op: tuple(keys) for op, keys in (raw.get("reference_cloud") or {}).items()}
+        unknown = sorted(k for keys in reference.values() for k in keys if k not in prices)
+        if unknown:
+            raise PriceBookError(f"{path}: reference_cloud names unpriced models: {', '.join(unknown)}")
+        return cls(version=str(raw.get("version", "unversioned")), prices=prices, reference_cloud=reference)
 
 
 def default_price_list_path() -> Path:
