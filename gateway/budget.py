@@ -51,7 +51,7 @@ import redis
 import redis.asyncio
 import structlog
 
-from gateway.errors import GatewayError, LimitExceeded
+from gateway.errors import DependencyUnavailable, LimitExceeded
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,7 @@ class BudgetExceeded(LimitExceeded):
         self.estimate_usd = estimate_usd
 
 
-class BudgetUnavailable(GatewayError):
+class BudgetUnavailable(DependencyUnavailable):
     """The shared budget store could not be consulted, so a budgeted request is refused (fail closed)."""
 
     kind = "budget_unavailable"

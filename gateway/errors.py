@@ -11,6 +11,7 @@
     ├── PermissionDenied        credentials lack the right                  → PERMISSION_DENIED
     ├── NoRoute                 no provider satisfies the request/policy    → FAILED_PRECONDITION
     ├── NotReady                engines still loading                       → UNAVAILABLE
+    ├── DependencyUnavailable   e.g. the shared budget store is unreachable → UNAVAILABLE
     ├── AllAttemptsFailed       every candidate failed                      → UNAVAILABLE
     │   └── DeadlineExceeded    ...and every failure was the deadline       → DEADLINE_EXCEEDED
     └── ProviderError           one attempt failed (router-internal)
@@ -74,6 +75,12 @@ class NotReady(GatewayError):
     kind = "not_ready"
 
 
+class DependencyUnavailable(GatewayError):
+    """A store the request cannot safely go without (e.g. the shared budget) is unreachable."""
+
+    kind = "dependency_unavailable"
+
+
 class ProviderError(GatewayError):
     kind = "provider_error"
     retryable = False
@@ -121,3 +128,27 @@ class AllAttemptsFailed(GatewayError):
 
 class DeadlineExceeded(AllAttemptsFailed):
     kind = "deadline_exceeded"
+
+
+# The one mapping from this tree to gRPC status code names, most specific first.
+# Kept as names so the core can report statuses (metrics, ledger) without importing gRPC.
+STATUS_BY_ERROR: tuple[tuple[type[GatewayError], str], ...] = (
+    (InvalidInput, "INVALID_ARGUMENT"),
+    (LimitExceeded, "RESOURCE_EXHAUSTED"),
+    (Unauthenticated, "UNAUTHENTICATED"),
+    (PermissionDenied, "PERMISSION_DENIED"),
+    (NoRoute, "FAILED_PRECONDITION"),
+    (NotReady, "UNAVAILABLE"),
+    (DependencyUnavailable, "UNAVAILABLE"),
+    (DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (AllAttemptsFailed, "UNAVAILABLE"),
+    (ProviderError, "UNAVAILABLE"),
+)
+
+
+def status_name(exc: BaseException) -> str:
+    """The gRPC status a caller sees for ``exc``; INTERNAL for anything outside the tree."""
+    for error_type, name in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return name
+    return "INTERNAL"

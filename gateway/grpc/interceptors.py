@@ -15,7 +15,6 @@ import grpc
 import structlog
 
 from gateway import errors
-from gateway.budget import BudgetUnavailable
 from policies.model import Tenant
 
 log = structlog.get_logger(__name__)
@@ -30,26 +29,9 @@ tenant_var: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar("tena
 # Health and reflection stay open: probes and tooling carry no API key.
 AUTHENTICATED_PREFIX = "/gateway."
 
-# Most specific first: the first matching class decides.
-STATUS_BY_ERROR: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] = (
-    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.NoRoute, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
-    (BudgetUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.AllAttemptsFailed, grpc.StatusCode.UNAVAILABLE),
-    (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
-)
-
 
 def status_for(exc: errors.GatewayError) -> grpc.StatusCode:
-    for error_type, code in STATUS_BY_ERROR:
-        if isinstance(exc, error_type):
-            return code
-    return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[errors.status_name(exc)]
 
 
 def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:

@@ -1,0 +1,469 @@
+"""The result cache: identical requests are answered from Redis instead of being paid for twice.
+
+A request's life against the cache (the router decides whether to call it at all: a bypass, a tenant whose
+policy switches caching off, or a ``local_only`` result its policy does not let us keep, never reach it)::
+
+    key = cache.key(tenant, operation, digest_bytes(audio), options, model_class)
+    entry, hit = await cache.single_flight(key, compute, mode)   # compute() -> CachedEntry
+
+**Keys** are a SHA-256 over a canonical JSON of the operation, a digest of the input, every option that
+changes the output and the model class that produced it, namespaced by tenant. A filename is never part of
+one: the same bytes under two names are one entry, and two recordings under one name are two.
+
+**Single-flight.** Identical requests in flight reach ``compute`` once and all get its result. Within a
+process, later callers join the first caller's flight. Across gateway instances, the instance that takes
+the lock ``<key>:lock`` (``SET NX PX``) computes, renewing the lock while it works; the others poll until
+the value appears or the lock goes, then take the lock themselves. A crashed holder stops renewing, so its
+lock lapses after ``lock_ttl_s`` and a waiter takes over. ``hit`` is False for exactly the call whose own
+``compute`` ran: every other caller was served without paying, so the router reports it as a cache hit
+(``cost_usd=0``, ``saved_usd=entry.cost_usd``) and the ledger counts the provider call once.
+
+**Degrades, never fails.** Every Redis call is bounded by ``timeout_s``; a failure or timeout makes the
+cache skip Redis for ``down_backoff_s``, so an outage costs one timeout per window rather than one per
+request. Without Redis a request is simply computed (in-process single-flight still holds). Only
+``compute``'s own errors reach callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import json
+import math
+import secrets
+import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Literal, TypeVar
+
+import redis
+import structlog
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from gateway.domain import CacheMode
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "CacheSettings",
+    "CachedEntry",
+    "ResultCache",
+    "cache_key",
+    "digest_bytes",
+    "digest_text",
+    "lock_key",
+]
+
+# Bumped when the key document or the stored encoding changes, so old entries are simply never found.
+KEY_VERSION = 1
+_MAGIC = b"GWC1"
+_HEADER_LEN = struct.Struct(">I")
+
+T = TypeVar("T")
+FlightMode = CacheMode | Literal["default", "refresh"]
+
+
+class CacheSettings(BaseModel):
+    enabled: bool = True
+    ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    # Results whose payload is larger are served but not stored (a long synthesis can be many MiB).
+    max_entry_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    # A holder renews its lock while computing; a crashed holder's lock lapses after this long.
+    lock_ttl_s: float = Field(60.0, gt=0)
+    wait_poll_s: float = Field(0.05, gt=0)
+    # Every Redis call gives up after this long: the cache must never be what makes a request slow.
+    timeout_s: float = Field(0.25, gt=0)
+    # After a failed Redis call, Redis is skipped for this long so an outage costs one timeout per window.
+    down_backoff_s: float = Field(1.0, ge=0)
+
+
+@dataclass(frozen=True)
+class CachedEntry:
+    """A stored result: the router's serialized payload and what the original call cost."""
+
+    payload: bytes
+    cost_usd: Decimal
+    provider: str
+    model: str
+    created_at: float  # time.time() when computed
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cost_usd, Decimal):
+            raise TypeError(f"cost_usd must be Decimal, not {type(self.cost_usd).__name__}")
+        if not isinstance(self.payload, bytes):
+            raise TypeError(f"payload must be bytes, not {type(self.payload).__name__}")
+
+
+# -- keys ----------------------------------------------------------------------------------------------
+
+
+def digest_bytes(data: bytes) -> str:
+    """The input digest of audio: a hash of the bytes themselves, never of where they came from."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_key(
+    tenant: str,
+    operation: str,
+    input_digest: str,
+    options: Mapping[str, object],
+    model_class: str,
+    *,
+    prefix: str = "",
+) -> str:
+    """``{prefix}cache:{tenant}:{sha256}`` over everything that determines the result.
+
+    ``options`` holds every option that changes the output; values may be None, bool, int, float, str,
+    Decimal, enums, and lists or string-keyed mappings of these. Pass each option with one type (a speed
+    of ``1`` and of ``1.0`` are different keys). Anything else is refused rather than stringified, so no
+    object's repr can make a key differ between two identical requests.
+    """
+    for name, value in (("tenant", tenant), ("input_digest", input_digest), ("model_class", model_class)):
+        if not value:
+            raise ValueError(f"{name} must not be empty")
+    document = {
+        "v": KEY_VERSION,
+        "tenant": tenant,
+        "operation": _canonical(operation, "operation"),
+        "input": input_digest,
+        "options": _canonical(dict(options), "options"),
+        "model": model_class,
+    }
+    canonical = json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return f"{prefix}cache:{tenant}:{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
+
+
+def lock_key(key: str) -> str:
+    return f"{key}:lock"
+
+
+def _canonical(value: object, path: str) -> object:
+    if isinstance(value, enum.Enum):
+        return _canonical(value.value, path)
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path} is {value}: only finite numbers have a stable key")
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{path} is {value}: only finite numbers have a stable key")
+        return f"{value.normalize():f}"
+    if isinstance(value, Mapping):
+        out: dict[str, object] = {}
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise TypeError(f"{path} has a key of type {type(name).__name__}; keys must be str")
+            out[name] = _canonical(item, f"{path}.{name}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_canonical(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(f"{path} is a {type(value).__name__}, which has no stable form for a cache key")
+
+
+# -- stored values -------------------------------------------------------------------------------------
+# MAGIC, a 4-byte header length, a small JSON header, then the payload as is: no base64 inflation of
+# audio, and the header stays readable with redis-cli.
+
+
+def _encode(entry: CachedEntry, writer: str) -> bytes:
+    header = json.dumps(
+        {
+            "cost_usd": str(entry.cost_usd),
+            "provider": entry.provider,
+            "model": entry.model,
+            "created_at": entry.created_at,
+            # Which lock holder wrote it: lets a refresh waiter tell a fresh value from the one it replaces.
+            "writer": writer,
+        },
+        separators=(",", ":"),
+    ).encode("utf-8")
+    return b"".join((_MAGIC, _HEADER_LEN.pack(len(header)), header, entry.payload))
+
+
+def _decode(raw: bytes) -> tuple[CachedEntry, str]:
+    if not raw.startswith(_MAGIC) or len(raw) < len(_MAGIC) + _HEADER_LEN.size:
+        raise ValueError("not a cache entry")
+    start = len(_MAGIC) + _HEADER_LEN.size
+    (header_len,) = _HEADER_LEN.unpack_from(raw, len(_MAGIC))
+    if start + header_len > len(raw):
+        raise ValueError("truncated cache entry")
+    header = json.loads(raw[start : start + header_len])
+    entry = CachedEntry(
+        payload=raw[start + header_len :],
+        cost_usd=Decimal(header["cost_usd"]),
+        provider=str(header["provider"]),
+        model=str(header["model"]),
+        created_at=float(header["created_at"]),
+    )
+    return entry, str(header.get("writer", ""))
+
+
+# -- the cache -----------------------------------------------------------------------------------------
+
+# Compare-and-delete / compare-and-extend: a holder whose lock lapsed must not touch its successor's.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class _Unavailable(Exception):
+    """Redis is absent, down or too slow: the caller degrades."""
+
+
+class _LeaderGone(Exception):
+    """The caller running an in-process flight was cancelled: its followers start a new flight."""
+
+
+class ResultCache:
+    """Results shared by every gateway instance using the same Redis (and by concurrent callers in-process).
+
+    ``redis`` must return bytes (``decode_responses`` off); None runs the in-process single-flight only.
+    """
+
+    def __init__(self, redis: Redis | None, prefix: str, settings: CacheSettings) -> None:
+        if redis is not None and redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                "the result cache stores binary payloads: give it a client without decode_responses"
+            )
+        self._redis = redis
+        self._prefix = prefix
+        self._settings = settings
+        self._flights: dict[tuple[CacheMode, str], asyncio.Future[CachedEntry]] = {}
+        self._down_until = 0.0
+        self._release = redis.register_script(_RELEASE_LUA) if redis is not None else None
+        self._renew = redis.register_script(_RENEW_LUA) if redis is not None else None
+
+    @property
+    def settings(self) -> CacheSettings:
+        return self._settings
+
+    def key(
+        self, tenant: str, operation: str, input_digest: str, options: Mapping[str, object], model_class: str
+    ) -> str:
+        return cache_key(tenant, operation, input_digest, options, model_class, prefix=self._prefix)
+
+    async def get(self, key: str) -> CachedEntry | None:
+        """The stored entry, or None on a miss and whenever Redis cannot answer in time."""
+        try:
+            found = await self._read(key)
+        except _Unavailable:
+            return None
+        return found[0] if found else None
+
+    async def put(self, key: str, entry: CachedEntry) -> None:
+        """Store ``entry`` for ``ttl_s``; a too-large entry or a Redis failure is logged, never raised."""
+        await self._store(key, entry, writer="")
+
+    async def single_flight(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[CachedEntry]],
+        mode: FlightMode = CacheMode.DEFAULT,
+    ) -> tuple[CachedEntry, bool]:
+        """(entry, hit): the cached entry, or ``compute``'s, computed once for all identical callers.
+
+        ``mode="refresh"`` skips the read and overwrites the entry (identical refreshes still share one
+        computation). ``compute``'s error reaches every caller of this process that shared its flight.
+        Callers bound the whole call with their own deadline (``asyncio.timeout``).
+        """
+        flight_mode = CacheMode(mode)
+        if flight_mode is CacheMode.BYPASS:
+            raise ValueError("a bypass does not go through the cache: call compute directly")
+        if not self._settings.enabled:
+            return await compute(), False
+        slot = (flight_mode, key)
+        while (joined := self._flights.get(slot)) is not None:
+            try:
+                # Shielded: a follower's cancellation must not cancel the flight others are waiting on.
+                return await asyncio.shield(joined), True
+            except _LeaderGone:
+                continue
+        flight: asyncio.Future[CachedEntry] = asyncio.get_running_loop().create_future()
+        self._flights[slot] = flight
+        try:
+            entry, hit = await self._lead(key, compute, flight_mode)
+        except Exception as exc:
+            flight.set_exception(exc)
+            flight.exception()  # marks it retrieved: a flight without followers must not warn at exit
+            raise
+        except BaseException:
+            flight.set_exception(_LeaderGone())
+            flight.exception()
+            raise
+        else:
+            flight.set_result(entry)
+            return entry, hit
+        finally:
+            self._flights.pop(slot, None)
+
+    # -- one flight ----------------------------------------------------------------------------------
+
+    async def _lead(
+        self, key: str, compute: Callable[[], Awaitable[CachedEntry]], mode: CacheMode
+    ) -> tuple[CachedEntry, bool]:
+        lock = lock_key(key)
+        token = secrets.token_hex(16)
+        try:
+            if mode is CacheMode.DEFAULT and (found := await self._read(key)):
+                return found[0], True
+            while True:
+                if await self._call("lock", lambda: self._set_lock(lock, token)):
+                    break
+                if (fresh := await self._wait_for_holder(key, lock, mode)) is not None:
+                    return fresh, True
+        except _Unavailable:
+            # No shared store to coordinate through: serve the request; the write is a best effort.
+            entry = await compute()
+            await self._store(key, entry, writer="")
+            return entry, False
+        return await self._compute_locked(key, lock, token, compute, mode)
+
+    async def _compute_locked(
+        self,
+        key: str,
+        lock: str,
+        token: str,
+        compute: Callable[[], Awaitable[CachedEntry]],
+        mode: CacheMode,
+    ) -> tuple[CachedEntry, bool]:
+        keeper = asyncio.create_task(self._keep_lock(lock, token))
+        try:
+            # A holder that released just before we took the lock may have written the value.
+            if mode is CacheMode.DEFAULT:
+                try:
+                    found = await self._read(key)
+                except _Unavailable:
+                    found = None
+                if found:
+                    return found[0], True
+            entry = await compute()
+            await self._store(key, entry, writer=token)
+            return entry, False
+        finally:
+            keeper.cancel()
+            # Shielded: a cancelled holder still frees its waiters now rather than after lock_ttl_s.
+            await asyncio.shield(self._unlock(lock, token))
+
+    async def _wait_for_holder(self, key: str, lock: str, mode: CacheMode) -> CachedEntry | None:
+        """Wait while another instance holds the lock: its entry if it wrote one, None to retry the lock."""
+        holders: set[str] = set()
+        while True:
+            if mode is CacheMode.DEFAULT:
+                raw, holder = await self._call("wait", lambda: self._peek(key, lock))
+                if (found := self._decoded(key, raw)) is not None:
+                    return found[0]
+            else:
+                holder = await self._call("wait", lambda: self._redis_client().get(lock))
+            if holder is None:
+                if mode is CacheMode.REFRESH and holders:
+                    # The old value was there all along: only an entry written by a holder we waited on
+                    # is the fresh one.
+                    found = await self._read(key)
+                    if found and found[1] in holders:
+                        return found[0]
+                return None
+            holders.add(holder.decode() if isinstance(holder, bytes) else str(holder))
+            await asyncio.sleep(self._settings.wait_poll_s)
+
+    async def _keep_lock(self, lock: str, token: str) -> None:
+        assert self._renew is not None
+        renew = self._renew
+        while True:
+            await asyncio.sleep(self._settings.lock_ttl_s / 3)
+            try:
+                kept = await self._call("renew", lambda: renew(keys=[lock], args=[token, self._lock_ttl_ms]))
+            except _Unavailable:
+                continue  # the lock may lapse; waiters then compute themselves, which is safe
+            if not kept:
+                log.warning("cache.lock_lost", lock=lock)
+                return
+
+    async def _unlock(self, lock: str, token: str) -> None:
+        assert self._release is not None
+        release = self._release
+        # On failure the lock lapses after lock_ttl_s.
+        with contextlib.suppress(_Unavailable):
+            await self._call("unlock", lambda: release(keys=[lock], args=[token]))
+
+    # -- Redis I/O -----------------------------------------------------------------------------------
+
+    @property
+    def _lock_ttl_ms(self) -> int:
+        return max(1, round(self._settings.lock_ttl_s * 1000))
+
+    def _redis_client(self) -> Redis:
+        assert self._redis is not None
+        return self._redis
+
+    async def _set_lock(self, lock: str, token: str) -> bool:
+        return bool(await self._redis_client().set(lock, token, nx=True, px=self._lock_ttl_ms))
+
+    async def _peek(self, key: str, lock: str) -> tuple[bytes | None, bytes | None]:
+        pipe = self._redis_client().pipeline(transaction=False)
+        pipe.get(key)
+        pipe.get(lock)
+        raw, holder = await pipe.execute()
+        return raw, holder
+
+    async def _read(self, key: str) -> tuple[CachedEntry, str] | None:
+        raw = await self._call("get", lambda: self._redis_client().get(key))
+        return self._decoded(key, raw)
+
+    def _decoded(self, key: str, raw: bytes | None) -> tuple[CachedEntry, str] | None:
+        if raw is None:
+            return None
+        try:
+            return _decode(raw)
+        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+            # Unreadable (a foreign or older writer): a miss, and the next computation overwrites it.
+            log.warning("cache.entry_unreadable", key=key, error=type(exc).__name__)
+            return None
+
+    async def _store(self, key: str, entry: CachedEntry, writer: str) -> None:
+        limit = self._settings.max_entry_bytes
+        if len(entry.payload) > limit:
+            log.info(
+                "cache.entry_too_large", key=key, payload_bytes=len(entry.payload), max_entry_bytes=limit
+            )
+            return
+        value = _encode(entry, writer)
+        with contextlib.suppress(_Unavailable):
+            await self._call("put", lambda: self._redis_client().set(key, value, ex=self._settings.ttl_s))
+
+    async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis call within ``timeout_s``; raise :class:`_Unavailable` instead of failing."""
+        if self._redis is None or not self._settings.enabled:
+            raise _Unavailable
+        if time.monotonic() < self._down_until:
+            raise _Unavailable
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                return await make()
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            if not isinstance(exc, redis.ResponseError):
+                self._down_until = time.monotonic() + self._settings.down_backoff_s
+            log.warning("cache.store_failed", op=op, error=repr(exc), timeout_s=self._settings.timeout_s)
+            raise _Unavailable from exc
