@@ -6,9 +6,13 @@ from dataclasses import dataclass, replace
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from gateway.accounting import Accounting
 from gateway.budget import Budgets, LocalBudgets, RedisBudgets
+from gateway.cache import ResultCache
 from gateway.catalogue import Catalogue
 from gateway.health import HealthBook
+from gateway.ledger import Ledger
+from gateway.metrics import Metrics
 from gateway.policy_store import PolicyStore
 from gateway.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
 from gateway.provider_config import ProviderConfig, load_providers_file
@@ -27,6 +31,8 @@ class App:
     policies: PolicyStore
     health: HealthBook
     redis: Redis | None
+    ledger: Ledger
+    metrics: Metrics
 
     async def close(self) -> None:
         await self.catalogue.close()
@@ -63,6 +69,10 @@ def build_app(
         if redis is not None
         else LocalBudgets()
     )
+    cache = ResultCache(redis, settings.redis.key_prefix, settings.cache)
+    ledger = Ledger(redis, settings.redis.key_prefix, settings.ledger.spool_dir, settings.ledger)
+    metrics = Metrics()
+    accounting = Accounting(ledger, metrics, prices, catalogue, health)
     router = Router(
         catalogue,
         prices,
@@ -71,6 +81,8 @@ def build_app(
         policies=policies,
         health=health,
         budgets=budgets,
+        cache=cache,
+        accounting=accounting,
     )
     return App(
         settings=settings,
@@ -80,6 +92,8 @@ def build_app(
         policies=policies,
         health=health,
         redis=redis,
+        ledger=ledger,
+        metrics=metrics,
     )
 
 
@@ -100,7 +114,8 @@ def _redis_client(settings: Settings) -> Redis | None:
     pool = BlockingConnectionPool.from_url(
         settings.redis.url,
         max_connections=settings.redis.max_connections,
-        timeout=timeout,
+        # Waiting for a free connection is queueing, not an outage: allow it longer than one call.
+        timeout=timeout * 4,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
     )

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from providers.base import Locality, Operation, SegmentTiming, TranscribeOptions
+from providers.base import Locality, Operation, SegmentTiming, TranscribeOptions, Usage
 
 
 class Privacy(enum.StrEnum):
@@ -87,6 +87,8 @@ class AttemptRecord:
     error: str
     latency_ms: float
     cost_usd: Decimal
+    locality: Locality
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass

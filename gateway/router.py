@@ -8,23 +8,29 @@ policies are pure functions; money comes from the price book.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
 import structlog
 
-from gateway import audio
+from gateway import audio, result_codec
+from gateway.accounting import Accounting, RequestScope
 from gateway.budget import Budgets
+from gateway.cache import CachedEntry, ResultCache, digest_bytes, digest_text
 from gateway.catalogue import Catalogue
 from gateway.domain import (
     AttemptRecord,
     AudioInput,
+    CacheMode,
     ExplainedCandidate,
     ExplainRequest,
     Explanation,
+    OutputFormat,
+    Privacy,
     RouteInfo,
     Routing,
     SynthesizeRequest,
@@ -59,6 +65,7 @@ from providers.base import (
     Locality,
     Operation,
     Provider,
+    Speech,
     SynthesizeOptions,
     Synthesizer,
     TranscribeOptions,
@@ -99,6 +106,8 @@ class Router:
         policies: PolicyStore,
         health: HealthBook,
         budgets: Budgets,
+        cache: ResultCache,
+        accounting: Accounting,
     ) -> None:
         self._catalogue = catalogue
         self._prices = prices
@@ -108,82 +117,169 @@ class Router:
         self._policies = policies
         self._health = health
         self._budgets = budgets
+        self._cache = cache
+        self._accounting = accounting
 
     # -- operations -------------------------------------------------------
 
     async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:
-        started = time.perf_counter()
-        policy = self._policy(req.routing, ctx.tenant)
-        decoded = await self._decode(req.audio)
-        route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
-        transcript = await self._transcribe(decoded, req.options, req.routing, policy, route, ctx)
-        self._finish(route, started, Operation.TRANSCRIBE, audio_s=decoded.duration_s)
-        return TranscribeResult(
-            text=transcript.text,
-            language=transcript.language,
-            duration_s=decoded.duration_s,
-            segments=transcript.segments,
-            route=route,
-        )
+        scope = self._scope(Operation.TRANSCRIBE, ctx)
+        async with self._accounted(scope):
+            policy = self._policy(req.routing, ctx.tenant)
+            scope.route.policy = policy.name
+            decoded = await self._decode(req.audio)
+            scope.audio_s = decoded.duration_s
+            options = req.options
+            ranking = await self._rank(
+                _transcribe_context(
+                    decoded.duration_s, options.language, options.word_timestamps, req.routing
+                ),
+                policy,
+                ctx.tenant,
+            )
+
+            async def compute() -> bytes:
+                transcript = await self._transcribe(decoded, options, ranking, scope.route, ctx)
+                return result_codec.encode_transcript(transcript)
+
+            key = self._cache_key(
+                scope,
+                req.routing,
+                policy,
+                ranking,
+                digest_bytes(decoded.original),
+                {
+                    "language": options.language,
+                    "word_timestamps": options.word_timestamps,
+                    "prompt": options.prompt,
+                },
+            )
+            transcript = result_codec.decode_transcript(await self._cached(scope, key, req.routing, compute))
+            return TranscribeResult(
+                text=transcript.text,
+                language=transcript.language,
+                duration_s=decoded.duration_s,
+                segments=transcript.segments,
+                route=scope.route,
+            )
 
     async def synthesize(self, req: SynthesizeRequest, ctx: RequestContext) -> SynthesizeResult:
-        started = time.perf_counter()
-        text = req.text.strip()
-        if not text:
-            raise InvalidInput("text is empty: give the words to speak")
-        if len(text) > self._limits.max_text_chars:
-            raise InvalidInput(
-                f"text is {len(text)} characters; the limit is {self._limits.max_text_chars}: split it"
+        scope = self._scope(Operation.SYNTHESIZE, ctx)
+        async with self._accounted(scope):
+            text = req.text.strip()
+            if not text:
+                raise InvalidInput("text is empty: give the words to speak")
+            if len(text) > self._limits.max_text_chars:
+                raise InvalidInput(
+                    f"text is {len(text)} characters; the limit is {self._limits.max_text_chars}: split it"
+                )
+            scope.characters = len(text)
+            policy = self._policy(req.routing, ctx.tenant)
+            scope.route.policy = policy.name
+            ranking = await self._rank(
+                _synthesize_context(len(text), req.voice, req.routing), policy, ctx.tenant
             )
-        policy = self._policy(req.routing, ctx.tenant)
-        route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
-        ranking = await self._rank(_synthesize_context(len(text), req.voice, req.routing), policy, ctx.tenant)
-        options = SynthesizeOptions(voice=req.voice, speed=req.speed)
+            options = SynthesizeOptions(voice=req.voice, speed=req.speed)
 
-        async def call(provider: Provider, timeout_s: float) -> _Metered:
-            assert isinstance(provider, Synthesizer)
-            return await provider.synthesize(text, options, timeout_s)
+            async def call(provider: Provider, timeout_s: float) -> _Metered:
+                assert isinstance(provider, Synthesizer)
+                return await provider.synthesize(text, options, timeout_s)
 
-        speech, _ = await self._attempts(
-            Operation.SYNTHESIZE, ranking, route, ctx, call, characters=len(text)
-        )
-        rate = req.sample_rate or speech.sample_rate
-        samples = await asyncio.to_thread(audio.resample_pcm16, speech.samples, speech.sample_rate, rate)
-        if req.format.value == "pcm16":
-            body, mime = audio.encode_pcm16(samples), f"audio/L16;rate={rate}"
-        else:
-            body, mime = audio.encode_wav(samples, rate), "audio/wav"
-        self._finish(route, started, Operation.SYNTHESIZE, characters=len(text))
-        return SynthesizeResult(
-            audio=body,
-            mime_type=mime,
-            sample_rate=rate,
-            duration_s=len(samples) / rate,
-            voice=speech.voice,
-            route=route,
-        )
+            async def compute() -> bytes:
+                speech, _ = await self._attempts(
+                    Operation.SYNTHESIZE, ranking, scope.route, ctx, call, characters=len(text)
+                )
+                return result_codec.encode_speech(await self._encode_speech(speech, req))
+
+            key = self._cache_key(
+                scope,
+                req.routing,
+                policy,
+                ranking,
+                digest_text(text),
+                {
+                    "voice": req.voice,
+                    "format": req.format.value,
+                    "sample_rate": req.sample_rate,
+                    "speed": req.speed,
+                },
+            )
+            speech = result_codec.decode_speech(await self._cached(scope, key, req.routing, compute))
+            return SynthesizeResult(
+                audio=speech.audio,
+                mime_type=speech.mime_type,
+                sample_rate=speech.sample_rate,
+                duration_s=speech.duration_s,
+                voice=speech.voice,
+                route=scope.route,
+            )
 
     async def understand(self, req: UnderstandRequest, ctx: RequestContext) -> UnderstandResult:
-        started = time.perf_counter()
-        question = req.question.strip()
-        if not question:
-            raise InvalidInput("question is empty: ask something about the recording")
-        if len(question) > self._limits.max_question_chars:
-            raise InvalidInput(
-                f"question is {len(question)} characters; the limit is {self._limits.max_question_chars}"
+        scope = self._scope(Operation.UNDERSTAND, ctx)
+        async with self._accounted(scope):
+            question = req.question.strip()
+            if not question:
+                raise InvalidInput("question is empty: ask something about the recording")
+            if len(question) > self._limits.max_question_chars:
+                raise InvalidInput(
+                    f"question is {len(question)} characters; the limit is {self._limits.max_question_chars}"
+                )
+            policy = self._policy(req.routing, ctx.tenant)
+            scope.route.policy = policy.name
+            decoded = await self._decode(req.audio)
+            scope.audio_s = decoded.duration_s
+            ranking = await self._rank(
+                _understand_context(decoded.duration_s, req.language, req.routing), policy, ctx.tenant
             )
-        policy = self._policy(req.routing, ctx.tenant)
-        decoded = await self._decode(req.audio)
-        route = RouteInfo(request_id=ctx.request_id, policy=policy.name)
-        ranking = await self._rank(
-            _understand_context(decoded.duration_s, req.language, req.routing), policy, ctx.tenant
-        )
-        options = AnswerOptions(
-            max_tokens=req.max_answer_tokens or self._default_answer_tokens, language=req.language
-        )
+            max_tokens = req.max_answer_tokens or self._default_answer_tokens
+
+            async def compute() -> bytes:
+                answer, transcript = await self._answer(
+                    decoded, question, req, max_tokens, policy, ranking, scope, ctx
+                )
+                return result_codec.encode_answer(result_codec.AnswerPayload(answer, transcript))
+
+            key = self._cache_key(
+                scope,
+                req.routing,
+                policy,
+                ranking,
+                digest_bytes(decoded.original),
+                {"question": question, "language": req.language, "max_answer_tokens": max_tokens},
+            )
+            answer = result_codec.decode_answer(await self._cached(scope, key, req.routing, compute))
+            return UnderstandResult(
+                answer=answer.answer,
+                transcript=answer.transcript,
+                duration_s=decoded.duration_s,
+                route=scope.route,
+            )
+
+    async def _answer(
+        self,
+        decoded: audio.DecodedAudio,
+        question: str,
+        req: UnderstandRequest,
+        max_tokens: int,
+        policy: Policy,
+        ranking: Ranking,
+        scope: RequestScope,
+        ctx: RequestContext,
+    ) -> tuple[str, str]:
+        """Ask the ranked answerers; text models get a transcript routed under the same policy first."""
+        route = scope.route
+        options = AnswerOptions(max_tokens=max_tokens, language=req.language)
         transcript: Transcript | None = None
         # The transcription step routes on its own: the pin names the answerer.
         transcribe_routing = replace(req.routing, provider=None)
+
+        async def transcribed() -> Transcript:
+            step = await self._rank(
+                _transcribe_context(decoded.duration_s, req.language, False, transcribe_routing),
+                policy,
+                ctx.tenant,
+            )
+            return await self._transcribe(decoded, TranscribeOptions(language=req.language), step, route, ctx)
 
         async def call(provider: Provider, timeout_s: float) -> _Metered:
             nonlocal transcript
@@ -191,28 +287,96 @@ class Router:
             if provider.listens:
                 return await provider.answer(question, None, decoded, options, timeout_s)
             if transcript is None:
-                transcript = await self._transcribe(
-                    decoded, TranscribeOptions(language=req.language), transcribe_routing, policy, route, ctx
-                )
+                transcript = await transcribed()
             return await provider.answer(
                 question, transcript.text, None, options, max(ctx.remaining_s(), 0.001)
             )
 
         if ranking.kept and not self._answerer(ranking.kept[0].name).listens:
             # Transcribe before the answer attempt so each attempt's latency is its own.
-            transcript = await self._transcribe(
-                decoded, TranscribeOptions(language=req.language), transcribe_routing, policy, route, ctx
-            )
+            transcript = await transcribed()
         answer, answerer = await self._attempts(
             Operation.UNDERSTAND, ranking, route, ctx, call, audio_s=decoded.duration_s
         )
-        self._finish(route, started, Operation.UNDERSTAND, audio_s=decoded.duration_s)
-        return UnderstandResult(
-            answer=answer.text,
-            transcript=transcript.text if transcript is not None and not answerer.listens else "",
-            duration_s=decoded.duration_s,
-            route=route,
+        return answer.text, transcript.text if transcript is not None and not answerer.listens else ""
+
+    async def _encode_speech(self, speech: Speech, req: SynthesizeRequest) -> result_codec.SpeechPayload:
+        rate = req.sample_rate or speech.sample_rate
+        samples = await asyncio.to_thread(audio.resample_pcm16, speech.samples, speech.sample_rate, rate)
+        if req.format is OutputFormat.PCM16:
+            body, mime = audio.encode_pcm16(samples), f"audio/L16;rate={rate}"
+        else:
+            body, mime = audio.encode_wav(samples, rate), "audio/wav"
+        return result_codec.SpeechPayload(body, mime, rate, len(samples) / rate, speech.voice)
+
+    # -- cache and accounting ---------------------------------------------
+
+    def _scope(self, operation: Operation, ctx: RequestContext) -> RequestScope:
+        route = RouteInfo(request_id=ctx.request_id, policy="")
+        return RequestScope(operation, ctx.request_id, ctx.tenant, route, deadline=ctx.deadline)
+
+    def _locality(self, provider: str) -> Locality | None:
+        try:
+            return self._catalogue.get(provider).capabilities.locality
+        except KeyError:
+            return None
+
+    @contextlib.asynccontextmanager
+    async def _accounted(self, scope: RequestScope) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException as exc:
+            self._accounting.request_done(scope, exc)
+            raise
+        self._accounting.request_done(scope, None)
+
+    def _cache_key(
+        self,
+        scope: RequestScope,
+        routing: Routing,
+        policy: Policy,
+        ranking: Ranking,
+        input_digest: str,
+        options: dict[str, object],
+    ) -> str | None:
+        """None when this request must not touch the cache (asked, policy, privacy, or nothing to rank)."""
+        if routing.cache is CacheMode.BYPASS or not policy.cache or not ranking.kept:
+            return None
+        if ranking.privacy is Privacy.LOCAL_ONLY and not policy.cache_local_only:
+            return None
+        top = self._catalogue.get(ranking.kept[0].name)
+        return self._cache.key(
+            scope.tenant.name, scope.operation.value, input_digest, options, f"{top.name}/{top.model}"
         )
+
+    async def _cached(
+        self, scope: RequestScope, key: str | None, routing: Routing, compute: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        if key is None:
+            scope.cache = "bypass"
+            return await compute()
+        route = scope.route
+
+        async def entry() -> CachedEntry:
+            before = route.cost_usd
+            payload = await compute()
+            return CachedEntry(payload, route.cost_usd - before, route.provider, route.model, time.time())
+
+        mode = CacheMode.REFRESH if routing.cache is CacheMode.REFRESH else CacheMode.DEFAULT
+        try:
+            async with asyncio.timeout(max(scope.deadline - time.monotonic(), 0.001)):
+                cached, hit = await self._cache.single_flight(key, entry, mode)
+        except TimeoutError as exc:
+            waited = ProviderTimeout("cache", "the deadline passed waiting for an identical request")
+            raise DeadlineExceeded([waited]) from exc
+        scope.cache = "hit" if hit else "miss"
+        if hit:
+            route.cache_hit = True
+            route.cost_usd = Decimal(0)
+            route.saved_usd = cached.cost_usd
+            route.provider, route.model = cached.provider, cached.model
+            route.locality = self._locality(cached.provider)
+        return cached.payload
 
     async def explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
         """The ranking a request would get, with every number behind it; nothing is executed."""
@@ -285,17 +449,10 @@ class Router:
         self,
         decoded: audio.DecodedAudio,
         options: TranscribeOptions,
-        routing: Routing,
-        policy: Policy,
+        ranking: Ranking,
         route: RouteInfo,
         ctx: RequestContext,
     ) -> Transcript:
-        ranking = await self._rank(
-            _transcribe_context(decoded.duration_s, options.language, options.word_timestamps, routing),
-            policy,
-            ctx.tenant,
-        )
-
         async def call(provider: Provider, timeout_s: float) -> _Metered:
             assert isinstance(provider, Transcriber)
             return await provider.transcribe(decoded, options, timeout_s)
@@ -365,16 +522,19 @@ class Router:
             try:
                 result = await call(provider, remaining)
             except ProviderError as exc:
-                self._record(route, provider, operation, exc.kind, str(exc), started, Decimal(0))
+                attempt = self._record(
+                    route, provider, operation, exc.kind, str(exc), started, Decimal(0), Usage()
+                )
                 # The caller's bad input says nothing about the provider's health.
                 self._health.record(
                     provider.name,
                     ok=False,
-                    latency_ms=route.attempts[-1].latency_ms,
+                    latency_ms=attempt.latency_ms,
                     audio_s=audio_s,
                     characters=characters,
                     retryable_failure=not isinstance(exc, ProviderInputError),
                 )
+                self._accounting.attempt_done(provider.name, operation, attempt.latency_ms)
                 log.warning(
                     "attempt.failed", provider=provider.name, operation=operation.value, kind=exc.kind
                 )
@@ -389,14 +549,11 @@ class Router:
             cost = self._prices.cost(
                 provider.name, provider.model, provider.capabilities.locality, result.usage
             )
-            self._record(route, provider, operation, "ok", "", started, cost)
+            attempt = self._record(route, provider, operation, "ok", "", started, cost, result.usage)
             self._health.record(
-                provider.name,
-                ok=True,
-                latency_ms=route.attempts[-1].latency_ms,
-                audio_s=audio_s,
-                characters=characters,
+                provider.name, ok=True, latency_ms=attempt.latency_ms, audio_s=audio_s, characters=characters
             )
+            self._accounting.attempt_done(provider.name, operation, attempt.latency_ms)
             route.cost_usd += cost
             route.provider, route.model = provider.name, provider.model
             if route.locality is None or (
@@ -447,7 +604,9 @@ class Router:
     async def _remaining_budget(self, tenant: Tenant) -> Decimal | None:
         if tenant.monthly_budget_usd is None:
             return None
-        return await self._budgets.remaining(tenant.name, tenant.monthly_budget_usd)
+        remaining = await self._budgets.remaining(tenant.name, tenant.monthly_budget_usd)
+        self._accounting.budget_seen(tenant.name, remaining)
+        return remaining
 
     def _no_route(self, operation: Operation, ranking: Ranking) -> Exception:
         relevant = [
@@ -485,33 +644,21 @@ class Router:
         error: str,
         started: float,
         cost: Decimal,
-    ) -> None:
-        route.attempts.append(
-            AttemptRecord(
-                provider=provider.name,
-                model=provider.model,
-                operation=operation,
-                outcome=outcome,
-                error=error,
-                latency_ms=(time.perf_counter() - started) * 1000.0,
-                cost_usd=cost,
-            )
+        usage: Usage,
+    ) -> AttemptRecord:
+        attempt = AttemptRecord(
+            provider=provider.name,
+            model=provider.model,
+            operation=operation,
+            outcome=outcome,
+            error=error,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            cost_usd=cost,
+            locality=provider.capabilities.locality,
+            usage=usage,
         )
-
-    @staticmethod
-    def _finish(route: RouteInfo, started: float, operation: Operation, **units: float) -> None:
-        route.latency_ms = (time.perf_counter() - started) * 1000.0
-        log.info(
-            "request.served",
-            operation=operation.value,
-            provider=route.provider,
-            model=route.model,
-            policy=route.policy,
-            cost_usd=str(route.cost_usd),
-            latency_ms=round(route.latency_ms, 1),
-            attempts=len(route.attempts),
-            **units,
-        )
+        route.attempts.append(attempt)
+        return attempt
 
 
 def _transcribe_context(

@@ -13,6 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.cache import CacheSettings
+from gateway.ledger import LedgerSettings
+from gateway.metrics import MetricsSettings
+
 
 class ServerSettings(BaseModel):
     host: str = "[::]"
@@ -75,7 +79,7 @@ class RedisSettings(BaseModel):
     # redis://host:port/db; empty runs without Redis (per-instance state, no shared budgets).
     url: str = ""
     # Redis calls on the request path give up after this long and degrade instead of failing.
-    timeout_s: float = Field(0.25, gt=0)
+    timeout_s: float = Field(0.5, gt=0)
     key_prefix: str = "gw:"
     max_connections: int = Field(64, ge=1)
     # When Redis cannot be reached: refuse budgeted requests (False, the default) or admit them
@@ -114,6 +118,9 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     log: LogSettings = LogSettings()
     redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    metrics: MetricsSettings = MetricsSettings()
     breaker: BreakerSettings = BreakerSettings()
     # YAML file of policies and tenants (see policies/model.py); none: one open "default" policy, no auth.
     policies_file: Path | None = None

@@ -24,6 +24,10 @@ class Policy(BaseModel):
     deny_providers: frozenset[str] = frozenset()
     fallback: bool = True
     max_attempts: int = Field(3, ge=1)
+    # Serve identical requests from the result cache.
+    cache: bool = True
+    # Whether results of local_only requests may be cached (in Redis, outside the process).
+    cache_local_only: bool = False
 
 
 class Tenant(BaseModel):

@@ -4,8 +4,10 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -19,6 +21,8 @@ def local_settings(**limits: object) -> Settings:
     settings = Settings()
     settings.server.host = "127.0.0.1"
     settings.server.port = 0
+    settings.metrics.host, settings.metrics.port = "127.0.0.1", 0
+    settings.ledger.spool_dir = Path(tempfile.mkdtemp(prefix="gw-spool-"))
     for key, value in limits.items():
         setattr(settings.limits, key, value)
     return settings

@@ -45,6 +45,7 @@ class GatewayServer:
         self.settings = settings
         self.app: App = build_app(settings, providers, prices)
         self.port: int = 0
+        self.metrics_port: int | None = None
         self._health = health.aio.HealthServicer()
         self._ready = asyncio.Event()
         self._warmup: asyncio.Task[None] | None = None
@@ -81,6 +82,14 @@ class GatewayServer:
         await self._server.start()
         log.info("server.listening", address=address, port=self.port)
         self._warmup = asyncio.create_task(self._warm_up())
+        ledger, metrics = self.app.ledger, self.app.metrics
+        self._background.append(asyncio.create_task(ledger.run(self._stopping)))
+        metrics.track_depths(spool=ledger.spool_depth, queue=ledger.queue_depth)
+        if self.settings.metrics.enabled:
+            self.metrics_port = metrics.start_http_server(
+                self.settings.metrics.host, self.settings.metrics.port
+            )
+            log.info("metrics.listening", port=self.metrics_port)
         if self.app.redis is not None:
             self._background.append(
                 asyncio.create_task(
@@ -125,8 +134,11 @@ class GatewayServer:
         log.info("server.draining", grace_s=grace)
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
+        # Flush the ledger (to Redis, or to the spool) before anything it needs is closed.
         self._stopping.set()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.metrics_port is not None:
+            await asyncio.to_thread(self.app.metrics.stop)
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
         await self.app.close()

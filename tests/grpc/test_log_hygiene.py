@@ -62,7 +62,10 @@ async def test_logs_hold_ids_units_and_costs_only(tmp_path, monkeypatch):
 
         sink = io.StringIO()
         configure(LogSettings(level="debug", format="json"), stream=sink)
-        logging.basicConfig(stream=sink, level=logging.DEBUG, force=True)
+        root = logging.getLogger()
+        saved = (root.handlers[:], root.level)
+        root.handlers[:] = [logging.StreamHandler(sink)]
+        root.setLevel(logging.DEBUG)
         server = GatewayServer(settings)
         port = await server.start()
         await server.wait_ready(30)
@@ -89,7 +92,8 @@ async def test_logs_hold_ids_units_and_costs_only(tmp_path, monkeypatch):
         finally:
             await server.stop(1)
             configure(LogSettings(level="info", format="console"))
-            logging.basicConfig(force=True)
+            root.handlers[:], level = saved
+            root.setLevel(level)
 
     logged = sink.getvalue()
     events = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]

@@ -25,6 +25,8 @@ async def main() -> None:
     settings = local_settings()
     settings.redis.url = os.environ["REDIS_URL"]
     settings.redis.key_prefix = os.environ["PREFIX"]
+    # Three replicas and their Redis share two cores here: leave room for scheduling delays.
+    settings.redis.timeout_s = 2.0
     settings.policies_file = Path(os.environ["POLICIES_FILE"])
     settings.log.level = "warning"
     configure(settings.log)  # logs to stderr: stdout carries the port line

@@ -1,0 +1,202 @@
+"""What every request leaves behind: ledger records, metrics and one log line.
+
+The router calls this once per attempt and once per request, success or
+failure. Ledger records carry ids, units and money only; the log line too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from gateway import errors
+from gateway.counterfactual import counterfactual
+from gateway.health import breaker_gauge_value
+from gateway.ledger import LedgerRecord, PricesUsed, attempt_record_id, request_record_id
+from providers.base import Locality, Operation, Usage
+
+if TYPE_CHECKING:
+    from gateway.catalogue import Catalogue
+    from gateway.domain import AttemptRecord, RouteInfo
+    from gateway.health import HealthBook
+    from gateway.ledger import Ledger
+    from gateway.metrics import Metrics
+    from gateway.pricing import PriceBook
+    from policies.model import Tenant
+
+log = structlog.get_logger(__name__)
+
+CacheResult = Literal["hit", "miss", "bypass"]
+
+
+@dataclass
+class RequestScope:
+    """One request as it is being served: filled in by the router as it learns things."""
+
+    operation: Operation
+    request_id: str
+    tenant: Tenant
+    route: RouteInfo
+    deadline: float  # time.monotonic() by which the request must be answered
+    started: float = field(default_factory=time.perf_counter)
+    audio_s: float = 0.0
+    characters: int = 0
+    cache: CacheResult | None = None  # None: the request failed before the cache was consulted
+
+
+class Accounting:
+    def __init__(
+        self,
+        ledger: Ledger,
+        metrics: Metrics,
+        prices: PriceBook,
+        catalogue: Catalogue,
+        health: HealthBook,
+    ) -> None:
+        self._ledger = ledger
+        self._metrics = metrics
+        self._prices = prices
+        self._catalogue = catalogue
+        self._health = health
+
+    def attempt_done(self, provider: str, operation: Operation, latency_ms: float) -> None:
+        self._metrics.observe_attempt(provider, operation, latency_ms / 1000.0)
+        state = self._health.snapshot().get(provider)
+        if state is not None:
+            self._metrics.set_breaker(provider, breaker_gauge_value(state.state))
+
+    def budget_seen(self, tenant: str, remaining: Decimal) -> None:
+        self._metrics.set_budget_remaining(tenant, remaining)
+
+    def request_done(self, scope: RequestScope, error: BaseException | None) -> None:
+        route = scope.route
+        route.latency_ms = (time.perf_counter() - scope.started) * 1000.0
+        status = "OK" if error is None else _status(error)
+        now = time.time()
+        for number, attempt in enumerate(route.attempts, start=1):
+            self._ledger.record(self._attempt_record(scope, attempt, number, now))
+        self._ledger.record(self._request_record(scope, error, now))
+
+        operation = scope.operation
+        self._metrics.observe_request(operation, route.provider, status, route.latency_ms / 1000.0)
+        if error is None:
+            self._metrics.add_cost(
+                scope.tenant.name, route.provider, operation, route.cost_usd, route.saved_usd
+            )
+        if scope.cache is not None:
+            self._metrics.cache(operation, scope.cache)
+        fields = {
+            "operation": operation.value,
+            "provider": route.provider,
+            "model": route.model,
+            "policy": route.policy,
+            "cost_usd": str(route.cost_usd),
+            "saved_usd": str(route.saved_usd),
+            "cache_hit": route.cache_hit,
+            "latency_ms": round(route.latency_ms, 1),
+            "attempts": len(route.attempts),
+            "audio_s": round(scope.audio_s, 3),
+            "characters": scope.characters,
+        }
+        if error is None:
+            log.info("request.served", **fields)
+        else:
+            log.info(
+                "request.failed", status=status, kind=getattr(error, "kind", type(error).__name__), **fields
+            )
+
+    def _attempt_record(
+        self, scope: RequestScope, attempt: AttemptRecord, number: int, now: float
+    ) -> LedgerRecord:
+        return LedgerRecord(
+            kind="attempt",
+            record_id=attempt_record_id(scope.request_id, number),
+            request_id=scope.request_id,
+            tenant=scope.tenant.name,
+            operation=attempt.operation.value,
+            policy=scope.route.policy,
+            provider=attempt.provider,
+            model=attempt.model,
+            locality=attempt.locality.value,
+            outcome=attempt.outcome,
+            error_kind="" if attempt.outcome == "ok" else attempt.outcome,
+            units=attempt.usage,
+            unit_prices=PricesUsed.from_book(self._prices, attempt.provider, attempt.model, attempt.locality),
+            price_book_version=self._prices.version,
+            cost_usd=attempt.cost_usd,
+            saved_usd=Decimal(0),
+            cache_hit=False,
+            latency_ms=attempt.latency_ms,
+            timestamp=now,
+        )
+
+    def _request_record(self, scope: RequestScope, error: BaseException | None, now: float) -> LedgerRecord:
+        route = scope.route
+        locality = route.locality or self._locality_of(route.provider)
+        units = _request_units(scope)
+        cloud = local = None
+        if error is None:
+            what_if = counterfactual(
+                scope.operation,
+                scope.audio_s,
+                scope.characters,
+                self._catalogue.candidates(),
+                self._prices,
+                self._health.snapshot(),
+            )
+            cloud, local = what_if.cloud_usd, what_if.local_usd
+        return LedgerRecord(
+            kind="request",
+            record_id=request_record_id(scope.request_id),
+            request_id=scope.request_id,
+            tenant=scope.tenant.name,
+            operation=scope.operation.value,
+            policy=route.policy,
+            provider=route.provider,
+            model=route.model,
+            locality=locality.value if locality else "",
+            outcome="ok" if error is None else getattr(error, "kind", "error"),
+            error_kind="" if error is None else getattr(error, "kind", "error"),
+            units=units,
+            unit_prices=(
+                PricesUsed.from_book(self._prices, route.provider, route.model, locality)
+                if locality is not None
+                else PricesUsed()
+            ),
+            price_book_version=self._prices.version,
+            cost_usd=route.cost_usd,
+            saved_usd=route.saved_usd,
+            cache_hit=route.cache_hit,
+            latency_ms=route.latency_ms,
+            timestamp=now,
+            counterfactual_cloud_usd=cloud,
+            counterfactual_local_usd=local,
+        )
+
+    def _locality_of(self, provider: str) -> Locality | None:
+        try:
+            return self._catalogue.get(provider).capabilities.locality
+        except KeyError:
+            return None
+
+
+def _request_units(scope: RequestScope) -> Usage:
+    """What the request consumed: its successful attempts' units, or its input size for a cache hit."""
+    if scope.route.cache_hit:
+        return Usage(audio_seconds=scope.audio_s, characters=scope.characters)
+    total = Usage()
+    for attempt in scope.route.attempts:
+        if attempt.outcome == "ok":
+            total = total + attempt.usage
+    return total
+
+
+def _status(error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    return errors.status_name(error)

@@ -1,0 +1,556 @@
+"""The cost ledger: one record per attempt and one per request, logged at once and stored durably.
+
+Life of a record::
+
+    router ── ledger.record(rec) ──▶ structlog event "ledger.record"              (at once, on the caller)
+                                 └─▶ in-memory queue                              (never awaits Redis)
+    Ledger.run(stop), the writer task:
+        queue ── every flush_interval_s, batch_size at a time ──▶ Redis: stream + rollups, one Lua script
+                 └── Redis unreachable or slower than timeout_s ──▶ spool file (append, one fsync per batch)
+        spool ── every replay_interval_s, once Redis answers ──▶ Redis, then the segment file is deleted
+
+Nothing is fire-and-forget. A record leaves the queue only once Redis has it or the spool file holds it,
+fsync'd. Redis applies each record at most once: the script keeps a seen mark per ``record_id`` (which is
+deterministic: ``{request_id}:req`` and ``{request_id}:att:{n}``), so a batch sent again, whether after a
+reply lost to a timeout or a crash between replaying a spool segment and deleting it, changes nothing.
+After the first failure the writer stops trying Redis for new batches and spools them. Replay, which first
+pings Redis, is what switches it back, so an outage costs at most one timeout rather than one per batch.
+
+When ``stop`` is set, ``run`` flushes everything queued, to Redis if it answers, else to the spool, and
+spends up to ``shutdown_replay_s`` replaying the spool. It returns only then, so every record that
+:meth:`Ledger.record` accepted before ``stop`` is in Redis or on disk. A hard crash (SIGKILL, power loss)
+loses what was still queued: about ``flush_interval_s`` of records (up to ``timeout_s`` while a hung Redis
+is being found out), and those are in the logs.
+Spooled records left behind are replayed by the next ledger that uses the same spool directory.
+
+Without Redis (``redis=None``) every record is logged and spooled. Nothing is lost, but nothing is replayed
+either until a ledger with Redis runs on that spool directory. Rollups and stored records can then not be
+read (:class:`LedgerUnavailable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import structlog
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from gateway.pricing import PriceBook
+from gateway.rollups import LedgerStore, LedgerUnavailable, RollupRow, StoreEntry, to_nano
+from gateway.spool import Spool
+from providers.base import Locality, Usage
+
+__all__ = [
+    "Ledger",
+    "LedgerRecord",
+    "LedgerSettings",
+    "LedgerUnavailable",
+    "PricesUsed",
+    "RecordKind",
+    "RollupRow",
+    "attempt_record_id",
+    "request_record_id",
+]
+
+log = structlog.get_logger(__name__)
+
+RecordKind = Literal["attempt", "request"]
+OK = "ok"
+_SCHEMA = 1
+# Stream ids carry Redis's clock, records their gateway's: reads start this much early to cover skew.
+_CLOCK_MARGIN_S = 300.0
+T = TypeVar("T")
+
+
+def _default_spool_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "audio-gateway" / "ledger-spool"
+
+
+class LedgerSettings(BaseModel):
+    # Where records wait while Redis is unreachable. Keep it on a persistent volume: its files are the only
+    # copy of those records. Several instances may share it (each writes its own files).
+    spool_dir: Path = Field(default_factory=_default_spool_dir)
+    # Approximate (MAXLEN ~) so trimming stays cheap; the rollups keep the totals whatever is trimmed.
+    stream_maxlen: int = Field(1_000_000, ge=1)
+    batch_size: int = Field(100, ge=1, le=10_000)
+    flush_interval_s: float = Field(0.2, gt=0)
+    fsync_batch: bool = True
+    replay_interval_s: float = Field(2.0, gt=0)
+    timeout_s: float = Field(1.0, gt=0)
+    # How long Redis remembers a record id, so a replay within this window cannot double count.
+    # About 100 bytes of Redis memory per record.
+    dedup_ttl_s: int = Field(40 * 24 * 3600, ge=60)
+    spool_segment_records: int = Field(10_000, ge=1)
+    # On shutdown, how long to keep replaying the spool once the queue is flushed.
+    shutdown_replay_s: float = Field(5.0, ge=0)
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+def request_record_id(request_id: str) -> str:
+    return f"{request_id}:req"
+
+
+def attempt_record_id(request_id: str, n: int) -> str:
+    """The id of the ``n``-th attempt (1-based, in the order the request made them)."""
+    if n < 1:
+        raise ValueError(f"attempts are numbered from 1, not {n}")
+    return f"{request_id}:att:{n}"
+
+
+@dataclass(frozen=True)
+class PricesUsed:
+    """USD per single unit, as charged. Local engines are charged for compute time, per hour."""
+
+    per_audio_second: Decimal = Decimal(0)
+    per_character: Decimal = Decimal(0)
+    per_input_token: Decimal = Decimal(0)
+    per_audio_input_token: Decimal = Decimal(0)
+    per_output_token: Decimal = Decimal(0)
+    per_compute_hour: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _require_money(f.name, getattr(self, f.name))
+
+    @classmethod
+    def from_book(cls, book: PriceBook, provider: str, model: str, locality: Locality) -> PricesUsed:
+        if locality is Locality.LOCAL:
+            return cls(per_compute_hour=book.local_usd_per_hour)
+        prices = book.unit_prices(provider, model, locality)
+        return cls(
+            per_audio_second=prices.per_audio_second,
+            per_character=prices.per_character,
+            per_input_token=prices.per_input_token,
+            per_audio_input_token=prices.per_audio_input_token,
+            per_output_token=prices.per_output_token,
+        )
+
+
+_TEXT_FIELDS = (
+    "record_id",
+    "request_id",
+    "tenant",
+    "operation",
+    "policy",
+    "provider",
+    "model",
+    "locality",
+    "outcome",
+    "error_kind",
+    "price_book_version",
+)
+_MONEY_FIELDS = ("cost_usd", "saved_usd")
+_COUNTERFACTUALS = ("counterfactual_cloud_usd", "counterfactual_local_usd")
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One attempt or one request. Ids, units and money only: never text, audio or keys.
+
+    ``outcome`` is ``"ok"`` or an error kind (``error_kind`` repeats it for failures). Money is exact
+    Decimal in whole nano-dollars (the price book quantizes to 1e-9); unit prices may be finer. A request
+    record's ``cost_usd`` is the sum of its attempts' and its ``units`` what the request used (the rollups
+    count units and money from request records only, attempts and failures from attempt records).
+    A cache hit is a request record with ``cache_hit=True``, no attempts, ``cost_usd=0`` and ``saved_usd``
+    the original call's cost. The counterfactuals, request records only, are what the request would have
+    cost on the cheapest eligible cloud provider and on local engines (None: there was none).
+    Enum values (Operation, Locality) are stored as their plain string values.
+    """
+
+    kind: RecordKind
+    record_id: str
+    request_id: str
+    tenant: str
+    operation: str
+    policy: str
+    provider: str
+    model: str
+    locality: str
+    outcome: str
+    error_kind: str
+    units: Usage
+    unit_prices: PricesUsed
+    price_book_version: str
+    cost_usd: Decimal
+    saved_usd: Decimal
+    cache_hit: bool
+    latency_ms: float
+    timestamp: float  # epoch seconds, UTC
+    counterfactual_cloud_usd: Decimal | None = None
+    counterfactual_local_usd: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, enum.Enum):
+                object.__setattr__(self, name, str(value.value))
+            elif not isinstance(value, str):
+                raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+        if self.kind not in ("attempt", "request"):
+            raise ValueError(f"kind must be 'attempt' or 'request', not {self.kind!r}")
+        if not self.request_id:
+            raise ValueError("request_id is empty")
+        if self.record_id != self._expected_id():
+            raise ValueError(f"record_id {self.record_id!r} does not match this {self.kind} record")
+        for name in _MONEY_FIELDS:
+            _require_money(name, getattr(self, name), whole_nanos=True)
+        for name in _COUNTERFACTUALS:
+            value = getattr(self, name)
+            if value is not None:
+                _require_money(name, value, whole_nanos=True)
+                if self.kind != "request":
+                    raise ValueError(f"{name} belongs on request records only")
+        if not isinstance(self.units, Usage) or not isinstance(self.unit_prices, PricesUsed):
+            raise TypeError("units must be a Usage and unit_prices a PricesUsed")
+        if not isinstance(self.cache_hit, bool):
+            raise TypeError("cache_hit must be a bool")
+
+    def _expected_id(self) -> str:
+        if self.kind == "request":
+            return request_record_id(self.request_id)
+        prefix = f"{self.request_id}:att:"
+        number = self.record_id.removeprefix(prefix)
+        if self.record_id.startswith(prefix) and number.isdigit() and number == str(int(number)):
+            return attempt_record_id(self.request_id, int(number))
+        return f"{prefix}<n>"
+
+    @property
+    def day(self) -> str:
+        """The UTC day the record belongs to (YYYY-MM-DD)."""
+        return datetime.fromtimestamp(self.timestamp, UTC).date().isoformat()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: money as exact decimal strings, never floats."""
+        out: dict[str, Any] = {"v": _SCHEMA, "kind": self.kind}
+        for name in _TEXT_FIELDS:
+            out[name] = getattr(self, name)
+        out["units"] = {f.name: getattr(self.units, f.name) for f in fields(Usage)}
+        out["unit_prices"] = {f.name: str(getattr(self.unit_prices, f.name)) for f in fields(PricesUsed)}
+        for name in _MONEY_FIELDS:
+            out[name] = str(getattr(self, name))
+        for name in _COUNTERFACTUALS:
+            value = getattr(self, name)
+            out[name] = None if value is None else str(value)
+        out["cache_hit"] = self.cache_hit
+        out["latency_ms"] = self.latency_ms
+        out["timestamp"] = self.timestamp
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> LedgerRecord:
+        """The exact inverse of :meth:`to_json`; ValueError for anything that is not a ledger record."""
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, not {type(raw).__name__}")
+            if raw.get("v") != _SCHEMA:
+                raise ValueError(f"unknown ledger record version {raw.get('v')!r}")
+            units = raw["units"]
+            return cls(
+                kind=raw["kind"],
+                **{name: raw[name] for name in _TEXT_FIELDS},
+                units=Usage(
+                    audio_seconds=float(units["audio_seconds"]),
+                    characters=int(units["characters"]),
+                    input_tokens=int(units["input_tokens"]),
+                    audio_input_tokens=int(units["audio_input_tokens"]),
+                    output_tokens=int(units["output_tokens"]),
+                    compute_seconds=float(units["compute_seconds"]),
+                ),
+                unit_prices=PricesUsed(**{k: _parse_money(v) for k, v in raw["unit_prices"].items()}),
+                cost_usd=_parse_money(raw["cost_usd"]),
+                saved_usd=_parse_money(raw["saved_usd"]),
+                counterfactual_cloud_usd=_parse_optional_money(raw["counterfactual_cloud_usd"]),
+                counterfactual_local_usd=_parse_optional_money(raw["counterfactual_local_usd"]),
+                cache_hit=raw["cache_hit"],
+                latency_ms=float(raw["latency_ms"]),
+                timestamp=float(raw["timestamp"]),
+            )
+        except (KeyError, TypeError, AttributeError, InvalidOperation, ValueError) as exc:
+            raise ValueError(f"not a ledger record: {exc!r}") from exc
+
+
+def _require_money(name: str, value: object, *, whole_nanos: bool = False) -> None:
+    if not isinstance(value, Decimal):
+        raise TypeError(f"{name} must be a Decimal, not {type(value).__name__}")
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{name} must be a finite amount of at least zero, not {value}")
+    if whole_nanos:
+        # Checked here, not when storing: a record that cannot be rolled up must never enter the queue.
+        to_nano(value)
+
+
+def _parse_money(value: object) -> Decimal:
+    # Strings only: a JSON number would already have passed through a float.
+    if not isinstance(value, str):
+        raise TypeError(f"money must be a decimal string, not {type(value).__name__}")
+    return Decimal(value)
+
+
+def _parse_optional_money(value: object) -> Decimal | None:
+    return None if value is None else _parse_money(value)
+
+
+# -- what a record adds to the rollups ---------------------------------------------------------------------
+
+
+def _store_entry(rec: LedgerRecord) -> StoreEntry:
+    return StoreEntry(
+        record_id=rec.record_id,
+        payload=rec.to_json(),
+        day=rec.day,
+        tenant=rec.tenant,
+        operation=rec.operation,
+        provider=rec.provider,
+        increments=_increments(rec),
+    )
+
+
+def _increments(rec: LedgerRecord) -> dict[str, int]:
+    if rec.kind == "attempt":
+        return {"attempts": 1, "failures": int(rec.outcome != OK)}
+    cloud, local = rec.counterfactual_cloud_usd, rec.counterfactual_local_usd
+    return {
+        "requests": 1,
+        "failed_requests": int(rec.outcome != OK),
+        "cache_hits": int(rec.cache_hit),
+        "cost_nano": to_nano(rec.cost_usd),
+        "saved_nano": to_nano(rec.saved_usd),
+        "counterfactual_cloud_nano": to_nano(cloud or Decimal(0)),
+        "counterfactual_cloud_requests": int(cloud is not None),
+        "counterfactual_local_nano": to_nano(local or Decimal(0)),
+        "counterfactual_local_requests": int(local is not None),
+        "audio_ms": _milliseconds(rec.units.audio_seconds),
+        "characters": rec.units.characters,
+        "input_tokens": rec.units.input_tokens,
+        "audio_input_tokens": rec.units.audio_input_tokens,
+        "output_tokens": rec.units.output_tokens,
+        "compute_ms": _milliseconds(rec.units.compute_seconds),
+    }
+
+
+def _milliseconds(seconds: float) -> int:
+    return int((Decimal(repr(seconds)) * 1000).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+# -- the ledger ------------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """Accepts records on the request path and stores them from a background writer (:meth:`run`)."""
+
+    def __init__(self, redis: Redis | None, prefix: str, spool_dir: Path, settings: LedgerSettings) -> None:
+        self._settings = settings
+        self._queue: deque[LedgerRecord] = deque()
+        self._spool = Spool(
+            spool_dir, fsync=settings.fsync_batch, segment_records=settings.spool_segment_records
+        )
+        self._store = (
+            LedgerStore(
+                redis,
+                prefix,
+                dedup_ttl_s=settings.dedup_ttl_s,
+                stream_maxlen=settings.stream_maxlen,
+                timeout_s=settings.timeout_s,
+            )
+            if redis is not None
+            else None
+        )
+        self._redis_ok = self._store is not None
+
+    # -- the request path ----------------------------------------------------------------------------------
+
+    def record(self, rec: LedgerRecord) -> None:
+        """Log the record and queue it for storage. Never awaits, never touches Redis or the disk.
+
+        Call it from the event loop's thread, the one :meth:`run` runs on.
+        """
+        event = rec.to_dict()
+        del event["v"]
+        # structlog's own "timestamp" is when the line was logged.
+        event["record_ts"] = event.pop("timestamp")
+        log.info("ledger.record", **event)
+        self._queue.append(rec)
+
+    def queue_depth(self) -> int:
+        """Records accepted and not yet in Redis or the spool."""
+        return len(self._queue)
+
+    def spool_depth(self) -> int:
+        """Records in spool files waiting for replay (this instance's and any it adopted)."""
+        return self._spool.depth
+
+    # -- the writer ------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Store queued records and replay the spool until ``stop`` is set; then flush and return."""
+        try:
+            # Two loops, so a replay round waiting on a hung Redis never holds up spooling new records.
+            await asyncio.gather(self._flush_loop(stop), self._replay_loop(stop))
+            await self._flush()
+            deadline = time.monotonic() + self._settings.shutdown_replay_s
+            while self._spool.depth and time.monotonic() < deadline:
+                if not await self._guarded(self._replay_segment(), "replay"):
+                    break
+        finally:
+            # Reached with records still queued only if the writer was cancelled or the flush failed.
+            self._spool_queue_now()
+            self._spool.close()
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._guarded(self._flush(), "flush")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.flush_interval_s)
+
+    async def _replay_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            progressed = await self._guarded(self._replay_segment(), "replay")
+            if progressed and self._spool.depth:
+                continue  # work through a backlog segment after segment
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.replay_interval_s)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            if self._store is not None and self._redis_ok:
+                batch = list(islice(self._queue, self._settings.batch_size))
+                try:
+                    await self._store.write([_store_entry(r) for r in batch])
+                except LedgerUnavailable as exc:
+                    self._redis_ok = False
+                    log.warning("ledger.store_failed", error=repr(exc.__cause__), queued=len(self._queue))
+                    continue
+            else:
+                batch = list(self._queue)
+                try:
+                    await asyncio.to_thread(self._spool.append, [r.to_json() for r in batch])
+                except OSError as exc:
+                    # Kept queued, so the next flush tries again.
+                    log.error("ledger.spool_failed", error=repr(exc), queued=len(self._queue))
+                    return
+            for _ in batch:
+                self._queue.popleft()
+
+    async def _replay_segment(self) -> bool:
+        """Replay the oldest spool segment; True if one was stored and deleted."""
+        if self._store is None:
+            return False
+        adopted = await asyncio.to_thread(self._spool.adopt_orphans)
+        if adopted:
+            log.info("ledger.spool_adopted", records=adopted)
+        if not self._redis_ok:
+            if not await self._store.ping():
+                return False
+            self._redis_ok = True
+            log.info("ledger.store_back", spooled=self._spool.depth)
+        if not self._spool.depth:
+            return False
+        await asyncio.to_thread(self._spool.seal)
+        segment = self._spool.next_segment()
+        if segment is None:
+            return False
+        contents = await asyncio.to_thread(self._spool.read, segment)
+        if contents.torn_tail:
+            log.warning("ledger.spool_torn_tail", segment=segment.path.name)
+        records, rejected = _parse_lines(contents.lines)
+        if rejected:
+            await asyncio.to_thread(self._spool.reject, rejected)
+            log.error("ledger.spool_rejected", segment=segment.path.name, lines=len(rejected))
+        for batch in _chunks(records, self._settings.batch_size):
+            try:
+                await self._store.write([_store_entry(r) for r in batch])
+            except LedgerUnavailable as exc:
+                self._redis_ok = False
+                log.warning("ledger.replay_failed", error=repr(exc.__cause__), spooled=self._spool.depth)
+                return False
+        await asyncio.to_thread(self._spool.remove, segment)
+        log.info("ledger.replayed", segment=segment.path.name, records=len(records))
+        return True
+
+    def _spool_queue_now(self) -> None:
+        if not self._queue:
+            return
+        batch = list(self._queue)
+        try:
+            self._spool.append([r.to_json() for r in batch])
+        except OSError as exc:
+            log.critical("ledger.records_unstored", error=repr(exc), records=len(batch))
+            return
+        for _ in batch:
+            self._queue.popleft()
+
+    @staticmethod
+    async def _guarded(step: Awaitable[bool | None], name: str) -> bool:
+        try:
+            return bool(await step)
+        except Exception:
+            # A bug must not end the writer: the records stay queued or spooled for the next round.
+            log.exception("ledger.writer_error", step=name)
+            return False
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    async def rollups(self, since: date, until: date, tenant: str | None = None) -> list[RollupRow]:
+        """Rollup rows for the UTC days ``since`` to ``until`` inclusive, optionally for one tenant."""
+        return await self._require_store().rollups(since, until, tenant)
+
+    async def records(
+        self, since_ts: float, until_ts: float, kind: RecordKind | None = None
+    ) -> list[LedgerRecord]:
+        """Stored records with ``since_ts <= timestamp < until_ts``, as far back as the stream is kept.
+
+        Scans the stream from ``since_ts`` to its end (replayed records are added late), so it is for audits
+        and tests; reports read :meth:`rollups`.
+        """
+        store = self._require_store()
+        payloads = await store.payloads_since(int((since_ts - _CLOCK_MARGIN_S) * 1000))
+        found = []
+        for payload in payloads:
+            rec = LedgerRecord.from_json(payload)
+            if since_ts <= rec.timestamp < until_ts and (kind is None or rec.kind == kind):
+                found.append(rec)
+        return found
+
+    async def request_records(self, since_ts: float, until_ts: float) -> list[LedgerRecord]:
+        return await self.records(since_ts, until_ts, kind="request")
+
+    def _require_store(self) -> LedgerStore:
+        if self._store is None:
+            raise LedgerUnavailable("the ledger runs without Redis: its records are only logged and spooled")
+        return self._store
+
+
+def _parse_lines(lines: list[str]) -> tuple[list[LedgerRecord], list[str]]:
+    records, rejected = [], []
+    for line in lines:
+        try:
+            records.append(LedgerRecord.from_json(line))
+        except ValueError:
+            rejected.append(line)
+    return records, rejected
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,271 @@
+"""The ledger's Redis layout: the record stream and the daily rollups, written together.
+
+Every key starts with the configured prefix::
+
+    {prefix}ledger                                        STREAM, one entry per record (field "record": JSON)
+    {prefix}ledger:seen:{record_id}                       STRING, the idempotency mark (expires: dedup_ttl_s)
+    {prefix}rollup:{day}:{tenant}:{operation}:{provider}  HASH of integer counters (see ROLLUP_COUNTERS),
+                                                          plus day, tenant, operation and provider as text
+    {prefix}rollup:days:{day}                             SET of that day's rollup hash keys
+
+``day`` is the UTC date of the record's own timestamp (YYYY-MM-DD), so a record replayed after midnight still
+lands on the day it happened. Money is kept in integer nano-dollars and durations in integer milliseconds, so
+HINCRBY sums them exactly. Rollup hashes never expire: they are the reports' source of truth, while the stream
+is trimmed (approximately) to ``stream_maxlen`` entries.
+
+One Lua script applies a batch: for each record it sets the seen mark and, only if the mark was new, appends
+the record to the stream and adds its counters. A batch sent twice (a reply lost to a timeout, a crash between
+sending a spooled batch and deleting it) therefore changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from gateway.errors import DependencyUnavailable
+
+__all__ = [
+    "ROLLUP_COUNTERS",
+    "LedgerStore",
+    "LedgerUnavailable",
+    "RollupRow",
+    "StoreEntry",
+    "from_nano",
+    "to_nano",
+]
+
+NANO_PER_USD = 10**9
+# The record fields, in the order the reports read them. Units are per request record (what the request used);
+# attempts and failures come from attempt records, every other counter from request records.
+ROLLUP_COUNTERS = (
+    "requests",
+    "failed_requests",
+    "attempts",
+    "failures",
+    "cache_hits",
+    "cost_nano",
+    "saved_nano",
+    "counterfactual_cloud_nano",
+    "counterfactual_cloud_requests",
+    "counterfactual_local_nano",
+    "counterfactual_local_requests",
+    "audio_ms",
+    "characters",
+    "input_tokens",
+    "audio_input_tokens",
+    "output_tokens",
+    "compute_ms",
+)
+_DIMENSIONS = ("day", "tenant", "operation", "provider")
+_PAGE = 1000
+
+
+class LedgerUnavailable(DependencyUnavailable):
+    """The ledger's Redis is not configured or not answering. The cause is chained, not in the message."""
+
+    kind = "ledger_unavailable"
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One record as the store writes it: its JSON, where it is rolled up, and what it adds."""
+
+    record_id: str
+    payload: str
+    day: str
+    tenant: str
+    operation: str
+    provider: str
+    increments: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class RollupRow:
+    """Totals for one (day, tenant, operation, provider)."""
+
+    day: date
+    tenant: str
+    operation: str
+    provider: str
+    requests: int
+    failed_requests: int
+    attempts: int
+    failures: int
+    cache_hits: int
+    cost_usd: Decimal
+    saved_usd: Decimal
+    # Summed over the requests that had one (counterfactual_*_requests of them).
+    counterfactual_cloud_usd: Decimal
+    counterfactual_cloud_requests: int
+    counterfactual_local_usd: Decimal
+    counterfactual_local_requests: int
+    audio_ms: int
+    characters: int
+    input_tokens: int
+    audio_input_tokens: int
+    output_tokens: int
+    compute_ms: int
+
+    @property
+    def audio_seconds(self) -> Decimal:
+        return Decimal(self.audio_ms).scaleb(-3)
+
+    @property
+    def compute_seconds(self) -> Decimal:
+        return Decimal(self.compute_ms).scaleb(-3)
+
+
+def to_nano(usd: Decimal) -> int:
+    """Exact: amounts finer than a nano-dollar are refused rather than rounded away."""
+    nano = usd.scaleb(9)
+    if nano != nano.to_integral_value():
+        raise ValueError(f"{usd} USD is not a whole number of nano-dollars")
+    return int(nano)
+
+
+def from_nano(nano: int) -> Decimal:
+    return Decimal(nano).scaleb(-9)
+
+
+# KEYS: the stream, then (seen mark, rollup hash, day index) per record.
+# ARGV: seen TTL, stream MAXLEN, then per record: payload, day, tenant, operation, provider, n,
+#       and n (field, delta) pairs.
+_WRITE_BATCH = """
+local added = 0
+local a = 3
+for k = 2, #KEYS, 3 do
+  local n = tonumber(ARGV[a + 5])
+  if redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'record', ARGV[a])
+    redis.call('HSET', KEYS[k + 1], 'day', ARGV[a + 1], 'tenant', ARGV[a + 2],
+               'operation', ARGV[a + 3], 'provider', ARGV[a + 4])
+    for i = a + 6, a + 5 + 2 * n, 2 do
+      redis.call('HINCRBY', KEYS[k + 1], ARGV[i], ARGV[i + 1])
+    end
+    redis.call('SADD', KEYS[k + 2], KEYS[k + 1])
+    added = added + 1
+  end
+  a = a + 6 + 2 * n
+end
+return added
+"""
+
+
+class LedgerStore:
+    """The ledger's Redis side. Every call is bounded by ``timeout_s`` and raises LedgerUnavailable."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        prefix: str,
+        *,
+        dedup_ttl_s: int,
+        stream_maxlen: int,
+        timeout_s: float,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._dedup_ttl_s = dedup_ttl_s
+        self._stream_maxlen = stream_maxlen
+        self._timeout_s = timeout_s
+        self._write = client.register_script(_WRITE_BATCH)
+
+    @property
+    def stream_key(self) -> str:
+        return f"{self._prefix}ledger"
+
+    def seen_key(self, record_id: str) -> str:
+        return f"{self._prefix}ledger:seen:{record_id}"
+
+    def rollup_key(self, day: str, tenant: str, operation: str, provider: str) -> str:
+        return f"{self._prefix}rollup:{day}:{tenant}:{operation}:{provider}"
+
+    def days_key(self, day: str) -> str:
+        return f"{self._prefix}rollup:days:{day}"
+
+    async def write(self, entries: Sequence[StoreEntry]) -> int:
+        """Apply a batch; returns how many records were new (the rest had been written before)."""
+        if not entries:
+            return 0
+        keys: list[str] = [self.stream_key]
+        args: list[str | int] = [self._dedup_ttl_s, self._stream_maxlen]
+        for entry in entries:
+            rollup = self.rollup_key(entry.day, entry.tenant, entry.operation, entry.provider)
+            keys += [self.seen_key(entry.record_id), rollup, self.days_key(entry.day)]
+            counters = [(name, delta) for name, delta in entry.increments.items() if delta]
+            args += [entry.payload, entry.day, entry.tenant, entry.operation, entry.provider, len(counters)]
+            for name, delta in counters:
+                args += [name, delta]
+        return int(await self._call(self._write(keys=keys, args=args)))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(self._redis.ping()))
+        except LedgerUnavailable:
+            return False
+
+    async def payloads_since(self, since_ms: int) -> list[str]:
+        """Every stream entry added at or after ``since_ms`` (Redis time), read in pages."""
+        payloads: list[str] = []
+        low = f"{max(since_ms, 0)}-0"
+        while True:
+            page = await self._call(self._redis.xrange(self.stream_key, min=low, max="+", count=_PAGE))
+            for _, fields in page:
+                # bytes unless the client was built with decode_responses=True
+                payloads.append(_text(fields.get(b"record") or fields["record"]))
+            if len(page) < _PAGE:
+                return payloads
+            low = f"({_text(page[-1][0])}"
+
+    async def rollups(self, since: date, until: date, tenant: str | None) -> list[RollupRow]:
+        rows: list[RollupRow] = []
+        day = since
+        while day <= until:
+            keys = sorted(_text(k) for k in await self._call(self._redis.smembers(self.days_key(str(day)))))
+            if keys:
+                pipe = self._redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hgetall(key)
+                for raw in await self._call(pipe.execute()):
+                    fields = {_text(k): _text(v) for k, v in raw.items()}
+                    if fields and (tenant is None or fields.get("tenant") == tenant):
+                        rows.append(_row(fields))
+            day += timedelta(days=1)
+        return sorted(rows, key=lambda r: (r.day, r.tenant, r.operation, r.provider))
+
+    async def _call(self, pending: Awaitable[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await pending
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            # Callers may see the message; where the store lives (host, port) stays in the chained cause.
+            raise LedgerUnavailable("the ledger store is not answering; retry shortly") from exc
+
+
+def _row(fields: dict[str, str]) -> RollupRow:
+    counts = {name: int(fields.get(name, 0)) for name in ROLLUP_COUNTERS}
+    money = {
+        name.removesuffix("_nano") + "_usd": from_nano(counts.pop(name))
+        for name in ("cost_nano", "saved_nano", "counterfactual_cloud_nano", "counterfactual_local_nano")
+    }
+    day, tenant, operation, provider = (fields.get(name, "") for name in _DIMENSIONS)
+    return RollupRow(
+        day=date.fromisoformat(day),
+        tenant=tenant,
+        operation=operation,
+        provider=provider,
+        **money,
+        **counts,
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
