@@ -10,9 +10,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc
+from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc, cost_reports_pb2, cost_reports_pb2_grpc
 from gateway.app import App, build_app
 from gateway.auth import authenticate
+from gateway.grpc.cost_reports import CostReportsServicer
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.servicers import AudioGatewayServicer
 from gateway.health import run_sync_loop
@@ -23,6 +24,7 @@ from providers.base import Operation, Provider
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = audio_gateway_pb2.DESCRIPTOR.services_by_name["AudioGateway"].full_name
+REPORTS_SERVICE_NAME = cost_reports_pb2.DESCRIPTOR.services_by_name["CostReports"].full_name
 # Per-operation health names, so a probe can wait for just the capability it needs.
 OPERATION_SERVICES = {
     Operation.TRANSCRIBE: f"{SERVICE_NAME}/Transcribe",
@@ -63,9 +65,13 @@ class GatewayServer:
         audio_gateway_pb2_grpc.add_AudioGatewayServicer_to_server(
             AudioGatewayServicer(self.app.router, settings.default_timeout_s), self._server
         )
+        cost_reports_pb2_grpc.add_CostReportsServicer_to_server(
+            CostReportsServicer(self.app.ledger, self.app.policies, self.app.prices), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if settings.server.reflection:
             names = (
+                REPORTS_SERVICE_NAME,
                 SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
