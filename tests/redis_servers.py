@@ -24,6 +24,7 @@ def redis_server(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]
     """A private, persistent redis-server (AOF, fsync on every write) on ``port``."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed (apt-get install redis-server)"
+    data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [
             *(binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(data_dir)),
