@@ -70,6 +70,11 @@ class Accounting:
         if state is not None:
             self._metrics.set_breaker(provider, breaker_gauge_value(state.state))
 
+    async def records_stored(self, timeout_s: float) -> None:
+        """Hold the reply until its ledger records are durable: an answered request is never unrecorded."""
+        if not await self._ledger.stored(timeout_s):
+            log.warning("ledger.ack_timeout", timeout_s=timeout_s, queued=self._ledger.queue_depth())
+
     def budget_seen(self, tenant: str, remaining: Decimal) -> None:
         self._metrics.set_budget_remaining(tenant, remaining)
 

@@ -83,6 +83,7 @@ def build_app(
         budgets=budgets,
         cache=cache,
         accounting=accounting,
+        ledger_ack_s=settings.ledger.ack_timeout_s,
     )
     return App(
         settings=settings,

@@ -98,6 +98,8 @@ class LedgerSettings(BaseModel):
     spool_segment_records: int = Field(10_000, ge=1)
     # On shutdown, how long to keep replaying the spool once the queue is flushed.
     shutdown_replay_s: float = Field(5.0, ge=0)
+    # How long a reply waits for its records to be durable before it is sent anyway.
+    ack_timeout_s: float = Field(5.0, gt=0)
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -377,6 +379,11 @@ class Ledger:
             else None
         )
         self._redis_ok = self._store is not None
+        # Sequence numbers: records ever accepted, and ever stored (in Redis or the fsync'd spool).
+        self._accepted = 0
+        self._stored = 0
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
 
     # -- the request path ----------------------------------------------------------------------------------
 
@@ -391,6 +398,25 @@ class Ledger:
         event["record_ts"] = event.pop("timestamp")
         log.info("ledger.record", **event)
         self._queue.append(rec)
+        self._accepted += 1
+
+    async def stored(self, timeout_s: float) -> bool:
+        """Wait until every record accepted so far is durable (in Redis or the fsync'd spool).
+
+        The router awaits this before answering, so a reply the caller saw always has its
+        ledger records on disk somewhere, even if the process is killed right after. False when
+        the writer did not get there within ``timeout_s`` (the records stay queued).
+        """
+        target = self._accepted
+        if self._stored >= target:
+            return True
+        self._wake.set()
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(lambda: self._stored >= target), timeout_s)
+            except TimeoutError:
+                return False
+        return True
 
     def queue_depth(self) -> int:
         """Records accepted and not yet in Redis or the spool."""
@@ -419,9 +445,15 @@ class Ledger:
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._wake.clear()
             await self._guarded(self._flush(), "flush")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.flush_interval_s)
+            # Sleep until the interval ends, a request waits for its records, or shutdown.
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(
+                waits, timeout=self._settings.flush_interval_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waits:
+                waiter.cancel()
 
     async def _replay_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -451,6 +483,9 @@ class Ledger:
                     return
             for _ in batch:
                 self._queue.popleft()
+            self._stored += len(batch)
+            async with self._progress:
+                self._progress.notify_all()
 
     async def _replay_segment(self) -> bool:
         """Replay the oldest spool segment; True if one was stored and deleted."""
@@ -499,6 +534,7 @@ class Ledger:
             return
         for _ in batch:
             self._queue.popleft()
+        self._stored += len(batch)
 
     @staticmethod
     async def _guarded(step: Awaitable[bool | None], name: str) -> bool:

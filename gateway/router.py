@@ -108,6 +108,7 @@ class Router:
         budgets: Budgets,
         cache: ResultCache,
         accounting: Accounting,
+        ledger_ack_s: float = 5.0,
     ) -> None:
         self._catalogue = catalogue
         self._prices = prices
@@ -119,6 +120,7 @@ class Router:
         self._budgets = budgets
         self._cache = cache
         self._accounting = accounting
+        self._ledger_ack_s = ledger_ack_s
 
     # -- operations -------------------------------------------------------
 
@@ -325,10 +327,15 @@ class Router:
     async def _accounted(self, scope: RequestScope) -> AsyncIterator[None]:
         try:
             yield
-        except BaseException as exc:
+        except asyncio.CancelledError as exc:
             self._accounting.request_done(scope, exc)
             raise
+        except BaseException as exc:
+            self._accounting.request_done(scope, exc)
+            await self._accounting.records_stored(self._ledger_ack_s)
+            raise
         self._accounting.request_done(scope, None)
+        await self._accounting.records_stored(self._ledger_ack_s)
 
     def _cache_key(
         self,
