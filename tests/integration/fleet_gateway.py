@@ -1,6 +1,6 @@
 """One gateway replica for fleet tests: a fake cloud transcriber at a fixed price, sharing Redis.
 
-Environment: REDIS_URL, PREFIX, POLICIES_FILE, PRICE_PER_S (USD per audio second), DELAY_S.
+Environment: REDIS_URL, PREFIX, PRICE_PER_S (USD per audio second); optional POLICIES_FILE, DELAY_S, SPOOL_DIR.
 Prints the port as one JSON line once serving, then runs until SIGTERM.
 """
 
@@ -27,7 +27,10 @@ async def main() -> None:
     settings.redis.key_prefix = os.environ["PREFIX"]
     # Three replicas and their Redis share two cores here: leave room for scheduling delays.
     settings.redis.timeout_s = 2.0
-    settings.policies_file = Path(os.environ["POLICIES_FILE"])
+    if os.environ.get("POLICIES_FILE"):
+        settings.policies_file = Path(os.environ["POLICIES_FILE"])
+    if os.environ.get("SPOOL_DIR"):
+        settings.ledger.spool_dir = Path(os.environ["SPOOL_DIR"])
     settings.log.level = "warning"
     configure(settings.log)  # logs to stderr: stdout carries the port line
     fake = FakeTranscriber(
