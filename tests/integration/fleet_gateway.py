@@ -1,6 +1,7 @@
 """One gateway replica for fleet tests: a fake cloud transcriber at a fixed price, sharing Redis.
 
-Environment: REDIS_URL, PREFIX, PRICE_PER_S (USD per audio second); optional POLICIES_FILE, DELAY_S, SPOOL_DIR.
+Environment: REDIS_URL, PREFIX, PRICE_PER_S (USD per audio second);
+optional POLICIES_FILE, DELAY_S, SPOOL_DIR.
 Prints the port as one JSON line once serving, then runs until SIGTERM.
 """
 
