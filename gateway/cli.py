@@ -214,6 +214,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.set_defaults(handler=_cmd_explain)
 
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="what audio cost, what the cache saved, and what all-cloud or all-local would have cost",
+        description="Fetch a cost report over UTC days and show it as a table, or export it as CSV, JSON "
+        "or a self-contained HTML page with charts.",
+    )
+    # The routing options the other client commands share mean nothing to a report.
+    for action in report._actions:
+        if action.dest in ("privacy", "provider", "policy"):
+            action.help = argparse.SUPPRESS
+    report.add_argument(
+        "--tenant", default="", help="only this tenant's traffic (another tenant's needs an admin key)"
+    )
+    report.add_argument(
+        "--since", default="", metavar="YYYY-MM-DD", help="first UTC day (default: 30 days ago)"
+    )
+    report.add_argument("--until", default="", metavar="YYYY-MM-DD", help="last UTC day (default: today)")
+    report.add_argument(
+        "--group-by",
+        metavar="DIMS",
+        help="comma-separated: day, provider, operation, tenant (default: none, one row of totals; "
+        "with --html: day,provider)",
+    )
+    report.add_argument(
+        "--csv", metavar="FILE", help='write the report as CSV to FILE ("-": standard output)'
+    )
+    report.add_argument(
+        "--html", type=Path, metavar="FILE", help="write a self-contained HTML page with charts"
+    )
+    report.set_defaults(handler=_cmd_report)
+
     hash_key = commands.add_parser(
         "hash-key",
         help="print the key_sha256 of an API key, for a tenant in the policy file",
@@ -461,6 +493,60 @@ def _cmd_explain(args: argparse.Namespace, ui: _Ui) -> int:
     ui.out.print(_candidates_table(f"{args.operation} candidates", reply.candidates))
     if reply.transcription_candidates:
         ui.out.print(_candidates_table("transcription step", reply.transcription_candidates))
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace, ui: _Ui) -> int:
+    from datetime import date
+
+    from gateway import report_render
+    from gateway.api.v1 import cost_reports_pb2
+
+    if args.privacy or args.provider or args.policy:
+        raise CliError("report takes no routing options (--privacy, --provider, --policy)")
+    days: dict[str, str] = {}
+    for flag, value in (("--since", args.since), ("--until", args.until)):
+        try:
+            days[flag] = date.fromisoformat(value).isoformat() if value else ""
+        except ValueError:
+            raise CliError(f"{flag} takes a day written YYYY-MM-DD, not {value!r}") from None
+    group_by = args.group_by if args.group_by is not None else ("day,provider" if args.html else "")
+    try:
+        dimensions = report_render.parse_group_by(group_by)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    csv_file = None if args.csv in (None, "-") else Path(args.csv).expanduser()
+    html_file = None if args.html is None else args.html.expanduser()
+    if ui.json and args.csv == "-":
+        raise CliError("--json and --csv - both write to standard output; choose one")
+    for path in (csv_file, html_file):
+        # Checked before the call, so a typo costs no round trip to the server.
+        if path is not None and not path.parent.is_dir():
+            raise CliError(f"cannot write {path}: directory {path.parent} does not exist")
+    request = cost_reports_pb2.GetCostReportRequest(
+        tenant=args.tenant, since=days["--since"], until=days["--until"], group_by=dimensions
+    )
+    with _client(args) as client, _progress(ui, "Building the cost report"):
+        reply = client.report(request)
+    try:
+        # Everything is rendered before anything is written: a bad amount leaves no half-written files.
+        renderers = ((csv_file, report_render.report_csv), (html_file, report_render.report_html))
+        files = {path: render(reply) for path, render in renderers if path is not None}
+        if ui.json:
+            sys.stdout.write(report_render.report_json(reply))
+        elif args.csv == "-":
+            sys.stdout.write(report_render.report_csv(reply))
+        else:
+            ui.out.print(report_render.report_table(reply))
+    except ValueError as exc:
+        raise CliError(f"the server sent a malformed report: {exc}") from None
+    for path, text in files.items():
+        try:
+            path.write_text(text, encoding="utf-8", newline="")
+        except OSError as exc:
+            raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+        # stderr: standard output may be carrying the CSV or JSON.
+        ui.err.print(Text.assemble(("wrote ", "dim"), str(path)), soft_wrap=True)
     return EXIT_OK
 
 

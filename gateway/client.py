@@ -31,7 +31,13 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc, common_pb2
+from gateway.api.v1 import (
+    audio_gateway_pb2,
+    audio_gateway_pb2_grpc,
+    common_pb2,
+    cost_reports_pb2,
+    cost_reports_pb2_grpc,
+)
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -216,6 +222,7 @@ class GatewayClient(_ClientBase):
         super().__init__(target, timeout_s, metadata, api_key)
         self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = audio_gateway_pb2_grpc.AudioGatewayStub(self._channel)
+        self._reports = cost_reports_pb2_grpc.CostReportsStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> Self:
@@ -277,6 +284,10 @@ class GatewayClient(_ClientBase):
         """How ``request`` would be routed, and why; nothing is executed or billed."""
         return self._stub.ExplainRoute(request, timeout=self.timeout_s, metadata=self._metadata)
 
+    def report(self, request: cost_reports_pb2.GetCostReportRequest) -> cost_reports_pb2.CostReport:
+        """A cost report; a tenant's key sees only its own traffic, an admin key every tenant's."""
+        return self._reports.GetCostReport(request, timeout=self.timeout_s, metadata=self._metadata)
+
     def health(self, service: str = "") -> str:
         """The serving status of ``service`` ("" is the whole server): "SERVING", "NOT_SERVING",
         or "SERVICE_UNKNOWN" for a name the server does not know. Raises grpc.RpcError when unreachable."""
@@ -331,6 +342,7 @@ class AsyncGatewayClient(_ClientBase):
         super().__init__(target, timeout_s, metadata, api_key)
         self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = audio_gateway_pb2_grpc.AudioGatewayStub(self._channel)
+        self._reports = cost_reports_pb2_grpc.CostReportsStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     async def __aenter__(self) -> Self:
@@ -396,6 +408,10 @@ class AsyncGatewayClient(_ClientBase):
     ) -> audio_gateway_pb2.ExplainRouteResponse:
         """How ``request`` would be routed, and why; nothing is executed or billed."""
         return await self._stub.ExplainRoute(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def report(self, request: cost_reports_pb2.GetCostReportRequest) -> cost_reports_pb2.CostReport:
+        """A cost report; see :meth:`GatewayClient.report`."""
+        return await self._reports.GetCostReport(request, timeout=self.timeout_s, metadata=self._metadata)
 
     async def health(self, service: str = "") -> str:
         """The serving status of ``service``; see :meth:`GatewayClient.health`."""
