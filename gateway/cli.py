@@ -499,6 +499,8 @@ def _cmd_explain(args: argparse.Namespace, ui: _Ui) -> int:
 def _cmd_report(args: argparse.Namespace, ui: _Ui) -> int:
     from datetime import date
 
+    from rich.measure import Measurement
+
     from gateway import report_render
     from gateway.api.v1 import cost_reports_pb2
 
@@ -537,7 +539,12 @@ def _cmd_report(args: argparse.Namespace, ui: _Ui) -> int:
         elif args.csv == "-":
             sys.stdout.write(report_render.report_csv(reply))
         else:
-            ui.out.print(report_render.report_table(reply))
+            table = report_render.report_table(reply)
+            if not ui.out.is_terminal:
+                # A pipe or a file gets whole rows, not the 80 columns assumed when there is no terminal.
+                natural = Measurement.get(ui.out, ui.out.options.update_width(10_000), table).maximum
+                ui.out.width = max(ui.out.width, natural)
+            ui.out.print(table)
     except ValueError as exc:
         raise CliError(f"the server sent a malformed report: {exc}") from None
     for path, text in files.items():
