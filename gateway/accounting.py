@@ -72,7 +72,7 @@ class Accounting:
 
     async def records_stored(self, timeout_s: float) -> None:
         """Hold the reply until its ledger records are durable: an answered request is never unrecorded."""
-        if not await self._ledger.stored(timeout_s):
+        if self._ledger.running and not await self._ledger.stored(timeout_s):
             log.warning("ledger.ack_timeout", timeout_s=timeout_s, queued=self._ledger.queue_depth())
 
     def budget_seen(self, tenant: str, remaining: Decimal) -> None:

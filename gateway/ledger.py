@@ -384,6 +384,7 @@ class Ledger:
         self._stored = 0
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
+        self._running = False
 
     # -- the request path ----------------------------------------------------------------------------------
 
@@ -410,6 +411,8 @@ class Ledger:
         target = self._accepted
         if self._stored >= target:
             return True
+        if not self._running:
+            return False  # no writer (the ledger is used without run()): nothing to wait for
         self._wake.set()
         async with self._progress:
             try:
@@ -417,6 +420,10 @@ class Ledger:
             except TimeoutError:
                 return False
         return True
+
+    @property
+    def running(self) -> bool:
+        return self._running
 
     def queue_depth(self) -> int:
         """Records accepted and not yet in Redis or the spool."""
@@ -430,6 +437,7 @@ class Ledger:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Store queued records and replay the spool until ``stop`` is set; then flush and return."""
+        self._running = True
         try:
             # Two loops, so a replay round waiting on a hung Redis never holds up spooling new records.
             await asyncio.gather(self._flush_loop(stop), self._replay_loop(stop))
@@ -439,6 +447,7 @@ class Ledger:
                 if not await self._guarded(self._replay_segment(), "replay"):
                     break
         finally:
+            self._running = False
             # Reached with records still queued only if the writer was cancelled or the flush failed.
             self._spool_queue_now()
             self._spool.close()

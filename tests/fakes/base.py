@@ -155,22 +155,26 @@ class FakeServer:
                 )
                 with server._lock:
                     server.requests.append(recorded)
-                if server.delay_s:
-                    time.sleep(server.delay_s)
-                if server.drop:
+                # Knobs are read when the request arrives: a handler still sleeping from an earlier
+                # test must not consume a failure injected for the next one.
+                delay_s, drop, malformed = server.delay_s, server.drop, server.malformed
+                slow_first_byte_s = server.slow_first_byte_s
+                failure = None if drop else server._next_failure()
+                if delay_s:
+                    time.sleep(delay_s)
+                if drop:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                failure = server._next_failure()
                 if failure is not None:
                     reply = Reply(failure.status, failure.body)
-                elif server.malformed:
+                elif malformed:
                     reply = Reply(200, b'{"this is": not json', {"content-type": "application/json"})
                 else:
                     reply = server._dispatch(recorded)
                 payload, content_type = reply.encoded()
-                if server.slow_first_byte_s:
-                    time.sleep(server.slow_first_byte_s)
+                if slow_first_byte_s:
+                    time.sleep(slow_first_byte_s)
                 self.send_response(reply.status)
                 headers = {"content-type": content_type, **reply.headers}
                 for name, value in headers.items():
