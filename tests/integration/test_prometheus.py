@@ -7,6 +7,7 @@ in ``docs/dashboards/audio-gateway.json`` must return finite data, with the valu
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -158,10 +159,16 @@ def metrics(scrapes: list[float]) -> Iterator[Metrics]:
 
 @pytest.fixture
 def prometheus(metrics: Metrics, tmp_path: Path) -> Iterator[Prometheus]:
+    with scraping(metrics.start_http_server("127.0.0.1", 0), tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def scraping(target: int, tmp_path: Path) -> Iterator[Prometheus]:
+    """A real Prometheus scraping 127.0.0.1:``target`` every second."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is not installed: apt-get install prometheus (.ci/run does)")
-    target = metrics.start_http_server("127.0.0.1", 0)
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n"
@@ -316,3 +323,76 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         match = re.fullmatch(r"label_values\((\w+), *(\w+)\)", variables[name]["definition"])
         assert match is not None and match.group(2) == name, variables[name]["definition"]
         assert prometheus.label_values(name, match.group(1)) == expected_values
+
+
+async def test_a_running_gateway_feeds_every_panel(tmp_path: Path, redis_url: str) -> None:
+    """The same dashboard against a real gateway: gRPC traffic in, Prometheus scraping its metrics port."""
+    import asyncio
+    import uuid
+
+    from gateway.api.v1 import audio_gateway_pb2 as pb
+    from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
+    from gateway.api.v1 import common_pb2 as common
+    from gateway.errors import ProviderUnavailable
+    from gateway.grpc.server import GatewayServer
+    from gateway.pricing import UnitPrices
+    from policies.loader import hash_key
+    from providers.base import Locality
+    from providers.testing import FakeSynthesizer, FakeTranscriber
+    from tests.audio_files import encode, tone
+    from tests.conftest import local_settings
+
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(
+        "policies:\n  - name: default\n"
+        f"tenants:\n  - {{name: acme, key_sha256: {hash_key('k1')}, default_policy: default, "
+        'monthly_budget_usd: "10"}\n'
+        f"  - {{name: globex, key_sha256: {hash_key('k2')}, default_policy: default}}\n"
+    )
+    settings = local_settings()
+    settings.policies_file = policies
+    settings.redis.url = redis_url
+    settings.redis.key_prefix = f"test:{uuid.uuid4().hex}:"
+    settings.breaker.failure_threshold = 2
+    flaky = FakeTranscriber(name="flaky-stt", fail_with=ProviderUnavailable("flaky-stt", "HTTP 503"))
+    steady = FakeTranscriber(name="cloud-stt", locality=Locality.CLOUD, delay_s=0.05)
+    tts = FakeSynthesizer(name="cloud-tts", locality=Locality.CLOUD)
+    prices = {
+        ("cloud-stt", steady.model): UnitPrices(per_audio_second=Decimal("0.001")),
+        ("cloud-tts", tts.model): UnitPrices(per_character=Decimal("0.0001")),
+    }
+    server = GatewayServer(settings, providers=[flaky, steady, tts], prices=prices)
+    port = await server.start()
+    await server.wait_ready(10)
+    assert server.metrics_port
+    try:
+        with scraping(server.metrics_port, tmp_path) as prom:
+            prom.wait_for("the gateway to be scraped", lambda: bool(prom.query('up{job="gateway"} == 1')))
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.AudioGatewayStub(channel)
+                for round_ in range(3):
+                    for api_key in ("k1", "k2"):
+                        meta = (("authorization", f"Bearer {api_key}"),)
+                        for n in range(3):  # the third of each is a repeat: a cache hit
+                            clip = common.Audio(content=encode(tone(1.0, hz=300.0 + n % 2), 16_000, "wav"))
+                            await stub.Transcribe(pb.TranscribeRequest(audio=clip), metadata=meta)
+                        await stub.Synthesize(pb.SynthesizeRequest(text=f"Round {round_}."), metadata=meta)
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await stub.Synthesize(
+                            pb.SynthesizeRequest(text=""), metadata=(("authorization", "Bearer k1"),)
+                        )
+                    await asyncio.sleep(1.2)  # several scrapes over the traffic, so rates have two points
+            prom.wait_for(
+                "the traffic to be scraped",
+                lambda: bool(prom.query('sum(audio_gateway_requests_total{status="OK"}) >= 24'))
+                and bool(prom.query("sum(rate(audio_gateway_requests_total[1m])) > 0")),
+            )
+            empty = []
+            for title, expr in panel_queries(json.loads(DASHBOARD.read_text())):
+                result = prom.query(substitute(expr))
+                if not any(math.isfinite(float(sample["value"][1])) for sample in result):
+                    empty.append(f"{title}: {expr}")
+            assert not empty, "panels without data from a running gateway:\n" + "\n".join(empty)
+            assert prom.label_values("tenant", "audio_gateway_cost_usd_total") == {"acme", "globex"}
+    finally:
+        await server.stop(2)
