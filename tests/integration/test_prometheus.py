@@ -384,8 +384,10 @@ async def test_a_running_gateway_feeds_every_panel(tmp_path: Path, redis_url: st
                     await asyncio.sleep(1.2)  # several scrapes over the traffic, so rates have two points
             prom.wait_for(
                 "the traffic to be scraped",
-                lambda: bool(prom.query('sum(audio_gateway_requests_total{status="OK"}) >= 24'))
-                and bool(prom.query("sum(rate(audio_gateway_requests_total[1m])) > 0")),
+                lambda: (
+                    bool(prom.query('sum(audio_gateway_requests_total{status="OK"}) >= 24'))
+                    and bool(prom.query("sum(rate(audio_gateway_requests_total[1m])) > 0"))
+                ),
             )
             empty = []
             for title, expr in panel_queries(json.loads(DASHBOARD.read_text())):
