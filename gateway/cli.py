@@ -323,7 +323,9 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
 
     from gateway.grpc.server import serve
     from gateway.logs import configure
+    from gateway.pricing import PriceBookError
     from gateway.settings import Settings
+    from gateway.yamlfile import ConfigFileError
 
     try:
         settings = Settings()
@@ -333,6 +335,9 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
     configure(settings.log)
     try:
         asyncio.run(serve(settings))
+    except (ConfigFileError, PriceBookError) as exc:
+        # Already names the file, the line and the problem.
+        raise CliError(f"invalid configuration: {exc}") from None
     except RuntimeError as exc:
         # grpc reports a port it cannot bind as a bare RuntimeError.
         if not str(exc).startswith("Failed to bind"):

@@ -406,3 +406,36 @@ def test_explain_prints_the_ranking_and_json(gateway, capsys, monkeypatch):
     assert reply["characters"] == 11
     ranked = [c for c in reply["candidates"] if c.get("eligible")]
     assert [c["provider"] for c in ranked] == ["fake-tts"] and ranked[0]["rank"] == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        (
+            "GATEWAY_POLICIES_FILE",
+            "policies:\n  - name: a\n    privacy: nowhere\n",
+            "policies.yaml:2: privacy",
+        ),
+        (
+            "GATEWAY_PROVIDERS_FILE",
+            "providers:\n  - {name: x, kind: openai, operation: transcribe, model: whisper-9}\n",
+            "no 'openai/whisper-9'",
+        ),
+    ],
+)
+def test_serve_refuses_bad_configuration_with_the_file_and_problem(
+    tmp_path, monkeypatch, capsys, variable, text, message
+):
+    path = tmp_path / ("policies.yaml" if "POLICIES" in variable else "providers.yaml")
+    path.write_text(text)
+    monkeypatch.setenv(variable, str(path))
+    monkeypatch.setenv("GATEWAY_WHISPER__ENABLED", "false")
+    monkeypatch.setenv("GATEWAY_PIPER__ENABLED", "false")
+    monkeypatch.setenv("GATEWAY_LLAMA__ENABLED", "false")
+    try:
+        assert cli.main(["serve", "--port", "0", "--host", "127.0.0.1"]) == 2
+    finally:
+        # serve pointed logging at this test's captured stderr; later tests must not write there.
+        structlog.reset_defaults()
+    _, err = capsys.readouterr()
+    assert err.startswith("error: invalid configuration:") and message in err
