@@ -52,7 +52,8 @@ class PolicyBook:
     @property
     def anonymous(self) -> Tenant:
         default = DEFAULT_POLICY.name if DEFAULT_POLICY.name in self.policies else next(iter(self.policies))
-        return ANONYMOUS.model_copy(update={"default_policy": default})
+        # Without tenants there is no one to restrict: every policy may be asked for.
+        return ANONYMOUS.model_copy(update={"default_policy": default, "policies": frozenset(self.policies)})
 
     def tenant_for_key(self, api_key: str) -> Tenant | None:
         return self.tenants_by_key.get(hash_key(api_key))

@@ -47,7 +47,9 @@ def test_presets_load_and_leave_auth_off():
     book = load_policy_file(PRESETS)
     assert {"default", "private", "on-prem", "fastest", "accurate", "no-retention"} <= set(book.policies)
     assert not book.auth_required
-    assert authenticate(book, ()).name == "anonymous"
+    anonymous = authenticate(book, ())
+    assert anonymous.name == "anonymous" and anonymous.default_policy == "default"
+    assert all(anonymous.may_use(name) for name in book.policies)
 
 
 def test_tenants_are_found_by_key_hash_only(tmp_path):
