@@ -6,19 +6,20 @@ from dataclasses import dataclass, replace
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from gateway.accounting import Accounting
-from gateway.budget import Budgets, LocalBudgets, RedisBudgets
-from gateway.cache import ResultCache
-from gateway.catalogue import Catalogue
-from gateway.health import HealthBook
-from gateway.ledger import Ledger
-from gateway.metrics import Metrics
-from gateway.policy_store import PolicyStore
-from gateway.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
-from gateway.provider_config import ProviderConfig, load_providers_file
-from gateway.router import Router
+from gateway.cache.results import ResultCache
+from gateway.core.provider_types import Locality, Operation
+from gateway.health.book import HealthBook
+from gateway.ledger.store import Ledger
+from gateway.money.budget import Budgets, LocalBudgets, RedisBudgets
+from gateway.money.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
+from gateway.routing.accounting import Accounting
+from gateway.routing.catalogue import Catalogue
+from gateway.routing.policy_store import PolicyStore
+from gateway.routing.router import Router
 from gateway.settings import Settings
-from providers.base import Locality, Operation, Provider
+from gateway.telemetry.metrics import Metrics
+from providers.base import Provider
+from providers.config import ProviderConfig, load_providers_file
 from providers.registry import build_local_providers, build_remote_providers
 
 

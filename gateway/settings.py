@@ -6,6 +6,7 @@ Examples: ``GATEWAY_SERVER__PORT=50051``, ``GATEWAY_WHISPER__MODEL=base.en``,
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -13,9 +14,52 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.cache import CacheSettings
-from gateway.ledger import LedgerSettings
-from gateway.metrics import MetricsSettings
+
+class CacheSettings(BaseModel):
+    enabled: bool = True
+    ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    # Results whose payload is larger are served but not stored (a long synthesis can be many MiB).
+    max_entry_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    # A holder renews its lock while computing; a crashed holder's lock lapses after this long.
+    lock_ttl_s: float = Field(60.0, gt=0)
+    wait_poll_s: float = Field(0.05, gt=0)
+    # Every Redis call gives up after this long: the cache must never be what makes a request slow.
+    timeout_s: float = Field(0.25, gt=0)
+    # After a failed Redis call, Redis is skipped for this long so an outage costs one timeout per window.
+    down_backoff_s: float = Field(1.0, ge=0)
+
+
+def _default_spool_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "audio-gateway" / "ledger-spool"
+
+
+class LedgerSettings(BaseModel):
+    # Where records wait while Redis is unreachable. Keep it on a persistent volume: its files are the only
+    # copy of those records. Several instances may share it (each writes its own files).
+    spool_dir: Path = Field(default_factory=_default_spool_dir)
+    # Approximate (MAXLEN ~) so trimming stays cheap; the rollups keep the totals whatever is trimmed.
+    stream_maxlen: int = Field(1_000_000, ge=1)
+    batch_size: int = Field(100, ge=1, le=10_000)
+    flush_interval_s: float = Field(0.2, gt=0)
+    fsync_batch: bool = True
+    replay_interval_s: float = Field(2.0, gt=0)
+    timeout_s: float = Field(1.0, gt=0)
+    # How long Redis remembers a record id, so a replay within this window cannot double count.
+    # About 100 bytes of Redis memory per record.
+    dedup_ttl_s: int = Field(40 * 24 * 3600, ge=60)
+    spool_segment_records: int = Field(10_000, ge=1)
+    # On shutdown, how long to keep replaying the spool once the queue is flushed.
+    shutdown_replay_s: float = Field(5.0, ge=0)
+    # How long a reply waits for its records to be durable before it is sent anyway.
+    ack_timeout_s: float = Field(5.0, gt=0)
+
+
+class MetricsSettings(BaseModel):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    # 9464: the default of OpenTelemetry's Prometheus exporter, so existing scrape configs find it.
+    port: int = Field(9464, ge=0, le=65535)
 
 
 class ServerSettings(BaseModel):

@@ -28,8 +28,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway import yamlfile
-from gateway.yamlfile import ConfigFileError
+from gateway.core import yamlfile
+from gateway.core.yamlfile import ConfigFileError
 from policies.model import ANONYMOUS, DEFAULT_POLICY, Policy, Tenant
 
 M = TypeVar("M", bound=BaseModel)

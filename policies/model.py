@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.domain import Objective, Privacy
+from gateway.core.domain import Objective, Privacy
 
 
 class Policy(BaseModel):

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
-from gateway.domain import Objective, Privacy, Routing
+from gateway.core.domain import Objective, Privacy, Routing
+from gateway.core.provider_types import Capabilities, LatencyModel, Locality, Operation
 from policies.model import Policy, stricter_privacy
-from providers.base import Capabilities, LatencyModel, Locality, Operation
 
 _ALLOWED_LOCALITIES = {
     Privacy.LOCAL_ONLY: {Locality.LOCAL},

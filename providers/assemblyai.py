@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import assemblyai as aai
 import httpx
 
-from gateway.errors import (
+from gateway.core.errors import (
     ProviderBadResponse,
     ProviderError,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from providers.base import (
+from gateway.core.provider_types import (
     LatencyModel,
     Operation,
     SegmentTiming,
@@ -41,8 +41,8 @@ from providers.remote import capabilities_from, error_for_status
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from gateway.audio import DecodedAudio
-    from gateway.provider_config import ProviderConfig
+    from gateway.core.audio import DecodedAudio
+    from providers.config import ProviderConfig
 
 # Upload, queueing and at least one poll before any result, then processing that
 # grows with the audio (a fraction of real time).

@@ -20,8 +20,8 @@ from deepgram.core.parse_error import ParsingError
 from deepgram.environment import DeepgramClientEnvironment
 from deepgram.types.listen_v1response import ListenV1Response
 
-from gateway.audio import decode_pcm16
-from gateway.errors import (
+from gateway.core.audio import decode_pcm16
+from gateway.core.errors import (
     ProviderBadResponse,
     ProviderError,
     ProviderInputError,
@@ -29,7 +29,7 @@ from gateway.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from providers.base import (
+from gateway.core.provider_types import (
     LatencyModel,
     Operation,
     SegmentTiming,
@@ -43,8 +43,8 @@ from providers.base import (
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
-    from gateway.audio import DecodedAudio
-    from gateway.provider_config import ProviderConfig
+    from gateway.core.audio import DecodedAudio
+    from providers.config import ProviderConfig
 
 _TRANSCRIBE_LATENCY = LatencyModel(fixed_ms=500.0, rtf=0.03)
 _SYNTHESIZE_LATENCY = LatencyModel(fixed_ms=300.0, ms_per_char=1.5)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.errors import ProviderInputError, ProviderUnavailable
-from providers.base import (
+from gateway.core.errors import ProviderInputError, ProviderUnavailable
+from gateway.core.provider_types import (
     Capabilities,
     LatencyModel,
     Locality,
@@ -26,7 +26,7 @@ from providers.workers import WorkerPool
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-    from gateway.audio import DecodedAudio
+    from gateway.core.audio import DecodedAudio
     from gateway.settings import WhisperSettings
 
 # Published LibriSpeech test-clean WER (Whisper paper, table 2), for the quality objective.

@@ -22,19 +22,14 @@ import litellm
 import openai
 from litellm import exceptions as llm_errors
 
-from gateway.errors import (
-    ProviderBadResponse,
-    ProviderError,
-    ProviderTimeout,
-    ProviderUnavailable,
-)
-from providers.base import Answer, AnswerOptions, LatencyModel, Operation, Usage
+from gateway.core.errors import ProviderBadResponse, ProviderError, ProviderTimeout, ProviderUnavailable
+from gateway.core.provider_types import Answer, AnswerOptions, LatencyModel, Operation, Usage
 from providers.llama_cpp import SYSTEM_PROMPT
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
-    from gateway.audio import DecodedAudio
-    from gateway.provider_config import ProviderConfig
+    from gateway.core.audio import DecodedAudio
+    from providers.config import ProviderConfig
 
 # Otherwise litellm prints a "give feedback" banner to stdout on every failure.
 litellm.suppress_debug_info = True

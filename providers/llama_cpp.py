@@ -5,14 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import ProviderBadResponse, ProviderUnavailable
-from providers.base import Answer, AnswerOptions, Capabilities, LatencyModel, Locality, Operation, Usage
+from gateway.core.errors import ProviderBadResponse, ProviderUnavailable
+from gateway.core.provider_types import (
+    Answer,
+    AnswerOptions,
+    Capabilities,
+    LatencyModel,
+    Locality,
+    Operation,
+    Usage,
+)
 from providers.workers import WorkerPool
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-    from gateway.audio import DecodedAudio
+    from gateway.core.audio import DecodedAudio
     from gateway.settings import LlamaSettings
 
 SYSTEM_PROMPT = (

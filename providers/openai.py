@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 import openai
 
-from gateway.audio import ASR_SAMPLE_RATE, decode_pcm16, encode_wav
-from gateway.errors import (
+from gateway.core.audio import ASR_SAMPLE_RATE, decode_pcm16, encode_wav
+from gateway.core.errors import (
     ProviderBadResponse,
     ProviderError,
     ProviderInputError,
@@ -35,7 +35,7 @@ from gateway.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from providers.base import (
+from gateway.core.provider_types import (
     Answer,
     AnswerOptions,
     LatencyModel,
@@ -51,8 +51,8 @@ from providers.base import (
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
-    from gateway.audio import DecodedAudio
-    from gateway.provider_config import ProviderConfig
+    from gateway.core.audio import DecodedAudio
+    from providers.config import ProviderConfig
 
 T = TypeVar("T")
 

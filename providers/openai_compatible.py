@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 from providers.openai import OpenAIProvider
 
 if TYPE_CHECKING:
-    from gateway.provider_config import ProviderConfig
+    from providers.config import ProviderConfig
 
 
 class OpenAICompatibleProvider(OpenAIProvider):

@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.errors import ProviderInputError, ProviderUnavailable
-from providers.base import Capabilities, LatencyModel, Locality, Operation, Speech, SynthesizeOptions, Usage
+from gateway.core.errors import ProviderInputError, ProviderUnavailable
+from gateway.core.provider_types import (
+    Capabilities,
+    LatencyModel,
+    Locality,
+    Operation,
+    Speech,
+    SynthesizeOptions,
+    Usage,
+)
 from providers.workers import WorkerPool
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.provider_config import ProviderConfig
     from gateway.settings import Settings
     from providers.base import Provider
+    from providers.config import ProviderConfig
 
 # name → ("module:Class", the Settings attribute holding its configuration)
 BUILTIN: dict[str, tuple[str, str]] = {

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.errors import ProviderError, ProviderRejected, ProviderUnavailable
-from providers.base import Capabilities, LatencyModel, Locality
+from gateway.core.errors import ProviderError, ProviderRejected, ProviderUnavailable
+from gateway.core.provider_types import Capabilities, LatencyModel, Locality
 
 if TYPE_CHECKING:
-    from gateway.provider_config import ProviderConfig
+    from providers.config import ProviderConfig
 
 _MAX_DETAIL = 200
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.errors import ProviderInputError, ProviderTimeout
-from providers.base import (
+from gateway.core.errors import ProviderInputError, ProviderTimeout
+from gateway.core.provider_types import (
     Answer,
     AnswerOptions,
     Capabilities,
@@ -43,7 +43,7 @@ from providers.base import (
 )
 
 if TYPE_CHECKING:
-    from gateway.audio import DecodedAudio
+    from gateway.core.audio import DecodedAudio
 
 __all__ = [
     "FAKE_ANSWER",

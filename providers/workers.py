@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from gateway.errors import ProviderTimeout
+from gateway.core.errors import ProviderTimeout
 
 T = TypeVar("T")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from gateway import domain
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import common_pb2 as common
-from gateway.errors import InvalidInput
-from providers.base import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
+from gateway.core import domain
+from gateway.core.errors import InvalidInput
+from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 MIN_SPEED, MAX_SPEED = 0.25, 4.0

@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import grpc
 
-from gateway import reports
 from gateway.api.v1 import cost_reports_pb2 as pb
 from gateway.api.v1 import cost_reports_pb2_grpc as pb_grpc
 from gateway.grpc.interceptors import tenant_var
-from gateway.ledger import Ledger
-from gateway.policy_store import PolicyStore
-from gateway.pricing import PriceBook
+from gateway.ledger import reports
+from gateway.ledger.store import Ledger
+from gateway.money.pricing import PriceBook
+from gateway.routing.policy_store import PolicyStore
 
 _GROUP = {
     pb.GROUP_BY_DAY: "day",

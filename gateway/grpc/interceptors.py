@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import structlog
 
-from gateway import errors
+from gateway.core import errors
 from policies.model import Tenant
 
 log = structlog.get_logger(__name__)

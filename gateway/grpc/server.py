@@ -12,14 +12,15 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc, cost_reports_pb2, cost_reports_pb2_grpc
 from gateway.app import App, build_app
-from gateway.auth import authenticate
+from gateway.core.provider_types import Operation
 from gateway.grpc.cost_reports import CostReportsServicer
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.servicers import AudioGatewayServicer
-from gateway.health import run_sync_loop
-from gateway.pricing import UnitPrices
+from gateway.health.book import run_sync_loop
+from gateway.money.pricing import UnitPrices
+from gateway.routing.auth import authenticate
 from gateway.settings import Settings
-from providers.base import Operation, Provider
+from providers.base import Provider
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.grpc import converters
 from gateway.grpc.interceptors import request_id_var, tenant_var
-from gateway.router import RequestContext, Router
+from gateway.routing.router import RequestContext, Router
 
 
 class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from gateway.audio import encode_pcm16, encode_wav
+from gateway.core.audio import encode_pcm16, encode_wav
 from tests.fakes.base import FakeServer, Recorded, Reply
 
 NOVA_3_UUID = "2187e11a-3532-4498-b076-81fa530bdd49"

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.audio import decode_pcm16, encode_wav
+from gateway.core.audio import decode_pcm16, encode_wav
 from tests.audio_files import tone
 from tests.fakes.base import FakeServer, Recorded, Reply
 

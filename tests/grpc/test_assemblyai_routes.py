@@ -8,9 +8,9 @@ import grpc
 import pytest
 import yaml
 
-from gateway import audio
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc, common_pb2
+from gateway.core import audio
 from gateway.grpc.server import GatewayServer
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings

@@ -14,10 +14,10 @@ from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.api.v1 import common_pb2 as common
 from gateway.api.v1 import cost_reports_pb2 as reports_pb
 from gateway.api.v1 import cost_reports_pb2_grpc as reports_grpc
+from gateway.core.provider_types import Locality
 from gateway.grpc.server import GatewayServer
-from gateway.pricing import UnitPrices
+from gateway.money.pricing import UnitPrices
 from policies.loader import hash_key
-from providers.base import Locality
 from providers.testing import FakeSynthesizer, FakeTranscriber
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings

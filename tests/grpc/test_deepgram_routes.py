@@ -14,7 +14,7 @@ from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc
 from gateway.api.v1 import common_pb2 as common
 from gateway.grpc.server import GatewayServer
-from gateway.pricing import PriceList, default_price_list_path
+from gateway.money.pricing import PriceList, default_price_list_path
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings
 from tests.fakes.deepgram_server import SECONDS_PER_CHARACTER, FakeDeepgram

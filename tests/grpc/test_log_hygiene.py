@@ -15,8 +15,8 @@ from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.api.v1 import common_pb2 as common
 from gateway.grpc.server import GatewayServer
-from gateway.logs import configure
 from gateway.settings import LogSettings
+from gateway.telemetry.logs import configure
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings
 from tests.fakes.deepgram_server import FakeDeepgram

@@ -14,9 +14,9 @@ import yaml
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc
 from gateway.api.v1 import common_pb2 as common
-from gateway.audio import decode_pcm16
+from gateway.core.audio import decode_pcm16
 from gateway.grpc.server import GatewayServer
-from gateway.pricing import PriceList, UnitPrices, default_price_list_path
+from gateway.money.pricing import PriceList, UnitPrices, default_price_list_path
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings
 from tests.fakes.openai_server import FakeOpenAI

@@ -42,9 +42,9 @@ from pathlib import Path
 
 import redis.asyncio
 
-from gateway import logs
-from gateway.budget import BudgetExceeded, BudgetUnavailable, RedisBudgets
+from gateway.money.budget import BudgetExceeded, BudgetUnavailable, RedisBudgets
 from gateway.settings import LogSettings
+from gateway.telemetry import logs
 
 ADMITTED, REFUSED, UNAVAILABLE = "admitted", "refused", "unavailable"
 

@@ -14,10 +14,10 @@ import signal
 from decimal import Decimal
 from pathlib import Path
 
+from gateway.core.provider_types import Locality
 from gateway.grpc.server import GatewayServer
-from gateway.logs import configure
-from gateway.pricing import UnitPrices
-from providers.base import Locality
+from gateway.money.pricing import UnitPrices
+from gateway.telemetry.logs import configure
 from providers.testing import FakeTranscriber
 from tests.conftest import local_settings
 

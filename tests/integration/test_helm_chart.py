@@ -524,9 +524,9 @@ def test_every_setting_the_chart_sets_is_one_the_gateway_reads(helm, scenario, m
 
 
 def test_config_files_load_with_the_gateways_own_loaders(helm, tmp_path):
-    from gateway.pricing import PriceList
-    from gateway.provider_config import load_providers_file
+    from gateway.money.pricing import PriceList
     from policies.loader import load_policy_file
+    from providers.config import load_providers_file
 
     docs = objects(helm, "full")
     config = only(docs, "ConfigMap", f"{FULLNAME}-config")["data"]

@@ -17,15 +17,9 @@ from pathlib import Path
 import redis
 import redis.asyncio
 
-from gateway.ledger import (
-    Ledger,
-    LedgerRecord,
-    LedgerSettings,
-    PricesUsed,
-    attempt_record_id,
-    request_record_id,
-)
-from providers.base import Usage
+from gateway.core.provider_types import Usage
+from gateway.ledger.store import Ledger, LedgerRecord, PricesUsed, attempt_record_id, request_record_id
+from gateway.settings import LedgerSettings
 from tests.redis_servers import free_port, redis_server, stop_server
 
 COST = Decimal("0.000123456")

@@ -54,7 +54,7 @@ def test_sighup_reloads_valid_policies_and_keeps_them_over_a_bad_file(tmp_path):
         "GATEWAY_LEDGER__SPOOL_DIR": str(tmp_path / "spool"),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve"],
+        [sys.executable, "-m", "gateway.cli.main", "serve"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

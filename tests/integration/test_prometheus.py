@@ -28,9 +28,9 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.health import BreakerState, breaker_gauge_value
-from gateway.metrics import Metrics
-from providers.base import Operation
+from gateway.core.provider_types import Operation
+from gateway.health.book import BreakerState, breaker_gauge_value
+from gateway.telemetry.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "dashboards" / "audio-gateway.json"
 # What Grafana would put in place of each variable: every tenant and provider, and windows that hold every
@@ -333,11 +333,11 @@ async def test_a_running_gateway_feeds_every_panel(tmp_path: Path, redis_url: st
     from gateway.api.v1 import audio_gateway_pb2 as pb
     from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
     from gateway.api.v1 import common_pb2 as common
-    from gateway.errors import ProviderUnavailable
+    from gateway.core.errors import ProviderUnavailable
+    from gateway.core.provider_types import Locality
     from gateway.grpc.server import GatewayServer
-    from gateway.pricing import UnitPrices
+    from gateway.money.pricing import UnitPrices
     from policies.loader import hash_key
-    from providers.base import Locality
     from providers.testing import FakeSynthesizer, FakeTranscriber
     from tests.audio_files import encode, tone
     from tests.conftest import local_settings

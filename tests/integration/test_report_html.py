@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from gateway.api.v1 import cost_reports_pb2 as pb
-from gateway.report_render import report_html
+from gateway.cli.report_render import report_html
 
 CHROMIUM = Path("/usr/bin/chromium")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.api.v1 import common_pb2 as common
-from gateway.ledger import Ledger, LedgerSettings
+from gateway.ledger.store import Ledger
+from gateway.settings import LedgerSettings
 from tests.audio_files import encode, tone
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -41,7 +41,7 @@ def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "gateway.cli.main", "serve"], env=env, stdout=log, stderr=log
         )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")

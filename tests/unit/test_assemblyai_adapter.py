@@ -8,17 +8,18 @@ import time
 import assemblyai as aai
 import pytest
 
-from gateway import audio
-from gateway.errors import (
+from gateway.core import audio
+from gateway.core.errors import (
     ProviderBadResponse,
     ProviderError,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from gateway.provider_config import ProviderConfig
+from gateway.core.provider_types import Locality, TranscribeOptions, Usage
 from providers.assemblyai import AssemblyAIProvider
-from providers.base import Locality, TranscribeOptions, Transcriber, Usage
+from providers.base import Transcriber
+from providers.config import ProviderConfig
 from tests.audio_files import encode, tone
 from tests.fakes.assemblyai_server import CONVERSATION, FakeAssemblyAI
 

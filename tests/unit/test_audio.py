@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway import audio
-from gateway.errors import InvalidInput, LimitExceeded, PermissionDenied, UnsupportedAudio
+from gateway.core import audio
+from gateway.core.errors import InvalidInput, LimitExceeded, PermissionDenied, UnsupportedAudio
 from gateway.settings import LimitSettings
 from tests.audio_files import FORMATS, MIME, encode, tone
 
@@ -76,12 +76,12 @@ def test_file_uris_are_confined_to_the_allowed_roots(tmp_path):
     outside = tmp_path / "secret.wav"
     outside.write_bytes(clip.read_bytes())
     limits = LimitSettings(uri_roots=[tmp_path / "in"])
-    assert audio.read_uri(clip.as_uri(), limits) == clip.read_bytes()
+    assert audio.read_uri(clip.as_uri(), limits.uri_roots, limits.max_audio_bytes) == clip.read_bytes()
     with pytest.raises(PermissionDenied, match="outside the allowed roots"):
-        audio.read_uri(outside.as_uri(), limits)
+        audio.read_uri(outside.as_uri(), limits.uri_roots, limits.max_audio_bytes)
     with pytest.raises(PermissionDenied, match="outside the allowed roots"):
-        audio.read_uri(f"file://{tmp_path}/in/../secret.wav", limits)
+        audio.read_uri(f"file://{tmp_path}/in/../secret.wav", limits.uri_roots, limits.max_audio_bytes)
     with pytest.raises(InvalidInput, match="scheme 'http'"):
-        audio.read_uri("http://example.invalid/a.wav", limits)
+        audio.read_uri("http://example.invalid/a.wav", limits.uri_roots, limits.max_audio_bytes)
     with pytest.raises(PermissionDenied, match="disabled"):
-        audio.read_uri(clip.as_uri(), LimitSettings())
+        audio.read_uri(clip.as_uri(), [], LimitSettings().max_audio_bytes)

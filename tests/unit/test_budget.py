@@ -13,7 +13,8 @@ from uuid import uuid4
 import pytest
 import redis.asyncio
 
-from gateway.budget import (
+from gateway.core.errors import GatewayError, LimitExceeded
+from gateway.money.budget import (
     KEY_TTL_S,
     BudgetExceeded,
     Budgets,
@@ -22,7 +23,6 @@ from gateway.budget import (
     RedisBudgets,
     Reservation,
 )
-from gateway.errors import GatewayError, LimitExceeded
 from tests.conftest import throwaway_redis
 
 D = Decimal

@@ -17,17 +17,10 @@ import pytest
 import redis.asyncio
 from structlog.testing import capture_logs
 
-from gateway.cache import (
-    CachedEntry,
-    CacheSettings,
-    ResultCache,
-    cache_key,
-    digest_bytes,
-    digest_text,
-    lock_key,
-)
-from gateway.domain import AudioInput, CacheMode
-from providers.base import Operation
+from gateway.cache.results import CachedEntry, ResultCache, cache_key, digest_bytes, digest_text, lock_key
+from gateway.core.domain import AudioInput, CacheMode
+from gateway.core.provider_types import Operation
+from gateway.settings import CacheSettings
 from tests.conftest import throwaway_redis
 
 D = Decimal

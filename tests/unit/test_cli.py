@@ -18,9 +18,9 @@ import grpc
 import pytest
 import structlog
 
-from gateway import cli
+from gateway.cli import main as cli
 from gateway.client import AsyncGatewayClient, GatewayClient
-from gateway.errors import ProviderUnavailable
+from gateway.core.errors import ProviderUnavailable
 from gateway.grpc.server import GatewayServer
 from gateway.settings import Settings
 from providers.testing import (
@@ -348,7 +348,7 @@ def test_serve_applies_host_and_port(monkeypatch):
         seen.append(settings)
 
     monkeypatch.setattr("gateway.grpc.server.serve", fake_serve)
-    monkeypatch.setattr("gateway.logs.configure", lambda _settings: None)
+    monkeypatch.setattr("gateway.telemetry.logs.configure", lambda _settings: None)
     assert cli.main(["serve", "--host", "127.0.0.1", "--port", "50999"]) == 0
     assert (seen[0].server.host, seen[0].server.port) == ("127.0.0.1", 50999)
 

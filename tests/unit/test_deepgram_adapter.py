@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from gateway.audio import AudioLimits, decode
-from gateway.errors import (
+from gateway.core.audio import AudioLimits, decode
+from gateway.core.errors import (
     ProviderBadResponse,
     ProviderError,
     ProviderInputError,
@@ -18,8 +18,8 @@ from gateway.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from gateway.provider_config import ProviderConfig
-from providers.base import Operation, SynthesizeOptions, TranscribeOptions, Usage, WordTiming
+from gateway.core.provider_types import Operation, SynthesizeOptions, TranscribeOptions, Usage, WordTiming
+from providers.config import ProviderConfig
 from providers.deepgram import DeepgramProvider
 from tests.audio_files import encode, tone
 from tests.fakes.deepgram_server import SECONDS_PER_CHARACTER, FakeDeepgram

@@ -11,9 +11,9 @@ import pytest
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.api.v1 import common_pb2 as common
+from gateway.core.provider_types import LatencyModel, Locality
 from gateway.grpc.server import GatewayServer
-from gateway.pricing import UnitPrices
-from providers.base import LatencyModel, Locality
+from gateway.money.pricing import UnitPrices
 from providers.testing import FakeAnswerer, FakeTranscriber
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings

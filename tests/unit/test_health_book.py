@@ -12,15 +12,9 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
-from gateway.health import (
-    BreakerState,
-    HealthBook,
-    HealthSnapshot,
-    breaker_gauge_value,
-    run_sync_loop,
-)
+from gateway.core.provider_types import LatencyModel
+from gateway.health.book import BreakerState, HealthBook, HealthSnapshot, breaker_gauge_value, run_sync_loop
 from gateway.settings import BreakerSettings
-from providers.base import LatencyModel
 from tests.conftest import throwaway_redis
 
 START = 1_700_000_000.0

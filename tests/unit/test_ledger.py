@@ -17,19 +17,19 @@ import pytest
 import redis.asyncio
 import structlog
 
-from gateway.ledger import (
+from gateway.core.provider_types import Locality, Operation, Usage
+from gateway.ledger.spool import Spool
+from gateway.ledger.store import (
     Ledger,
     LedgerRecord,
-    LedgerSettings,
     LedgerUnavailable,
     PricesUsed,
     RollupRow,
     attempt_record_id,
     request_record_id,
 )
-from gateway.pricing import PriceBook, UnitPrices
-from gateway.spool import Spool
-from providers.base import Locality, Operation, Usage
+from gateway.money.pricing import PriceBook, UnitPrices
+from gateway.settings import LedgerSettings
 
 D = Decimal
 DAY1 = date(2026, 3, 1)

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.errors import ProviderBadResponse, ProviderRejected, ProviderTimeout, ProviderUnavailable
-from gateway.provider_config import ProviderConfig
-from providers.base import Answerer, AnswerOptions, Locality
+from gateway.core.errors import ProviderBadResponse, ProviderRejected, ProviderTimeout, ProviderUnavailable
+from gateway.core.provider_types import AnswerOptions, Locality
+from providers.base import Answerer
+from providers.config import ProviderConfig
 from providers.litellm import LiteLLMProvider
 from providers.llama_cpp import SYSTEM_PROMPT
 from tests.fakes.openai_server import FakeOpenAI, openai_error

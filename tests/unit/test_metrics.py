@@ -14,9 +14,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.health import BreakerState, breaker_gauge_value
-from gateway.metrics import LATENCY_BUCKETS, Metrics, MetricsSettings
-from providers.base import Operation
+from gateway.core.provider_types import Operation
+from gateway.health.book import BreakerState, breaker_gauge_value
+from gateway.settings import MetricsSettings
+from gateway.telemetry.metrics import LATENCY_BUCKETS, Metrics
 
 ALLOWED_LABELS = {"operation", "provider", "status", "tenant", "result", "le"}
 

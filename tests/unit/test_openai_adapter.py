@@ -12,25 +12,23 @@ import numpy as np
 import openai
 import pytest
 
-from gateway.audio import AudioLimits, DecodedAudio, decode, decode_pcm16
-from gateway.errors import (
+from gateway.core.audio import AudioLimits, DecodedAudio, decode, decode_pcm16
+from gateway.core.errors import (
     ProviderBadResponse,
     ProviderInputError,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from gateway.provider_config import ProviderConfig
-from providers.base import (
-    Answerer,
+from gateway.core.provider_types import (
     AnswerOptions,
     Locality,
     Operation,
     SynthesizeOptions,
-    Synthesizer,
     TranscribeOptions,
-    Transcriber,
 )
+from providers.base import Answerer, Synthesizer, Transcriber
+from providers.config import ProviderConfig
 from providers.openai import OPENAI_VOICES, OpenAIProvider
 from providers.openai_compatible import OpenAICompatibleProvider
 from tests.audio_files import MIME, encode, tone

@@ -11,10 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.api.v1 import common_pb2 as common
-from gateway.auth import authenticate
-from gateway.errors import Unauthenticated
+from gateway.core.errors import Unauthenticated
 from gateway.grpc.server import GatewayServer
-from gateway.policy_store import PRESETS, PolicyStore
+from gateway.routing.auth import authenticate
+from gateway.routing.policy_store import PRESETS, PolicyStore
 from policies.loader import PolicyFileError, hash_key, load_policy_file
 from providers.testing import FakeSynthesizer
 from tests.conftest import local_settings

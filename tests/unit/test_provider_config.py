@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 
 from gateway.app import build_price_book
-from gateway.pricing import PriceBookError, PriceList, default_price_list_path
-from gateway.provider_config import ProviderConfigError, ProviderKind, load_providers_file
-from providers.base import Locality, Operation, Usage
+from gateway.core.provider_types import Locality, Operation, Usage
+from gateway.money.pricing import PriceBookError, PriceList, default_price_list_path
+from providers.config import ProviderConfigError, ProviderKind, load_providers_file
 from tests.conftest import local_settings
 
 GOOD = """\

@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.domain import Objective, Privacy, Routing
-from gateway.pricing import PriceBook, UnitPrices
+from gateway.core.domain import Objective, Privacy, Routing
+from gateway.core.provider_types import Capabilities, LatencyModel, Locality, Operation
+from gateway.money.pricing import PriceBook, UnitPrices
 from policies.model import Policy
 from policies.rank import CandidateInfo, RankContext, rank
-from providers.base import Capabilities, LatencyModel, Locality, Operation
 
 T = Operation.TRANSCRIBE
 

@@ -23,10 +23,10 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from gateway import cli
 from gateway.api.v1 import cost_reports_pb2 as pb
 from gateway.api.v1 import cost_reports_pb2_grpc as pb_grpc
-from gateway.report_render import (
+from gateway.cli import main as cli
+from gateway.cli.report_render import (
     grouped_dimensions,
     parse_group_by,
     report_csv,

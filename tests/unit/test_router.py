@@ -9,9 +9,16 @@ from decimal import Decimal
 import pytest
 
 from gateway.app import build_app
-from gateway.domain import AudioInput, OutputFormat, Privacy, Routing, SynthesizeRequest, TranscribeRequest
-from gateway.domain import UnderstandRequest as UnderstandReq
-from gateway.errors import (
+from gateway.core.domain import (
+    AudioInput,
+    OutputFormat,
+    Privacy,
+    Routing,
+    SynthesizeRequest,
+    TranscribeRequest,
+)
+from gateway.core.domain import UnderstandRequest as UnderstandReq
+from gateway.core.errors import (
     AllAttemptsFailed,
     DeadlineExceeded,
     InvalidInput,
@@ -21,10 +28,10 @@ from gateway.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from gateway.pricing import UnitPrices
-from gateway.router import RequestContext
+from gateway.core.provider_types import Locality, TranscribeOptions
+from gateway.money.pricing import UnitPrices
+from gateway.routing.router import RequestContext
 from gateway.settings import Settings
-from providers.base import Locality, TranscribeOptions
 from providers.testing import FakeAnswerer, FakeSynthesizer, FakeTranscriber
 from tests.audio_files import encode, tone
 

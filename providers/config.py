@@ -23,9 +23,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from gateway import yamlfile
-from gateway.yamlfile import ConfigFileError
-from providers.base import Locality, Operation
+from gateway.core import yamlfile
+from gateway.core.provider_types import Locality, Operation
+from gateway.core.yamlfile import ConfigFileError
 
 
 class ProviderKind(enum.StrEnum):

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
+from gateway.core.provider_types import Operation
 from policies.rank import CandidateInfo
-from providers.base import Operation, Provider
+from providers.base import Provider
 
 log = structlog.get_logger(__name__)
 

@@ -321,11 +321,11 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
     # Imported here: the server pulls in the engines, which client commands never need.
     from pydantic import ValidationError
 
+    from gateway.core.yamlfile import ConfigFileError
     from gateway.grpc.server import serve
-    from gateway.logs import configure
-    from gateway.pricing import PriceBookError
+    from gateway.money.pricing import PriceBookError
     from gateway.settings import Settings
-    from gateway.yamlfile import ConfigFileError
+    from gateway.telemetry.logs import configure
 
     try:
         settings = Settings()
@@ -506,8 +506,8 @@ def _cmd_report(args: argparse.Namespace, ui: _Ui) -> int:
 
     from rich.measure import Measurement
 
-    from gateway import report_render
     from gateway.api.v1 import cost_reports_pb2
+    from gateway.cli import report_render
 
     if args.privacy or args.provider or args.policy:
         raise CliError("report takes no routing options (--privacy, --provider, --policy)")

@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Literal
 
 import structlog
 
-from gateway import errors
-from gateway.counterfactual import counterfactual
-from gateway.health import breaker_gauge_value
-from gateway.ledger import LedgerRecord, PricesUsed, attempt_record_id, request_record_id
-from providers.base import Locality, Operation, Usage
+from gateway.core import errors
+from gateway.core.provider_types import Locality, Operation, Usage
+from gateway.health.book import breaker_gauge_value
+from gateway.ledger.store import LedgerRecord, PricesUsed, attempt_record_id, request_record_id
+from gateway.money.counterfactual import counterfactual
 
 if TYPE_CHECKING:
-    from gateway.catalogue import Catalogue
-    from gateway.domain import AttemptRecord, RouteInfo
-    from gateway.health import HealthBook
-    from gateway.ledger import Ledger
-    from gateway.metrics import Metrics
-    from gateway.pricing import PriceBook
+    from gateway.core.domain import AttemptRecord, RouteInfo
+    from gateway.health.book import HealthBook
+    from gateway.ledger.store import Ledger
+    from gateway.money.pricing import PriceBook
+    from gateway.routing.catalogue import Catalogue
+    from gateway.telemetry.metrics import Metrics
     from policies.model import Tenant
 
 log = structlog.get_logger(__name__)

@@ -98,8 +98,8 @@ from typing import TYPE_CHECKING
 import structlog
 from redis.exceptions import RedisError
 
+from gateway.core.provider_types import LatencyModel
 from gateway.settings import BreakerSettings
-from providers.base import LatencyModel
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -42,15 +42,14 @@ from typing import Literal, TypeVar
 
 import redis
 import structlog
-from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from gateway.domain import CacheMode
+from gateway.core.domain import CacheMode
+from gateway.settings import CacheSettings
 
 log = structlog.get_logger(__name__)
 
 __all__ = [
-    "CacheSettings",
     "CachedEntry",
     "ResultCache",
     "cache_key",
@@ -66,20 +65,6 @@ _HEADER_LEN = struct.Struct(">I")
 
 T = TypeVar("T")
 FlightMode = CacheMode | Literal["default", "refresh"]
-
-
-class CacheSettings(BaseModel):
-    enabled: bool = True
-    ttl_s: int = Field(7 * 24 * 3600, ge=1)
-    # Results whose payload is larger are served but not stored (a long synthesis can be many MiB).
-    max_entry_bytes: int = Field(8 * 1024 * 1024, ge=0)
-    # A holder renews its lock while computing; a crashed holder's lock lapses after this long.
-    lock_ttl_s: float = Field(60.0, gt=0)
-    wait_poll_s: float = Field(0.05, gt=0)
-    # Every Redis call gives up after this long: the cache must never be what makes a request slow.
-    timeout_s: float = Field(0.25, gt=0)
-    # After a failed Redis call, Redis is skipped for this long so an outage costs one timeout per window.
-    down_backoff_s: float = Field(1.0, ge=0)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from gateway.errors import InvalidInput, PermissionDenied
-from gateway.ledger import Ledger
-from gateway.rollups import RollupRow
+from gateway.core.errors import InvalidInput, PermissionDenied
+from gateway.ledger.rollups import RollupRow
+from gateway.ledger.store import Ledger
 from policies.model import Tenant
 
 DIMENSIONS = ("day", "tenant", "provider", "operation")

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import io
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import av
 import av.error
 import numpy as np
 
-from gateway.errors import InvalidInput, LimitExceeded, PermissionDenied, UnsupportedAudio
-
-if TYPE_CHECKING:
-    from gateway.settings import LimitSettings
+from gateway.core.errors import InvalidInput, LimitExceeded, PermissionDenied, UnsupportedAudio
 
 ASR_SAMPLE_RATE = 16_000
 
@@ -222,22 +219,22 @@ def encode_pcm16(samples: np.ndarray) -> bytes:
     return samples.astype("<i2", copy=False).tobytes()
 
 
-def read_uri(uri: str, limits: LimitSettings) -> bytes:
+def read_uri(uri: str, roots: Sequence[Path], max_bytes: int) -> bytes:
     """Read a ``file://`` URI that lies under one of the configured roots."""
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         raise InvalidInput(
             f"audio.uri scheme {parsed.scheme or '(none)'!r} is not supported; use file:// or send content"
         )
-    if not limits.uri_roots:
+    if not roots:
         raise PermissionDenied("audio.uri is disabled on this server; send the bytes in audio.content")
     path = Path(unquote(parsed.path)).resolve()
-    if not any(path.is_relative_to(root.resolve()) for root in limits.uri_roots):
+    if not any(path.is_relative_to(root.resolve()) for root in roots):
         raise PermissionDenied(f"audio.uri {path} is outside the allowed roots")
     try:
         size = path.stat().st_size
-        if size > limits.max_audio_bytes:
-            raise LimitExceeded(f"audio is {size} bytes; the limit is {limits.max_audio_bytes} bytes")
+        if size > max_bytes:
+            raise LimitExceeded(f"audio is {size} bytes; the limit is {max_bytes} bytes")
         return path.read_bytes()
     except (FileNotFoundError, IsADirectoryError) as exc:
         raise InvalidInput(f"audio.uri {path} does not name a readable file") from exc

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from providers.base import Locality, Operation, SegmentTiming, TranscribeOptions, Usage
+from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, Usage
 
 
 class Privacy(enum.StrEnum):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import structlog
 
-from gateway.yamlfile import ConfigFileError
+from gateway.core.yamlfile import ConfigFileError
 from policies.loader import PolicyBook, load_policy_file
 
 log = structlog.get_logger(__name__)
 
-PRESETS = Path(__file__).resolve().parent.parent / "policies" / "presets" / "default.yaml"
+PRESETS = Path(__file__).resolve().parents[2] / "policies" / "presets" / "default.yaml"
 
 
 class PolicyStore:

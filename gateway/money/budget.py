@@ -51,7 +51,7 @@ import redis
 import redis.asyncio
 import structlog
 
-from gateway.errors import DependencyUnavailable, LimitExceeded
+from gateway.core.errors import DependencyUnavailable, LimitExceeded
 
 log = structlog.get_logger(__name__)
 

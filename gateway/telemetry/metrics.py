@@ -42,13 +42,12 @@ import grpc
 import prometheus_client
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import BaseModel, Field
 
-from providers.base import Operation
+from gateway.core.provider_types import Operation
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["CACHE_RESULTS", "LATENCY_BUCKETS", "NAMESPACE", "NO_PROVIDER", "Metrics", "MetricsSettings"]
+__all__ = ["CACHE_RESULTS", "LATENCY_BUCKETS", "NAMESPACE", "NO_PROVIDER", "Metrics"]
 
 NAMESPACE = "audio_gateway"
 # From a cached answer or a short synthesis (tens of ms) up to a long transcription on a slow vendor.
@@ -60,13 +59,6 @@ _STATUSES = frozenset(code.name for code in grpc.StatusCode)
 _BREAKER_VALUES = (0, 1, 2)
 
 CacheResult = Literal["hit", "miss", "bypass"]
-
-
-class MetricsSettings(BaseModel):
-    enabled: bool = True
-    host: str = "0.0.0.0"
-    # 9464: the default of OpenTelemetry's Prometheus exporter, so existing scrape configs find it.
-    port: int = Field(9464, ge=0, le=65535)
 
 
 class Metrics:

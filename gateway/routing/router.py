@@ -17,12 +17,10 @@ from typing import Protocol, TypeVar
 
 import structlog
 
-from gateway import audio, result_codec
-from gateway.accounting import Accounting, RequestScope
-from gateway.budget import Budgets
-from gateway.cache import CachedEntry, ResultCache, digest_bytes, digest_text
-from gateway.catalogue import Catalogue
-from gateway.domain import (
+from gateway.cache import codec as result_codec
+from gateway.cache.results import CachedEntry, ResultCache, digest_bytes, digest_text
+from gateway.core import audio
+from gateway.core.domain import (
     AttemptRecord,
     AudioInput,
     CacheMode,
@@ -40,7 +38,7 @@ from gateway.domain import (
     UnderstandRequest,
     UnderstandResult,
 )
-from gateway.errors import (
+from gateway.core.errors import (
     AllAttemptsFailed,
     DeadlineExceeded,
     InvalidInput,
@@ -53,26 +51,26 @@ from gateway.errors import (
     ProviderTimeout,
     Rejection,
 )
-from gateway.health import BreakerState, HealthBook
-from gateway.policy_store import PolicyStore
-from gateway.pricing import PriceBook
-from gateway.settings import LimitSettings
-from policies.model import ANONYMOUS, Policy, Tenant
-from policies.rank import RankContext, Ranking, rank
-from providers.base import (
-    Answerer,
+from gateway.core.provider_types import (
     AnswerOptions,
     Locality,
     Operation,
-    Provider,
     Speech,
     SynthesizeOptions,
-    Synthesizer,
     TranscribeOptions,
-    Transcriber,
     Transcript,
     Usage,
 )
+from gateway.health.book import BreakerState, HealthBook
+from gateway.money.budget import Budgets
+from gateway.money.pricing import PriceBook
+from gateway.routing.accounting import Accounting, RequestScope
+from gateway.routing.catalogue import Catalogue
+from gateway.routing.policy_store import PolicyStore
+from gateway.settings import LimitSettings
+from policies.model import ANONYMOUS, Policy, Tenant
+from policies.rank import RankContext, Ranking, rank
+from providers.base import Answerer, Provider, Synthesizer, Transcriber
 
 log = structlog.get_logger(__name__)
 
@@ -635,7 +633,9 @@ class Router:
 
     async def _decode(self, source: AudioInput) -> audio.DecodedAudio:
         if source.uri is not None:
-            data = await asyncio.to_thread(audio.read_uri, source.uri, self._limits)
+            data = await asyncio.to_thread(
+                audio.read_uri, source.uri, self._limits.uri_roots, self._limits.max_audio_bytes
+            )
         elif source.content is not None:
             data = source.content
         else:

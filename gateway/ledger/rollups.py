@@ -30,7 +30,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from gateway.errors import DependencyUnavailable
+from gateway.core.errors import DependencyUnavailable
 
 __all__ = [
     "ROLLUP_COUNTERS",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from providers.base import SegmentTiming, Transcript, Usage, WordTiming
+from gateway.core.provider_types import SegmentTiming, Transcript, Usage, WordTiming
 
 
 @dataclass(frozen=True)

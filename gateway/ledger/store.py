@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import enum
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterator
@@ -46,18 +45,17 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import structlog
-from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from gateway.pricing import PriceBook
-from gateway.rollups import LedgerStore, LedgerUnavailable, RollupRow, StoreEntry, to_nano
-from gateway.spool import Spool
-from providers.base import Locality, Usage
+from gateway.core.provider_types import Locality, Usage
+from gateway.ledger.rollups import LedgerStore, LedgerUnavailable, RollupRow, StoreEntry, to_nano
+from gateway.ledger.spool import Spool
+from gateway.money.pricing import PriceBook
+from gateway.settings import LedgerSettings
 
 __all__ = [
     "Ledger",
     "LedgerRecord",
-    "LedgerSettings",
     "LedgerUnavailable",
     "PricesUsed",
     "RecordKind",
@@ -74,32 +72,6 @@ _SCHEMA = 1
 # Stream ids carry Redis's clock, records their gateway's: reads start this much early to cover skew.
 _CLOCK_MARGIN_S = 300.0
 T = TypeVar("T")
-
-
-def _default_spool_dir() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(state) / "audio-gateway" / "ledger-spool"
-
-
-class LedgerSettings(BaseModel):
-    # Where records wait while Redis is unreachable. Keep it on a persistent volume: its files are the only
-    # copy of those records. Several instances may share it (each writes its own files).
-    spool_dir: Path = Field(default_factory=_default_spool_dir)
-    # Approximate (MAXLEN ~) so trimming stays cheap; the rollups keep the totals whatever is trimmed.
-    stream_maxlen: int = Field(1_000_000, ge=1)
-    batch_size: int = Field(100, ge=1, le=10_000)
-    flush_interval_s: float = Field(0.2, gt=0)
-    fsync_batch: bool = True
-    replay_interval_s: float = Field(2.0, gt=0)
-    timeout_s: float = Field(1.0, gt=0)
-    # How long Redis remembers a record id, so a replay within this window cannot double count.
-    # About 100 bytes of Redis memory per record.
-    dedup_ttl_s: int = Field(40 * 24 * 3600, ge=60)
-    spool_segment_records: int = Field(10_000, ge=1)
-    # On shutdown, how long to keep replaying the spool once the queue is flushed.
-    shutdown_replay_s: float = Field(5.0, ge=0)
-    # How long a reply waits for its records to be durable before it is sent anyway.
-    ack_timeout_s: float = Field(5.0, gt=0)
 
 
 # -- records ---------------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gateway.pricing import PriceBook, estimated_usage
+from gateway.core.provider_types import Locality, Operation
+from gateway.money.pricing import PriceBook, estimated_usage
 from policies.rank import CandidateInfo, HealthView, RankContext
-from providers.base import Locality, Operation
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.errors import Unauthenticated
+from gateway.core.errors import Unauthenticated
 from policies.loader import PolicyBook
 from policies.model import Tenant
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from gateway.core.provider_types import Locality, Operation, Usage
 from policies.rank import CandidateInfo, RankContext
-from providers.base import Locality, Operation, Usage
 
 _SECONDS_PER_HOUR = Decimal(3600)
 # Enough places for micro-cent local costs; results are exact decimal strings.

@@ -1,0 +1,1 @@
+"""The result cache: keys, single-flight across replicas, and the payload codec."""

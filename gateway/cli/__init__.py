@@ -1,0 +1,1 @@
+"""The ``audio-gateway`` command line."""

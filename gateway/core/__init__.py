@@ -1,0 +1,1 @@
+"""The bottom of the stack: domain types, errors, provider types, audio. Imports nothing else of ours."""

@@ -1,0 +1,1 @@
+"""Provider health: circuit breakers and learned latency, shared across replicas."""

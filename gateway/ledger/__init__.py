@@ -1,0 +1,1 @@
+"""The cost ledger: records, the durable store with its spool, rollups and reports."""

@@ -1,0 +1,1 @@
+"""The request pipeline: authorise, policy, probe, rank, cache, budget, attempts, price, ledger."""
