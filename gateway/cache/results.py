@@ -76,6 +76,8 @@ class CachedEntry:
     provider: str
     model: str
     created_at: float  # time.time() when computed
+    # The audio duration the original call was billed for, so a hit reports the same units.
+    audio_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cost_usd, Decimal):
@@ -170,6 +172,7 @@ def _encode(entry: CachedEntry, writer: str) -> bytes:
             "provider": entry.provider,
             "model": entry.model,
             "created_at": entry.created_at,
+            "audio_s": entry.audio_s,
             # Which lock holder wrote it: lets a refresh waiter tell a fresh value from the one it replaces.
             "writer": writer,
         },
@@ -192,6 +195,7 @@ def _decode(raw: bytes) -> tuple[CachedEntry, str]:
         provider=str(header["provider"]),
         model=str(header["model"]),
         created_at=float(header["created_at"]),
+        audio_s=float(header.get("audio_s", 0.0)),
     )
     return entry, str(header.get("writer", ""))
 

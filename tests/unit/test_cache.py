@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -224,6 +226,27 @@ async def test_put_then_get_round_trips_the_entry_and_its_exact_cost(cache: Resu
     assert found == stored
     assert isinstance(found.cost_usd, Decimal)
     assert str(found.cost_usd) == "0.000123400"
+
+
+async def test_an_entry_keeps_the_audio_seconds_it_was_billed_for(
+    redis_client: redis.asyncio.Redis, prefix: str, key: str
+):
+    cache = ResultCache(redis_client, prefix, CacheSettings(timeout_s=2.0))
+    billed = CachedEntry(b"payload", Decimal("0.01"), "vendor", "model-x", 1.0, audio_s=5.8125)
+    await cache.put(key, billed)
+    found = await cache.get(key)
+    assert found is not None and found.audio_s == 5.8125
+    # An entry written before durations were stored reads back with none, never a made-up one.
+    raw = await redis_client.get(key)
+    header_at = raw.index(b"{")
+    header_end = raw.index(b"}", header_at) + 1
+    header = json.loads(raw[header_at:header_end])
+    del header["audio_s"]
+    old_header = json.dumps(header, separators=(",", ":")).encode()
+    old = raw[: header_at - 4] + struct.pack(">I", len(old_header)) + old_header + raw[header_end:]
+    await redis_client.set(key, old)
+    found = await cache.get(key)
+    assert found is not None and found.audio_s == 0.0 and found.payload == b"payload"
 
 
 async def test_entries_expire_after_the_configured_ttl(

@@ -1,0 +1,240 @@
+"""The attempt walk: one attempt per ranked candidate, under a budget reservation, each priced and recorded.
+
+The router owns retries and fallback. A provider makes one attempt; a retryable failure moves the walk to
+the next candidate, a final one (a refusal the vendor would repeat) stops it. The caller's own bad input
+(an unknown voice) is never the provider's fault: it surfaces as INVALID_ARGUMENT and leaves the breaker
+alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import structlog
+
+from gateway.core.domain import AttemptRecord, RouteInfo
+from gateway.core.errors import (
+    AllAttemptsFailed,
+    DeadlineExceeded,
+    InvalidInput,
+    LimitExceeded,
+    NoRoute,
+    NotReady,
+    ProviderError,
+    ProviderInputError,
+    ProviderTimeout,
+    Rejection,
+)
+from gateway.core.provider_types import Locality, Operation, Usage
+
+if TYPE_CHECKING:
+    from gateway.health.book import HealthBook
+    from gateway.money.budget import Budgets
+    from gateway.money.pricing import PriceBook
+    from gateway.routing.accounting import Accounting
+    from gateway.routing.catalogue import Catalogue
+    from gateway.routing.pipeline import RequestContext
+    from policies.model import Tenant
+    from policies.rank import Ranking
+    from providers.base import Provider
+
+log = structlog.get_logger(__name__)
+
+# How far each locality lets audio travel: a request's locality is its least private step.
+EXPOSURE = {Locality.LOCAL: 0, Locality.ON_PREM: 1, Locality.CLOUD: 2}
+
+
+class Metered(Protocol):
+    usage: Usage
+
+
+R = TypeVar("R", bound=Metered)
+Call = Callable[["Provider", float], Awaitable[R]]
+
+
+class Attempts:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        prices: PriceBook,
+        health: HealthBook,
+        budgets: Budgets,
+        accounting: Accounting,
+    ) -> None:
+        self._catalogue = catalogue
+        self._prices = prices
+        self._health = health
+        self._budgets = budgets
+        self._accounting = accounting
+
+    async def run(
+        self,
+        operation: Operation,
+        ranking: Ranking,
+        route: RouteInfo,
+        ctx: RequestContext,
+        call: Call[R],
+        audio_s: float = 0.0,
+        characters: int = 0,
+    ) -> tuple[R, Provider]:
+        """Walk the ranking under a budget reservation: settled to the actual cost, released on failure."""
+        if not ranking.kept:
+            raise self.no_route(operation, ranking)
+        tenant: Tenant = ctx.tenant
+        if tenant.monthly_budget_usd is None:
+            return await self._walk(operation, ranking, route, ctx, call, audio_s, characters)
+        # The dearest candidate the walk may reach: a fallback must not overspend either.
+        estimate = max(k.estimated_cost_usd for k in ranking.kept[: ranking.max_attempts])
+        reservation = await self._budgets.reserve(tenant.name, tenant.monthly_budget_usd, estimate)
+        spent_before = route.cost_usd
+        try:
+            result = await self._walk(operation, ranking, route, ctx, call, audio_s, characters)
+        except BaseException:
+            # Failed attempts are not billed; shielded so a cancelled call still frees its reservation.
+            await asyncio.shield(self._budgets.release(reservation))
+            raise
+        await asyncio.shield(self._budgets.settle(reservation, route.cost_usd - spent_before))
+        return result
+
+    async def _walk(
+        self,
+        operation: Operation,
+        ranking: Ranking,
+        route: RouteInfo,
+        ctx: RequestContext,
+        call: Call[R],
+        audio_s: float,
+        characters: int,
+    ) -> tuple[R, Provider]:
+        errors: list[ProviderError] = []
+        attempted = 0
+        for kept in ranking.kept:
+            if attempted >= ranking.max_attempts:
+                break
+            provider = self._catalogue.get(kept.name)
+            if not self._health.try_acquire(provider.name):
+                # Its breaker is half-open and another request is the probe: leave it be.
+                continue
+            attempted += 1
+            remaining = ctx.remaining_s()
+            if remaining <= 0:
+                errors.append(
+                    ProviderTimeout(provider.name, "the request deadline passed before this attempt")
+                )
+                break
+            started = time.perf_counter()
+            try:
+                result = await call(provider, remaining)
+            except ProviderError as exc:
+                self._failed(route, provider, operation, exc, started, audio_s, characters)
+                if isinstance(exc, ProviderInputError):
+                    raise InvalidInput(str(exc)) from exc
+                errors.append(exc)
+                if not exc.retryable:
+                    # A refusal (bad credentials, a request the vendor rejects) is not
+                    # something another attempt fixes quietly: surface it.
+                    break
+                continue
+            self._succeeded(route, provider, operation, result.usage, started, audio_s, characters)
+            return result, provider
+        if errors and all(isinstance(e, ProviderTimeout) for e in errors):
+            raise DeadlineExceeded(errors)
+        if not errors:
+            raise NoRoute(
+                f"no provider can {operation.value} this request right now: every eligible provider's "
+                "circuit breaker is half-open with a probe in flight"
+            )
+        raise AllAttemptsFailed(errors)
+
+    def _failed(
+        self,
+        route: RouteInfo,
+        provider: Provider,
+        operation: Operation,
+        exc: ProviderError,
+        started: float,
+        audio_s: float,
+        characters: int,
+    ) -> None:
+        attempt = _record(route, provider, operation, exc.kind, str(exc), started, Decimal(0), Usage())
+        # The caller's bad input says nothing about the provider's health.
+        self._health.record(
+            provider.name,
+            ok=False,
+            latency_ms=attempt.latency_ms,
+            audio_s=audio_s,
+            characters=characters,
+            retryable_failure=not isinstance(exc, ProviderInputError),
+        )
+        self._accounting.attempt_done(provider.name, operation, attempt.latency_ms)
+        log.warning("attempt.failed", provider=provider.name, operation=operation.value, kind=exc.kind)
+
+    def _succeeded(
+        self,
+        route: RouteInfo,
+        provider: Provider,
+        operation: Operation,
+        usage: Usage,
+        started: float,
+        audio_s: float,
+        characters: int,
+    ) -> None:
+        locality = provider.capabilities.locality
+        cost = self._prices.cost(provider.name, provider.model, locality, usage)
+        attempt = _record(route, provider, operation, "ok", "", started, cost, usage)
+        self._health.record(
+            provider.name, ok=True, latency_ms=attempt.latency_ms, audio_s=audio_s, characters=characters
+        )
+        self._accounting.attempt_done(provider.name, operation, attempt.latency_ms)
+        route.cost_usd += cost
+        route.provider, route.model = provider.name, provider.model
+        if route.locality is None or EXPOSURE[locality] > EXPOSURE[route.locality]:
+            route.locality = locality
+
+    def no_route(self, operation: Operation, ranking: Ranking) -> Exception:
+        """The error for a ranking that kept nobody: loading, out of budget, or excluded by the policy."""
+        relevant = [
+            r for r in ranking.rejected if operation in self._catalogue.get(r.name).capabilities.operations
+        ]
+        if relevant and all(r.rule == "not_ready" for r in relevant):
+            return NotReady(f"the {operation.value} engines are still loading; retry shortly")
+        if (
+            relevant
+            and any(r.rule == "budget" for r in relevant)
+            and all(r.rule in ("budget", "not_ready", "breaker") for r in relevant)
+        ):
+            budget = next(r for r in relevant if r.rule == "budget")
+            return LimitExceeded(f"monthly budget exhausted: {budget.name}: {budget.reason}")
+        return NoRoute(
+            f"no provider can {operation.value} this request under policy {ranking.policy!r}",
+            tuple(Rejection(r.name, r.reason) for r in ranking.rejected),
+        )
+
+
+def _record(
+    route: RouteInfo,
+    provider: Provider,
+    operation: Operation,
+    outcome: str,
+    error: str,
+    started: float,
+    cost: Decimal,
+    usage: Usage,
+) -> AttemptRecord:
+    attempt = AttemptRecord(
+        provider=provider.name,
+        model=provider.model,
+        operation=operation,
+        outcome=outcome,
+        error=error,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        cost_usd=cost,
+        locality=provider.capabilities.locality,
+        usage=usage,
+    )
+    route.attempts.append(attempt)
+    return attempt

@@ -1,0 +1,97 @@
+"""ExplainRoute: the ranking a request would get, with every number behind it; nothing is executed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from gateway.core.domain import ExplainedCandidate, ExplainRequest, Explanation
+from gateway.core.errors import InvalidInput
+from gateway.core.provider_types import Operation
+from gateway.health.book import BreakerState
+from gateway.routing.operations import synthesize, transcribe, understand
+
+if TYPE_CHECKING:
+    from gateway.health.book import HealthBook
+    from gateway.routing.catalogue import Catalogue
+    from gateway.routing.operations.transcribe import AudioOpener
+    from gateway.routing.pipeline import Pipeline, RequestContext
+    from policies.rank import RankContext, Ranking
+
+
+class Explainer:
+    def __init__(
+        self, pipeline: Pipeline, catalogue: Catalogue, health: HealthBook, open_audio: AudioOpener
+    ) -> None:
+        self._pipeline = pipeline
+        self._catalogue = catalogue
+        self._health = health
+        self._open_audio = open_audio
+
+    async def explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
+        pipeline = self._pipeline
+        policy = pipeline.policy(req.routing, ctx.tenant)
+        audio_s = req.audio_s or 0.0
+        if audio_s < 0 or (req.characters or 0) < 0:
+            raise InvalidInput("audio_duration_s and characters must not be negative")
+        if req.audio is not None:
+            audio_s = (await self._open_audio(req.audio)).duration_s
+        characters = req.characters or len((req.text or "").strip())
+        rank_ctx: RankContext
+        if req.operation is Operation.TRANSCRIBE:
+            rank_ctx = transcribe.rank_context(audio_s, req.language, req.word_timestamps, req.routing)
+        elif req.operation is Operation.SYNTHESIZE:
+            rank_ctx = synthesize.rank_context(characters, req.voice, req.routing)
+        else:
+            rank_ctx = understand.rank_context(audio_s, req.language, req.routing)
+        ranking = await pipeline.rank(rank_ctx, policy, ctx.tenant)
+        transcription: tuple[ExplainedCandidate, ...] = ()
+        if (
+            req.operation is Operation.UNDERSTAND
+            and ranking.kept
+            and not understand.answerer(self._catalogue, ranking.kept[0].name).listens
+        ):
+            step = transcribe.rank_context(
+                audio_s, req.language, False, understand.transcription_routing(req.routing)
+            )
+            transcription = self._explained(await pipeline.rank(step, policy, ctx.tenant))
+        return Explanation(
+            tenant=ctx.tenant.name,
+            policy=policy.name,
+            privacy=ranking.privacy,
+            objective=ranking.objective,
+            max_attempts=ranking.max_attempts,
+            audio_s=audio_s,
+            characters=characters,
+            candidates=self._explained(ranking),
+            transcription_candidates=transcription,
+            remaining_budget_usd=await pipeline.remaining_budget(ctx.tenant),
+        )
+
+    def _explained(self, ranking: Ranking) -> tuple[ExplainedCandidate, ...]:
+        snapshot = self._health.snapshot()
+        estimates = {c.name: c for c in ranking.kept}
+        rows: list[ExplainedCandidate] = []
+        order = [k.name for k in ranking.kept] + [r.name for r in ranking.rejected]
+        reasons = {r.name: r.reason for r in ranking.rejected}
+        for position, name in enumerate(order, start=1):
+            provider = self._catalogue.get(name)
+            kept = estimates.get(name)
+            health = snapshot.get(name)
+            prior = provider.capabilities.latency_prior
+            rows.append(
+                ExplainedCandidate(
+                    provider=name,
+                    model=provider.model,
+                    locality=provider.capabilities.locality,
+                    eligible=kept is not None,
+                    rejected_reason=reasons.get(name, ""),
+                    rank=position if kept is not None else 0,
+                    estimated_cost_usd=kept.estimated_cost_usd if kept else Decimal(0),
+                    estimated_latency_ms=kept.estimated_latency_ms if kept else 0.0,
+                    score=kept.score if kept else 0.0,
+                    breaker_state=health.state.value if health else BreakerState.CLOSED.value,
+                    latency_learned=snapshot.latency_model(name, prior) is not prior,
+                )
+            )
+        return tuple(rows)

@@ -1,0 +1,1 @@
+"""What each operation plugs into the pipeline: its input checks, units, cache identity and provider call."""

@@ -1,0 +1,86 @@
+"""Synthesize: text in, audio in the requested format out."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from gateway.cache import codec
+from gateway.cache.results import digest_text
+from gateway.core import audio
+from gateway.core.domain import OutputFormat, RouteInfo, Routing, SynthesizeRequest, SynthesizeResult
+from gateway.core.errors import InvalidInput
+from gateway.core.provider_types import Operation, Speech, SynthesizeOptions
+from gateway.routing.pipeline import Job, Step
+from policies.rank import RankContext
+from providers.base import Provider, Synthesizer
+
+if TYPE_CHECKING:
+    from gateway.routing.attempts import Attempts
+
+
+def rank_context(characters: int, voice: str | None, routing: Routing) -> RankContext:
+    features = frozenset({"voices"}) if voice else frozenset()
+    return RankContext(Operation.SYNTHESIZE, characters=characters, features=features, routing=routing)
+
+
+class SynthesizePlug:
+    operation = Operation.SYNTHESIZE
+
+    def __init__(self, attempts: Attempts, max_text_chars: int) -> None:
+        self._attempts = attempts
+        self._max_text_chars = max_text_chars
+
+    async def prepare(self, request: SynthesizeRequest) -> Job:
+        text = request.text.strip()
+        if not text:
+            raise InvalidInput("text is empty: give the words to speak")
+        if len(text) > self._max_text_chars:
+            raise InvalidInput(
+                f"text is {len(text)} characters; the limit is {self._max_text_chars}: split it"
+            )
+        options = SynthesizeOptions(voice=request.voice, speed=request.speed)
+
+        async def call(provider: Provider, timeout_s: float) -> Speech:
+            assert isinstance(provider, Synthesizer)
+            return await provider.synthesize(text, options, timeout_s)
+
+        async def compute(step: Step) -> bytes:
+            speech, _ = await self._attempts.run(
+                Operation.SYNTHESIZE, step.ranking, step.scope.route, step.ctx, call, characters=len(text)
+            )
+            return codec.encode_speech(await _encoded(speech, request))
+
+        return Job(
+            rank_context=rank_context(len(text), request.voice, request.routing),
+            input_digest=digest_text(text),
+            cache_options={
+                "voice": request.voice,
+                "format": request.format.value,
+                "sample_rate": request.sample_rate,
+                "speed": request.speed,
+            },
+            compute=compute,
+            characters=len(text),
+        )
+
+    def result(self, payload: bytes, job: Job, route: RouteInfo) -> SynthesizeResult:
+        speech = codec.decode_speech(payload)
+        return SynthesizeResult(
+            audio=speech.audio,
+            mime_type=speech.mime_type,
+            sample_rate=speech.sample_rate,
+            duration_s=speech.duration_s,
+            voice=speech.voice,
+            route=route,
+        )
+
+
+async def _encoded(speech: Speech, request: SynthesizeRequest) -> codec.SpeechPayload:
+    rate = request.sample_rate or speech.sample_rate
+    samples = await asyncio.to_thread(audio.resample_pcm16, speech.samples, speech.sample_rate, rate)
+    if request.format is OutputFormat.PCM16:
+        body, mime = audio.encode_pcm16(samples), f"audio/L16;rate={rate}"
+    else:
+        body, mime = audio.encode_wav(samples, rate), "audio/wav"
+    return codec.SpeechPayload(body, mime, rate, len(samples) / rate, speech.voice)

@@ -1,0 +1,93 @@
+"""Transcribe: probed audio in, timed text out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from gateway.cache import codec
+from gateway.cache.results import digest_bytes
+from gateway.core.domain import AudioInput, RouteInfo, Routing, TranscribeRequest, TranscribeResult
+from gateway.core.provider_types import Operation, TranscribeOptions, Transcript
+from gateway.routing.pipeline import Job, Step
+from policies.rank import RankContext
+from providers.base import Provider, Transcriber
+
+if TYPE_CHECKING:
+    from gateway.core.audio import DecodedAudio as Recording
+    from gateway.routing.attempts import Attempts
+    from gateway.routing.pipeline import RequestContext
+    from policies.rank import Ranking
+
+AudioOpener = Callable[[AudioInput], Awaitable["Recording"]]
+
+
+def rank_context(
+    audio_s: float, language: str | None, word_timestamps: bool, routing: Routing
+) -> RankContext:
+    features = frozenset({"word_timestamps"}) if word_timestamps else frozenset()
+    return RankContext(
+        Operation.TRANSCRIBE, audio_s=audio_s, language=language, features=features, routing=routing
+    )
+
+
+async def transcribe(
+    attempts: Attempts,
+    recording: Recording,
+    options: TranscribeOptions,
+    ranking: Ranking,
+    route: RouteInfo,
+    ctx: RequestContext,
+) -> Transcript:
+    """Walk ``ranking`` for a transcript of ``recording`` (also the first step of Understand)."""
+
+    async def call(provider: Provider, timeout_s: float) -> Transcript:
+        assert isinstance(provider, Transcriber)
+        return await provider.transcribe(recording, options, timeout_s)
+
+    transcript, _ = await attempts.run(
+        Operation.TRANSCRIBE, ranking, route, ctx, call, audio_s=recording.duration_s
+    )
+    return transcript
+
+
+class TranscribePlug:
+    operation = Operation.TRANSCRIBE
+
+    def __init__(self, open_audio: AudioOpener, attempts: Attempts) -> None:
+        self._open_audio = open_audio
+        self._attempts = attempts
+
+    async def prepare(self, request: TranscribeRequest) -> Job:
+        recording = await self._open_audio(request.audio)
+        options = request.options
+
+        async def compute(step: Step) -> bytes:
+            transcript = await transcribe(
+                self._attempts, recording, options, step.ranking, step.scope.route, step.ctx
+            )
+            return codec.encode_transcript(transcript)
+
+        return Job(
+            rank_context=rank_context(
+                recording.duration_s, options.language, options.word_timestamps, request.routing
+            ),
+            input_digest=digest_bytes(recording.original),
+            cache_options={
+                "language": options.language,
+                "word_timestamps": options.word_timestamps,
+                "prompt": options.prompt,
+            },
+            compute=compute,
+            audio_s=recording.duration_s,
+        )
+
+    def result(self, payload: bytes, job: Job, route: RouteInfo) -> TranscribeResult:
+        transcript = codec.decode_transcript(payload)
+        return TranscribeResult(
+            text=transcript.text,
+            language=transcript.language,
+            duration_s=job.audio_s,
+            segments=transcript.segments,
+            route=route,
+        )
