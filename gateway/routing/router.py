@@ -20,6 +20,7 @@ import structlog
 from gateway.cache import codec as result_codec
 from gateway.cache.results import CachedEntry, ResultCache, digest_bytes, digest_text
 from gateway.core import audio
+from gateway.core.audio import AudioIntake, Recording
 from gateway.core.domain import (
     AttemptRecord,
     AudioInput,
@@ -106,12 +107,13 @@ class Router:
         budgets: Budgets,
         cache: ResultCache,
         accounting: Accounting,
+        audio: AudioIntake,
         ledger_ack_s: float = 5.0,
     ) -> None:
         self._catalogue = catalogue
         self._prices = prices
         self._limits = limits
-        self._audio_limits = audio.AudioLimits(limits.max_audio_bytes, limits.max_audio_s)
+        self._audio = audio
         self._default_answer_tokens = default_answer_tokens
         self._policies = policies
         self._health = health
@@ -257,7 +259,7 @@ class Router:
 
     async def _answer(
         self,
-        decoded: audio.DecodedAudio,
+        decoded: Recording,
         question: str,
         req: UnderstandRequest,
         max_tokens: int,
@@ -452,7 +454,7 @@ class Router:
 
     async def _transcribe(
         self,
-        decoded: audio.DecodedAudio,
+        decoded: Recording,
         options: TranscribeOptions,
         ranking: Ranking,
         route: RouteInfo,
@@ -631,16 +633,8 @@ class Router:
             tuple(Rejection(r.name, r.reason) for r in ranking.rejected),
         )
 
-    async def _decode(self, source: AudioInput) -> audio.DecodedAudio:
-        if source.uri is not None:
-            data = await asyncio.to_thread(
-                audio.read_uri, source.uri, self._limits.uri_roots, self._limits.max_audio_bytes
-            )
-        elif source.content is not None:
-            data = source.content
-        else:
-            raise InvalidInput("audio is missing: set audio.content (or audio.uri)")
-        return await asyncio.to_thread(audio.decode, data, source.mime_type, self._audio_limits)
+    async def _decode(self, source: AudioInput) -> Recording:
+        return await self._audio.open(source)
 
     @staticmethod
     def _record(
