@@ -93,14 +93,14 @@ def decode_samples(data: bytes, probed: ProbeResult, limits: AudioLimits) -> np.
     converter = Converter("flt", "mono", ASR_SAMPLE_RATE)
     try:
         with open_input(data, demuxer=probed.demuxer) as container:
-            stream = container.streams[probed.stream_index]
+            stream = container.streams.audio[0]  # the stream the probe measured
             for packet in container.demux(stream):
                 if time.thread_time() - started > budget_s:
                     raise UnsupportedAudio(
                         f"decoding took over {budget_s:.1f} s of CPU for {probed.duration_s:.1f} s of audio, "
                         "far more than any recording needs; re-encode it as WAV or FLAC"
                     )
-                for frame in packet.decode():
+                for frame in stream.decode(packet):
                     limits.check_format(frame.sample_rate, frame.layout.nb_channels, "a frame has")
                     take(converter.convert(frame))
             take(converter.flush())

@@ -30,7 +30,6 @@ class ProbeResult:
     sample_rate: int
     channels: int
     duration_s: float  # the billed duration: what is present, not what a header claims
-    stream_index: int
 
     @property
     def demuxer(self) -> str:
@@ -138,7 +137,6 @@ def _measure(container: av.container.InputContainer, data: bytes, limits: AudioL
         sample_rate=ctx.sample_rate,
         channels=ctx.channels,
         duration_s=duration_s,
-        stream_index=stream.index,
     )
 
 
