@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.cache.results import ResultCache
+from gateway.core.audio import AudioIntake, AudioLimits
 from gateway.core.provider_types import Locality, Operation
 from gateway.health.book import HealthBook
 from gateway.ledger.store import Ledger
@@ -34,9 +35,11 @@ class App:
     redis: Redis | None
     ledger: Ledger
     metrics: Metrics
+    audio: AudioIntake
 
     async def close(self) -> None:
         await self.catalogue.close()
+        self.audio.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -74,6 +77,7 @@ def build_app(
     ledger = Ledger(redis, settings.redis.key_prefix, settings.ledger.spool_dir, settings.ledger)
     metrics = Metrics()
     accounting = Accounting(ledger, metrics, prices, catalogue, health)
+    audio = build_audio_intake(settings)
     router = Router(
         catalogue,
         prices,
@@ -84,6 +88,7 @@ def build_app(
         budgets=budgets,
         cache=cache,
         accounting=accounting,
+        audio=audio,
         ledger_ack_s=settings.ledger.ack_timeout_s,
     )
     return App(
@@ -96,6 +101,26 @@ def build_app(
         redis=redis,
         ledger=ledger,
         metrics=metrics,
+        audio=audio,
+    )
+
+
+def build_audio_intake(settings: Settings) -> AudioIntake:
+    limits, audio = settings.limits, settings.audio
+    return AudioIntake(
+        AudioLimits(
+            max_bytes=limits.max_audio_bytes,
+            max_duration_s=limits.max_audio_s,
+            min_sample_rate=audio.min_sample_rate,
+            max_sample_rate=audio.max_sample_rate,
+            max_channels=audio.max_channels,
+            min_bytes_per_s=audio.min_bytes_per_s,
+            probe_cpu_s=audio.probe_cpu_s,
+            decode_cpu_s=audio.decode_cpu_s,
+            decode_cpu_s_per_audio_s=audio.decode_cpu_s_per_audio_s,
+        ),
+        uri_roots=limits.uri_roots,
+        decode_workers=audio.decode_workers,
     )
 
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -79,6 +79,37 @@ class LimitSettings(BaseModel):
     max_question_chars: int = Field(2000, ge=1)
     # Directories that `Audio.uri` (file://) may read from; empty disables URIs.
     uri_roots: list[Path] = Field(default_factory=list)
+
+
+class AudioSettings(BaseModel):
+    """How uploads are vetted and decoded (sizes and durations are in LimitSettings)."""
+
+    # Sample rates and channel counts outside these bounds describe no real recording; refused before
+    # any decoding (resampling from an absurd rate costs without bound).
+    min_sample_rate: int = Field(8_000, ge=1)
+    max_sample_rate: int = Field(192_000, ge=1)
+    max_channels: int = Field(8, ge=1)
+    # The fewest bytes of encoded audio per second of sound; an upload whose timestamps claim more audio
+    # than its bytes can hold is refused. Silence is the cheapest: AAC at 8 kHz takes ~32 B/s, FLAC
+    # ~123, Opus ~150 (Opus with DTX can take less: lower this if callers send such files).
+    min_bytes_per_s: float = Field(16.0, ge=0)
+    # CPU seconds reading one upload's packets may take.
+    probe_cpu_s: float = Field(3.0, gt=0)
+    # Threads that decode uploads for local engines (cloud routes send the original and never decode);
+    # further decodes queue.
+    decode_workers: int = Field(2, ge=1)
+    # CPU seconds one decode may take: this much, plus decode_cpu_s_per_audio_s per second of audio
+    # (real files need 1–5 ms per second).
+    decode_cpu_s: float = Field(1.0, gt=0)
+    decode_cpu_s_per_audio_s: float = Field(0.02, ge=0)
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> AudioSettings:
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError(
+                f"min_sample_rate {self.min_sample_rate} is above max_sample_rate {self.max_sample_rate}"
+            )
+        return self
 
 
 class WhisperSettings(BaseModel):
@@ -156,6 +187,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
+    audio: AudioSettings = AudioSettings()
     whisper: WhisperSettings = WhisperSettings()
     piper: PiperSettings = PiperSettings()
     llama: LlamaSettings = LlamaSettings()

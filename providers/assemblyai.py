@@ -41,7 +41,7 @@ from providers.remote import capabilities_from, error_for_status
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
     from providers.config import ProviderConfig
 
 # Upload, queueing and at least one poll before any result, then processing that
@@ -94,7 +94,7 @@ class AssemblyAIProvider:
             self._client = None
 
     async def transcribe(
-        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+        self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
     ) -> Transcript:
         budget = self._config.timeout_s if timeout_s is None else min(timeout_s, self._config.timeout_s)
         transcriber = aai.AsyncTranscriber(client=self._http(), config=self._request_config(options))

@@ -17,7 +17,11 @@ never by matching message strings.
 Three operation protocols exist. A provider implements one or more of them and
 lists the ones it implements in ``capabilities.operations``:
 
-- :class:`Transcriber`: decoded audio in, timed text out.
+- :class:`Transcriber`: a probed :class:`~gateway.core.audio.Recording` in, timed text out. Cloud
+  providers send ``recording.original`` as it came; local engines ``await recording.samples()``,
+  which decodes once, in a bounded pool, and raises the caller's input errors (InvalidInput,
+  UnsupportedAudio) when the audio cannot be decoded. Those reach the caller as they are: they are
+  not ProviderErrors, and no other candidate would do better.
 - :class:`Synthesizer`: text in, PCM samples out.
 - :class:`Answerer`: a question about a recording. ``listens=False`` answerers
   (text LLMs) get the transcript; the router transcribes first.
@@ -38,7 +42,7 @@ from gateway.core.provider_types import (
 )
 
 if TYPE_CHECKING:
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
 
 
 @runtime_checkable
@@ -59,7 +63,7 @@ class Provider(Protocol):
 @runtime_checkable
 class Transcriber(Provider, Protocol):
     async def transcribe(
-        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+        self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
     ) -> Transcript: ...
 
 
@@ -81,7 +85,7 @@ class Answerer(Provider, Protocol):
         self,
         question: str,
         transcript: str | None,
-        audio: DecodedAudio | None,
+        audio: Recording | None,
         options: AnswerOptions,
         timeout_s: float | None,
     ) -> Answer: ...

@@ -43,7 +43,7 @@ from gateway.core.provider_types import (
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
     from providers.config import ProviderConfig
 
 _TRANSCRIBE_LATENCY = LatencyModel(fixed_ms=500.0, rtf=0.03)
@@ -115,7 +115,7 @@ class DeepgramProvider:
     # -- transcription ------------------------------------------------------------
 
     async def transcribe(
-        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+        self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
     ) -> Transcript:
         self._require(Operation.TRANSCRIBE)
         query = {**_LISTEN_DEFAULTS, **self._options}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.core.errors import ProviderInputError, ProviderUnavailable
+from gateway.core.errors import ProviderInputError, ProviderTimeout, ProviderUnavailable
 from gateway.core.provider_types import (
     Capabilities,
     LatencyModel,
@@ -26,7 +28,7 @@ from providers.workers import WorkerPool
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
     from gateway.settings import WhisperSettings
 
 # Published LibriSpeech test-clean WER (Whisper paper, table 2), for the quality objective.
@@ -109,12 +111,18 @@ class FasterWhisperTranscriber:
             self.capabilities = replace(self.capabilities, languages=frozenset({"en"}))
 
     async def transcribe(
-        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+        self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
     ) -> Transcript:
         languages = self.capabilities.languages
         if options.language and languages is not None and options.language not in languages:
             raise ProviderInputError(self.name, f"model {self.model} only transcribes {sorted(languages)}")
-        timed = await self._pool.run(lambda: self._run(audio.samples, options), timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            samples = await asyncio.wait_for(audio.samples(), timeout_s)
+        except TimeoutError as exc:
+            raise ProviderTimeout(self.name, f"the audio was not decoded within {timeout_s:.1f} s") from exc
+        remaining = None if deadline is None else deadline - time.monotonic()
+        timed = await self._pool.run(lambda: self._run(samples, options), remaining)
         text, language, segments = timed.value
         usage = Usage(audio_seconds=audio.duration_s, compute_seconds=timed.compute_s)
         return Transcript(text=text, language=language, segments=segments, usage=usage)

@@ -28,7 +28,7 @@ from providers.llama_cpp import SYSTEM_PROMPT
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
     from providers.config import ProviderConfig
 
 # Otherwise litellm prints a "give feedback" banner to stdout on every failure.
@@ -65,7 +65,7 @@ class LiteLLMProvider:
         self,
         question: str,
         transcript: str | None,
-        audio: DecodedAudio | None,
+        audio: Recording | None,
         options: AnswerOptions,
         timeout_s: float | None,
     ) -> Answer:

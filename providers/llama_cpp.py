@@ -20,7 +20,7 @@ from providers.workers import WorkerPool
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
     from gateway.settings import LlamaSettings
 
 SYSTEM_PROMPT = (
@@ -78,7 +78,7 @@ class LlamaCppAnswerer:
         self,
         question: str,
         transcript: str | None,
-        audio: DecodedAudio | None,
+        audio: Recording | None,
         options: AnswerOptions,
         timeout_s: float | None,
     ) -> Answer:

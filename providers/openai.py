@@ -51,7 +51,7 @@ from gateway.core.provider_types import (
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
     from providers.config import ProviderConfig
 
 T = TypeVar("T")
@@ -154,10 +154,10 @@ class OpenAIProvider:
     # -- transcribe ----------------------------------------------------------------
 
     async def transcribe(
-        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+        self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
     ) -> Transcript:
         self._require(Operation.TRANSCRIBE)
-        container, data = _upload(audio, _TRANSCRIBE_CONTAINERS)
+        container, data = await _upload(audio, _TRANSCRIBE_CONTAINERS)
         limit = self._limit(timeout_s)
         # Typed as Any: the SDK's overloads pick a return type per literal response_format.
         response_format: Any = "verbose_json" if self._verbose else "json"
@@ -236,14 +236,14 @@ class OpenAIProvider:
         self,
         question: str,
         transcript: str | None,
-        audio: DecodedAudio | None,
+        audio: Recording | None,
         options: AnswerOptions,
         timeout_s: float | None,
     ) -> Answer:
         self._require(Operation.UNDERSTAND)
         if audio is None:
             raise ProviderUnavailable(self.name, "listens to the audio; the router must pass it")
-        container, data = _upload(audio, _INPUT_AUDIO_CONTAINERS)
+        container, data = await _upload(audio, _INPUT_AUDIO_CONTAINERS)
         messages: Any = [
             {"role": "system", "content": AUDIO_SYSTEM_PROMPT},
             {
@@ -341,13 +341,12 @@ def _speech_format(config: ProviderConfig) -> str:
     return str(fmt)
 
 
-def _upload(audio: DecodedAudio, accepted: tuple[str, ...]) -> tuple[str, bytes]:
-    """The original file when the endpoint accepts its container, else WAV at 16 kHz from the decode."""
+async def _upload(audio: Recording, accepted: tuple[str, ...]) -> tuple[str, bytes]:
+    """The original file when the endpoint accepts its container; only otherwise a decode, sent as WAV."""
     for name in audio.container.split(","):
         if name in accepted:
             return name, audio.original
-    pcm = np.clip(np.round(audio.samples * 32767.0), -32768, 32767).astype(np.int16)
-    return "wav", encode_wav(pcm, ASR_SAMPLE_RATE)
+    return "wav", encode_wav(await audio.samples(), ASR_SAMPLE_RATE)
 
 
 def _text(value: object) -> str:

@@ -16,6 +16,9 @@ Knobs, all plain attributes that a test may change between calls:
   worker pools do.
 - ``start_delay_s`` / ``start_fail_with``: the same for :meth:`start` (loading).
 - ``calls``: how many calls were made (counted before any failure).
+- ``reads_samples`` (transcriber): await ``audio.samples()`` first, as a local engine does, so the
+  recording is decoded and its decode errors reach the router; off, the fake is a cloud route that
+  never decodes.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from gateway.core.provider_types import (
 )
 
 if TYPE_CHECKING:
-    from gateway.core.audio import DecodedAudio
+    from gateway.core.audio import Recording
 
 __all__ = [
     "FAKE_ANSWER",
@@ -142,6 +145,7 @@ class FakeTranscriber(_FakeProvider):
         languages: frozenset[str] | None = None,
         fail_with: Exception | None = None,
         delay_s: float = 0.0,
+        reads_samples: bool = False,
     ) -> None:
         super().__init__(
             name,
@@ -156,13 +160,16 @@ class FakeTranscriber(_FakeProvider):
         )
         self.text = text
         self.language = language
+        self.reads_samples = reads_samples
         self.last_options: TranscribeOptions | None = None
 
     async def transcribe(
-        self, audio: DecodedAudio, options: TranscribeOptions, timeout_s: float | None
+        self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
     ) -> Transcript:
         self.last_options = options
         await self._attempt(timeout_s)
+        if self.reads_samples:
+            await audio.samples()
         duration = audio.duration_s
         words: tuple[WordTiming, ...] = ()
         if options.word_timestamps:
@@ -262,7 +269,7 @@ class FakeAnswerer(_FakeProvider):
         self,
         question: str,
         transcript: str | None,
-        audio: DecodedAudio | None,
+        audio: Recording | None,
         options: AnswerOptions,
         timeout_s: float | None,
     ) -> Answer:

@@ -7,6 +7,11 @@ import io
 import av
 import numpy as np
 
+from gateway.core.audio import AudioIntake, AudioLimits, Recording
+
+# One intake (and decode pool) for every test that needs a Recording built from bytes.
+_INTAKE = AudioIntake(AudioLimits(max_bytes=10_000_000, max_duration_s=600.0))
+
 # container format, codec, sample rate the codec accepts
 FORMATS: dict[str, tuple[str, str, int]] = {
     "wav": ("wav", "pcm_s16le", 22_050),
@@ -14,6 +19,7 @@ FORMATS: dict[str, tuple[str, str, int]] = {
     "mp3": ("mp3", "libmp3lame", 22_050),
     "ogg": ("ogg", "libopus", 48_000),
     "webm": ("webm", "libopus", 48_000),
+    "m4a": ("mp4", "aac", 22_050),
 }
 
 MIME = {
@@ -22,12 +28,15 @@ MIME = {
     "mp3": "audio/mpeg",
     "ogg": "audio/ogg",
     "webm": "audio/webm",
+    "m4a": "audio/mp4",
 }
 
 
-def encode(samples: np.ndarray, rate: int, kind: str) -> bytes:
-    """Encode mono int16 ``samples`` at ``rate`` into the container ``kind``."""
-    fmt, codec, codec_rate = FORMATS[kind]
+def encode(samples: np.ndarray, rate: int, kind: str, codec_rate: int | None = None) -> bytes:
+    """Encode mono int16 ``samples`` at ``rate`` into the container ``kind`` (at the codec's usual rate,
+    or ``codec_rate``)."""
+    fmt, codec, usual_rate = FORMATS[kind]
+    codec_rate = codec_rate or usual_rate
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as out:
         stream = out.add_stream(codec, rate=codec_rate, layout="mono")
@@ -48,3 +57,8 @@ def encode(samples: np.ndarray, rate: int, kind: str) -> bytes:
 def tone(seconds: float, rate: int = 16_000, hz: float = 440.0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (np.sin(2 * np.pi * hz * t) * 12_000).astype(np.int16)
+
+
+def recording(data: bytes, mime_type: str = "") -> Recording:
+    """``data`` probed into a Recording, as the router hands it to providers."""
+    return _INTAKE.recording(data, mime_type)

@@ -31,12 +31,21 @@ def local_settings(**limits: object) -> Settings:
 @pytest.fixture(scope="session")
 async def engine_server() -> AsyncIterator[GatewayServer]:
     """The gateway with its real local engines, loaded once for the whole session."""
-    server = GatewayServer(local_settings(max_audio_s=120.0, max_audio_bytes=4_000_000, max_text_chars=2000))
+    uploads = Path(tempfile.mkdtemp(prefix="gw-uploads-"))
+    server = GatewayServer(
+        local_settings(max_audio_s=120.0, max_audio_bytes=4_000_000, max_text_chars=2000, uri_roots=[uploads])
+    )
     await server.start()
     await server.wait_ready(timeout_s=300)
     assert not server.app.catalogue.failures, server.app.catalogue.failures
     yield server
     await server.stop(grace_s=5)
+
+
+@pytest.fixture(scope="session")
+def uploads_dir(engine_server: GatewayServer) -> Path:
+    """The directory the engine server reads `Audio.uri` (file://) from."""
+    return engine_server.app.settings.limits.uri_roots[0]
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How much of a caller-supplied name (a path, a MIME type) a message may echo: enough to recognise it,
+# never enough to turn an error reply into an amplifier for whatever the caller sent.
+ECHO_CHARS = 100
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters (the cut marked with "…"), for echoing in a message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose. ``str(err)`` is safe to show callers."""

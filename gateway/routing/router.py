@@ -6,12 +6,9 @@ lives in :mod:`gateway.routing.operations`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
-from gateway.core import audio
 from gateway.core.domain import (
-    AudioInput,
     ExplainRequest,
     Explanation,
     SynthesizeRequest,
@@ -21,7 +18,6 @@ from gateway.core.domain import (
     UnderstandRequest,
     UnderstandResult,
 )
-from gateway.core.errors import InvalidInput
 from gateway.routing.attempts import Attempts
 from gateway.routing.explain import Explainer
 from gateway.routing.operations.synthesize import SynthesizePlug
@@ -31,6 +27,7 @@ from gateway.routing.pipeline import Pipeline, RequestContext
 
 if TYPE_CHECKING:
     from gateway.cache.results import ResultCache
+    from gateway.core.audio import AudioIntake
     from gateway.health.book import HealthBook
     from gateway.money.budget import Budgets
     from gateway.money.pricing import PriceBook
@@ -54,25 +51,24 @@ class Router:
         budgets: Budgets,
         cache: ResultCache,
         accounting: Accounting,
+        audio: AudioIntake,
         ledger_ack_s: float = 5.0,
     ) -> None:
-        self._limits = limits
-        self._audio_limits = audio.AudioLimits(limits.max_audio_bytes, limits.max_audio_s)
         self.pipeline = Pipeline(
             catalogue, prices, policies, health, budgets, cache, accounting, ledger_ack_s
         )
         attempts = Attempts(catalogue, prices, health, budgets, accounting)
-        self._transcribe = TranscribePlug(self._open_audio, attempts)
+        self._transcribe = TranscribePlug(audio.open, attempts)
         self._synthesize = SynthesizePlug(attempts, limits.max_text_chars)
         self._understand = UnderstandPlug(
-            self._open_audio,
+            audio.open,
             self.pipeline,
             attempts,
             catalogue,
             default_answer_tokens=default_answer_tokens,
             max_question_chars=limits.max_question_chars,
         )
-        self._explainer = Explainer(self.pipeline, catalogue, health, self._open_audio)
+        self._explainer = Explainer(self.pipeline, catalogue, health, audio.open)
 
     async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:
         return await self.pipeline.run(self._transcribe, req, req.routing, ctx)
@@ -85,14 +81,3 @@ class Router:
 
     async def explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
         return await self._explainer.explain(req, ctx)
-
-    async def _open_audio(self, source: AudioInput) -> audio.DecodedAudio:
-        if source.uri is not None:
-            data = await asyncio.to_thread(
-                audio.read_uri, source.uri, self._limits.uri_roots, self._limits.max_audio_bytes
-            )
-        elif source.content is not None:
-            data = source.content
-        else:
-            raise InvalidInput("audio is missing: set audio.content (or audio.uri)")
-        return await asyncio.to_thread(audio.decode, data, source.mime_type, self._audio_limits)

@@ -26,7 +26,7 @@ USD_PER_AUDIO_SECOND = Decimal("0.15") / Decimal(3600)
 
 async def test_transcribe_pinned_to_assemblyai(tmp_path, monkeypatch):
     clip = encode(tone(3.0), 16_000, "wav")
-    decoded_s = audio.decode(clip, "audio/wav", audio.AudioLimits(10_000_000, 60.0)).duration_s
+    decoded_s = audio.probe(clip, "audio/wav", audio.AudioLimits(10_000_000, 60.0)).duration_s
     with FakeAssemblyAI(api_key="grpc-test-key") as fake:
         monkeypatch.setenv(KEY_ENV, fake.api_key)
         providers_file = tmp_path / "providers.yaml"

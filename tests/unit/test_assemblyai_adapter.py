@@ -8,7 +8,6 @@ import time
 import assemblyai as aai
 import pytest
 
-from gateway.core import audio
 from gateway.core.errors import (
     ProviderBadResponse,
     ProviderError,
@@ -20,14 +19,14 @@ from gateway.core.provider_types import Locality, TranscribeOptions, Usage
 from providers.assemblyai import AssemblyAIProvider
 from providers.base import Transcriber
 from providers.config import ProviderConfig
-from tests.audio_files import encode, tone
+from tests.audio_files import encode, recording, tone
 from tests.fakes.assemblyai_server import CONVERSATION, FakeAssemblyAI
 
 # The SDK still calls pydantic's v1-style methods (.dict(), .copy(), .parse_obj()).
 pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
 
 POLL_S = 0.05
-DECODED = audio.decode(encode(tone(2.5), 16_000, "wav"), "audio/wav", audio.AudioLimits(10_000_000, 60.0))
+DECODED = recording(encode(tone(2.5), 16_000, "wav"), "audio/wav")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from gateway.core.audio import AudioLimits, decode
 from gateway.core.errors import (
     ProviderBadResponse,
     ProviderError,
@@ -21,11 +20,11 @@ from gateway.core.errors import (
 from gateway.core.provider_types import Operation, SynthesizeOptions, TranscribeOptions, Usage, WordTiming
 from providers.config import ProviderConfig
 from providers.deepgram import DeepgramProvider
-from tests.audio_files import encode, tone
+from tests.audio_files import encode, recording, tone
 from tests.fakes.deepgram_server import SECONDS_PER_CHARACTER, FakeDeepgram
 
 KEY = "dg-test-key-123"
-CLIP = decode(encode(tone(1.75), 16_000, "flac"), "audio/flac", AudioLimits(10_000_000, 60.0))
+CLIP = recording(encode(tone(1.75), 16_000, "flac"), "audio/flac")
 TEXT = "Hello from the gateway."
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import openai
 import pytest
 
-from gateway.core.audio import AudioLimits, DecodedAudio, decode, decode_pcm16
+from gateway.core.audio import Recording, decode_pcm16
 from gateway.core.errors import (
     ProviderBadResponse,
     ProviderInputError,
@@ -31,11 +31,10 @@ from providers.base import Answerer, Synthesizer, Transcriber
 from providers.config import ProviderConfig
 from providers.openai import OPENAI_VOICES, OpenAIProvider
 from providers.openai_compatible import OpenAICompatibleProvider
-from tests.audio_files import MIME, encode, tone
+from tests.audio_files import MIME, encode, recording, tone
 from tests.fakes.openai_server import FakeOpenAI, openai_error, parse_form
 
 KEY = "sk-test-0123456789"
-LIMITS = AudioLimits(max_bytes=10_000_000, max_duration_s=600.0)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +50,8 @@ def _clean(fake: FakeOpenAI) -> Iterator[None]:
     fake.reset()
 
 
-def clip(seconds: float = 2.0, kind: str = "wav") -> DecodedAudio:
-    return decode(encode(tone(seconds), 16_000, kind), MIME[kind], LIMITS)
+def clip(seconds: float = 2.0, kind: str = "wav") -> Recording:
+    return recording(encode(tone(seconds), 16_000, kind), MIME[kind])
 
 
 def config(fake: FakeOpenAI, operation: str, model: str, **extra: object) -> ProviderConfig:
@@ -282,7 +281,7 @@ async def test_audio_the_endpoint_does_not_take_is_reencoded_to_wav(fake):
     assert part["format"] == "wav"
     samples, rate = decode_pcm16(base64.b64decode(part["data"]), "audio/wav")
     assert rate == 16_000
-    assert len(samples) == len(audio.samples)
+    assert len(samples) == len(await audio.samples())
     assert fake.last_usage is not None
     assert fake.last_usage["prompt_tokens_details"]["audio_tokens"] == 15
 

@@ -14,7 +14,7 @@ from policies.rank import RankContext
 from providers.base import Provider, Transcriber
 
 if TYPE_CHECKING:
-    from gateway.core.audio import DecodedAudio as Recording
+    from gateway.core.audio import Recording
     from gateway.routing.attempts import Attempts
     from gateway.routing.pipeline import RequestContext
     from policies.rank import Ranking

@@ -21,7 +21,7 @@ from policies.rank import RankContext
 from providers.base import Answerer, Provider
 
 if TYPE_CHECKING:
-    from gateway.core.audio import DecodedAudio as Recording
+    from gateway.core.audio import Recording
     from gateway.core.domain import RouteInfo
     from gateway.routing.attempts import Attempts
     from gateway.routing.catalogue import Catalogue

@@ -1,0 +1,74 @@
+"""Opening uploaded bytes as a media container with PyAV, and what PyAV raises on bad media."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import av.container
+import av.error
+
+from gateway.core.errors import UnsupportedAudio, clip
+
+# What reading hostile media can raise: FFmpeg's own errors (some are also OSError or ValueError),
+# and the errors PyAV raises itself when a header describes nonsense (a layout it cannot name, a
+# time base that divides by zero, a sample count that overflows).
+MEDIA_ERRORS: tuple[type[Exception], ...] = (
+    av.error.FFmpegError,
+    ValueError,
+    OSError,
+    EOFError,
+    ArithmeticError,
+    IndexError,
+    RuntimeError,
+)
+
+# Container hints by MIME type; FFmpeg probes the bytes either way.
+_FORMAT_HINTS = {
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/ogg": "ogg",
+    "audio/opus": "ogg",
+    "audio/webm": "webm",
+    "audio/mp4": "mp4",
+    "audio/m4a": "mp4",
+    "audio/x-m4a": "mp4",
+}
+
+ACCEPTED = "wav, flac, mp3, ogg/opus, webm or m4a"
+
+
+def format_hint(mime_type: str) -> str | None:
+    return _FORMAT_HINTS.get(mime_type.split(";")[0].strip().lower()) if mime_type else None
+
+
+def open_input(data: bytes, mime_type: str = "", demuxer: str | None = None) -> av.container.InputContainer:
+    """Open ``data`` for reading; ``demuxer`` forces one, else the MIME type hints and FFmpeg probes.
+
+    A wrong MIME hint does not reject good audio: without a forced demuxer, a failed open is retried
+    with FFmpeg's own probing.
+    """
+    hint = demuxer or format_hint(mime_type)
+    try:
+        return av.open(io.BytesIO(data), mode="r", format=hint, metadata_errors="replace")
+    except MEDIA_ERRORS:
+        if hint is None or demuxer is not None:
+            raise
+    return av.open(io.BytesIO(data), mode="r", metadata_errors="replace")
+
+
+def not_audio(mime_type: str) -> UnsupportedAudio:
+    given = f" (declared {clip(mime_type)!r})" if mime_type else ""
+    return UnsupportedAudio(f"the upload is not decodable audio{given}; send {ACCEPTED}")
+
+
+def reason(exc: BaseException) -> str:
+    """FFmpeg's own words for a failure (never a path or payload), else the exception's type."""
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    return type(exc).__name__
