@@ -19,7 +19,7 @@ import av
 import av.error
 import numpy as np
 
-from gateway.core.errors import InvalidInput, LimitExceeded, PermissionDenied, UnsupportedAudio
+from gateway.core.errors import InvalidInput, LimitExceeded, PermissionDenied, UnsupportedAudio, clip
 
 ASR_SAMPLE_RATE = 16_000
 
@@ -224,20 +224,21 @@ def read_uri(uri: str, roots: Sequence[Path], max_bytes: int) -> bytes:
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         raise InvalidInput(
-            f"audio.uri scheme {parsed.scheme or '(none)'!r} is not supported; use file:// or send content"
+            f"audio.uri scheme {clip(parsed.scheme) or '(none)'!r} is not supported; "
+            "use file:// or send content"
         )
     if not roots:
         raise PermissionDenied("audio.uri is disabled on this server; send the bytes in audio.content")
     path = Path(unquote(parsed.path)).resolve()
     if not any(path.is_relative_to(root.resolve()) for root in roots):
-        raise PermissionDenied(f"audio.uri {path} is outside the allowed roots")
+        raise PermissionDenied(f"audio.uri {clip(str(path))} is outside the allowed roots")
     try:
         size = path.stat().st_size
         if size > max_bytes:
             raise LimitExceeded(f"audio is {size} bytes; the limit is {max_bytes} bytes")
         return path.read_bytes()
     except (FileNotFoundError, IsADirectoryError) as exc:
-        raise InvalidInput(f"audio.uri {path} does not name a readable file") from exc
+        raise InvalidInput(f"audio.uri {clip(str(path))} does not name a readable file") from exc
 
 
 def decode_pcm16(data: bytes, mime_type: str = "") -> tuple[np.ndarray, int]:
