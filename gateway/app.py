@@ -13,6 +13,7 @@ from gateway.ledger.store import Ledger
 from gateway.money.budget import Budgets, LocalBudgets, RedisBudgets
 from gateway.money.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
 from gateway.routing.accounting import Accounting
+from gateway.routing.admission import Admission
 from gateway.routing.catalogue import Catalogue
 from gateway.routing.policy_store import PolicyStore
 from gateway.routing.router import Router
@@ -34,6 +35,7 @@ class App:
     redis: Redis | None
     ledger: Ledger
     metrics: Metrics
+    admission: Admission
 
     async def close(self) -> None:
         await self.catalogue.close()
@@ -74,6 +76,7 @@ def build_app(
     ledger = Ledger(redis, settings.redis.key_prefix, settings.ledger.spool_dir, settings.ledger)
     metrics = Metrics()
     accounting = Accounting(ledger, metrics, prices, catalogue, health)
+    admission = Admission(settings.admission, metrics)
     router = Router(
         catalogue,
         prices,
@@ -84,6 +87,7 @@ def build_app(
         budgets=budgets,
         cache=cache,
         accounting=accounting,
+        admission=admission,
         ledger_ack_s=settings.ledger.ack_timeout_s,
     )
     return App(
@@ -96,6 +100,7 @@ def build_app(
         redis=redis,
         ledger=ledger,
         metrics=metrics,
+        admission=admission,
     )
 
 

@@ -64,7 +64,7 @@ class PiperSynthesizer:
             languages=None,
             features=frozenset({"voices", "speed"}),
         )
-        self._pool = WorkerPool(self.name, settings.workers)
+        self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
         self._voices: dict[str, PiperVoice] = {}
         self._names: dict[str, _VoiceRef] = {}
 

@@ -24,6 +24,7 @@ from gateway.core.domain import (
     AttemptRecord,
     AudioInput,
     CacheMode,
+    CallKind,
     ExplainedCandidate,
     ExplainRequest,
     Explanation,
@@ -46,10 +47,12 @@ from gateway.core.errors import (
     NoRoute,
     NotReady,
     PermissionDenied,
+    ProviderBusy,
     ProviderError,
     ProviderInputError,
     ProviderTimeout,
     Rejection,
+    overloaded_if_all_busy,
 )
 from gateway.core.provider_types import (
     AnswerOptions,
@@ -65,6 +68,7 @@ from gateway.health.book import BreakerState, HealthBook
 from gateway.money.budget import Budgets
 from gateway.money.pricing import PriceBook
 from gateway.routing.accounting import Accounting, RequestScope
+from gateway.routing.admission import Admission
 from gateway.routing.catalogue import Catalogue
 from gateway.routing.policy_store import PolicyStore
 from gateway.settings import LimitSettings
@@ -106,6 +110,7 @@ class Router:
         budgets: Budgets,
         cache: ResultCache,
         accounting: Accounting,
+        admission: Admission,
         ledger_ack_s: float = 5.0,
     ) -> None:
         self._catalogue = catalogue
@@ -118,13 +123,14 @@ class Router:
         self._budgets = budgets
         self._cache = cache
         self._accounting = accounting
+        self._admission = admission
         self._ledger_ack_s = ledger_ack_s
 
     # -- operations -------------------------------------------------------
 
     async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:
         scope = self._scope(Operation.TRANSCRIBE, ctx)
-        async with self._accounted(scope):
+        async with self._admission.admit(Operation.TRANSCRIBE), self._accounted(scope):
             policy = self._policy(req.routing, ctx.tenant)
             scope.route.policy = policy.name
             decoded = await self._decode(req.audio)
@@ -165,7 +171,7 @@ class Router:
 
     async def synthesize(self, req: SynthesizeRequest, ctx: RequestContext) -> SynthesizeResult:
         scope = self._scope(Operation.SYNTHESIZE, ctx)
-        async with self._accounted(scope):
+        async with self._admission.admit(Operation.SYNTHESIZE), self._accounted(scope):
             text = req.text.strip()
             if not text:
                 raise InvalidInput("text is empty: give the words to speak")
@@ -216,7 +222,7 @@ class Router:
 
     async def understand(self, req: UnderstandRequest, ctx: RequestContext) -> UnderstandResult:
         scope = self._scope(Operation.UNDERSTAND, ctx)
-        async with self._accounted(scope):
+        async with self._admission.admit(Operation.UNDERSTAND), self._accounted(scope):
             question = req.question.strip()
             if not question:
                 raise InvalidInput("question is empty: ask something about the recording")
@@ -385,6 +391,10 @@ class Router:
 
     async def explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
         """The ranking a request would get, with every number behind it; nothing is executed."""
+        async with self._admission.admit(CallKind.EXPLAIN):
+            return await self._explain(req, ctx)
+
+    async def _explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
         policy = self._policy(req.routing, ctx.tenant)
         audio_s = req.audio_s or 0.0
         if audio_s < 0 or (req.characters or 0) < 0:
@@ -530,14 +540,14 @@ class Router:
                 attempt = self._record(
                     route, provider, operation, exc.kind, str(exc), started, Decimal(0), Usage()
                 )
-                # The caller's bad input says nothing about the provider's health.
+                # The caller's bad input says nothing about the provider's health, nor does a full queue.
                 self._health.record(
                     provider.name,
                     ok=False,
                     latency_ms=attempt.latency_ms,
                     audio_s=audio_s,
                     characters=characters,
-                    retryable_failure=not isinstance(exc, ProviderInputError),
+                    retryable_failure=not isinstance(exc, ProviderInputError | ProviderBusy),
                 )
                 self._accounting.attempt_done(provider.name, operation, attempt.latency_ms)
                 log.warning(
@@ -568,6 +578,8 @@ class Router:
             return result, provider
         if errors and all(isinstance(e, ProviderTimeout) for e in errors):
             raise DeadlineExceeded(errors)
+        if (overloaded := overloaded_if_all_busy(errors)) is not None:
+            raise overloaded
         if not errors:
             raise NoRoute(
                 f"no provider can {operation.value} this request right now: every eligible provider's "
