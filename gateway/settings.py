@@ -93,7 +93,7 @@ class WhisperSettings(BaseModel):
     workers: int = Field(2, ge=1)
     # Requests that may wait for a worker; past that the engine refuses at once and the router tries the
     # next candidate (0: no waiting, only the running ones).
-    max_queued: int = Field(4, ge=0)
+    max_queued: int = Field(16, ge=0)
     beam_size: int = Field(5, ge=1)
     vad_filter: bool = False
 
@@ -106,7 +106,7 @@ class PiperSettings(BaseModel):
     default_voice: str = ""
     workers: int = Field(2, ge=1)
     # Syntheses that may wait for a worker (see WhisperSettings.max_queued).
-    max_queued: int = Field(8, ge=0)
+    max_queued: int = Field(32, ge=0)
 
 
 class LlamaSettings(BaseModel):
@@ -118,7 +118,7 @@ class LlamaSettings(BaseModel):
     max_answer_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.2, ge=0)
     # Answers that may wait for the engine's single worker (see WhisperSettings.max_queued).
-    max_queued: int = Field(2, ge=0)
+    max_queued: int = Field(8, ge=0)
 
 
 class AdmissionSettings(BaseModel):
@@ -129,12 +129,12 @@ class AdmissionSettings(BaseModel):
     half-hour upload holds about 115 MB of samples, so transcriptions and answers are kept few.
     """
 
-    transcribe: int = Field(8, ge=0)
-    synthesize: int = Field(16, ge=0)
+    transcribe: int = Field(16, ge=0)
+    synthesize: int = Field(32, ge=0)
     # An answer may also run a transcription first.
-    understand: int = Field(4, ge=0)
+    understand: int = Field(8, ge=0)
     # Cheap unless it decodes an upload to measure it.
-    explain: int = Field(32, ge=0)
+    explain: int = Field(64, ge=0)
     # A short grace for bursts; never an unbounded queue.
     max_wait_s: float = Field(0.0, ge=0, le=10)
     # What a refused caller is told to wait before retrying.
