@@ -14,6 +14,7 @@ from gateway.ledger.store import Ledger
 from gateway.money.budget import Budgets, LocalBudgets, RedisBudgets
 from gateway.money.pricing import PriceBook, PriceBookError, PriceList, UnitPrices, default_price_list_path
 from gateway.routing.accounting import Accounting
+from gateway.routing.admission import Admission
 from gateway.routing.catalogue import Catalogue
 from gateway.routing.policy_store import PolicyStore
 from gateway.routing.router import Router
@@ -36,6 +37,7 @@ class App:
     ledger: Ledger
     metrics: Metrics
     audio: AudioIntake
+    admission: Admission
 
     async def close(self) -> None:
         await self.catalogue.close()
@@ -78,6 +80,7 @@ def build_app(
     metrics = Metrics()
     accounting = Accounting(ledger, metrics, prices, catalogue, health)
     audio = build_audio_intake(settings)
+    admission = Admission(settings.admission, metrics)
     router = Router(
         catalogue,
         prices,
@@ -89,6 +92,7 @@ def build_app(
         cache=cache,
         accounting=accounting,
         audio=audio,
+        admission=admission,
         ledger_ack_s=settings.ledger.ack_timeout_s,
     )
     return App(
@@ -102,6 +106,7 @@ def build_app(
         ledger=ledger,
         metrics=metrics,
         audio=audio,
+        admission=admission,
     )
 
 

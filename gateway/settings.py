@@ -1,7 +1,8 @@
 """All configuration, from the environment (prefix ``GATEWAY_``, nesting with ``__``).
 
 Examples: ``GATEWAY_SERVER__PORT=50051``, ``GATEWAY_WHISPER__MODEL=base.en``,
-``GATEWAY_LIMITS__MAX_AUDIO_S=600``. Every default works offline with no keys.
+``GATEWAY_LIMITS__MAX_AUDIO_S=600``, ``GATEWAY_ADMISSION__TRANSCRIBE=4``. Every default works offline
+with no keys.
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ class WhisperSettings(BaseModel):
     cpu_threads: int = Field(0, ge=0)  # 0: one per core
     # Concurrent transcriptions the engine runs; further requests queue.
     workers: int = Field(2, ge=1)
+    # Requests that may wait for a worker; past that the engine refuses at once and the router tries the
+    # next candidate (0: no waiting, only the running ones).
+    max_queued: int = Field(16, ge=0)
     beam_size: int = Field(5, ge=1)
     vad_filter: bool = False
 
@@ -132,6 +136,8 @@ class PiperSettings(BaseModel):
     voices: list[Path] = Field(default_factory=list)
     default_voice: str = ""
     workers: int = Field(2, ge=1)
+    # Syntheses that may wait for a worker (see WhisperSettings.max_queued).
+    max_queued: int = Field(32, ge=0)
 
 
 class LlamaSettings(BaseModel):
@@ -142,6 +148,28 @@ class LlamaSettings(BaseModel):
     threads: int = Field(0, ge=0)  # 0: one per core
     max_answer_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.2, ge=0)
+    # Answers that may wait for the engine's single worker (see WhisperSettings.max_queued).
+    max_queued: int = Field(8, ge=0)
+
+
+class AdmissionSettings(BaseModel):
+    """Caps on calls in flight per operation, so a burst is refused quickly instead of piling up.
+
+    Past a cap a call waits at most ``max_wait_s`` for a slot and is then refused with RESOURCE_EXHAUSTED
+    and a retry hint of ``retry_after_s``. 0 lifts a cap. The defaults suit a 2-core node: a decoded
+    half-hour upload holds about 115 MB of samples, so transcriptions and answers are kept few.
+    """
+
+    transcribe: int = Field(16, ge=0)
+    synthesize: int = Field(32, ge=0)
+    # An answer may also run a transcription first.
+    understand: int = Field(8, ge=0)
+    # Cheap unless it decodes an upload to measure it.
+    explain: int = Field(64, ge=0)
+    # A short grace for bursts; never an unbounded queue.
+    max_wait_s: float = Field(0.0, ge=0, le=10)
+    # What a refused caller is told to wait before retrying.
+    retry_after_s: float = Field(1.0, gt=0)
 
 
 class PricingSettings(BaseModel):
@@ -188,6 +216,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
     audio: AudioSettings = AudioSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     whisper: WhisperSettings = WhisperSettings()
     piper: PiperSettings = PiperSettings()
     llama: LlamaSettings = LlamaSettings()

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Protocol, TypeVar
 
 from gateway.core.domain import Objective, Privacy, Routing
+from gateway.core.errors import clip
 from gateway.core.provider_types import Capabilities, LatencyModel, Locality, Operation
 from policies.model import Policy, stricter_privacy
 
@@ -148,7 +149,7 @@ def _exclusion(
     if ctx.operation not in caps.operations:
         return "operation", f"does not {ctx.operation.value}"
     if pin and pin != candidate.name:
-        return "pin", f"request pinned provider {pin!r}"
+        return "pin", f"request pinned provider {clip(pin)!r}"
     if policy.allow_providers is not None and candidate.name not in policy.allow_providers:
         return "allow_list", f"not in policy {policy.name!r} allow-list"
     if candidate.name in policy.deny_providers:
@@ -162,7 +163,8 @@ def _exclusion(
     if ctx.language and caps.languages is not None and ctx.language not in caps.languages:
         return (
             "language",
-            f"does not support language {ctx.language!r} (supports {', '.join(sorted(caps.languages))})",
+            f"does not support language {clip(ctx.language)!r} "
+            f"(supports {', '.join(sorted(caps.languages))})",
         )
     if not ctx.features <= caps.features:
         return "features", f"lacks feature(s) {', '.join(sorted(ctx.features - caps.features))}"

@@ -28,6 +28,7 @@ from gateway.core.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
+    clip,
 )
 from gateway.core.provider_types import (
     LatencyModel,
@@ -169,7 +170,8 @@ class DeepgramProvider:
         voice = options.voice or self._default_voice
         if voice not in self._voices:
             raise ProviderInputError(
-                self.name, f"unknown voice {voice!r}; available voices: {', '.join(sorted(self._voices))}"
+                self.name,
+                f"unknown voice {clip(voice)!r}; available voices: {', '.join(sorted(self._voices))}",
             )
         sample_rate = self._options.get("sample_rate", _SPEAK_SAMPLE_RATE)
         extra = {k: v for k, v in self._options.items() if k not in _RESERVED_SPEAK_OPTIONS}

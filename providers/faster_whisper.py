@@ -74,7 +74,7 @@ class FasterWhisperTranscriber:
             features=frozenset({"word_timestamps", "segments", "prompt", "language_detection"}),
             published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
         )
-        self._pool = WorkerPool(self.name, settings.workers)
+        self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
         self._engine: WhisperModel | None = None
 
     async def start(self) -> None:

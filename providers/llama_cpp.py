@@ -57,7 +57,7 @@ class LlamaCppAnswerer:
             features=frozenset({"transcript_input"}),
         )
         # A llama.cpp context is not thread-safe: one worker serialises calls.
-        self._pool = WorkerPool(self.name, 1)
+        self._pool = WorkerPool(self.name, 1, settings.max_queued)
         self._engine: Llama | None = None
 
     async def start(self) -> None:

@@ -34,6 +34,7 @@ from gateway.core.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
+    clip,
 )
 from gateway.core.provider_types import (
     Answer,
@@ -199,7 +200,7 @@ class OpenAIProvider:
         checked = self._config.voices if self._config.voices is not None else self.known_voices
         if checked is not None and voice not in checked:
             raise ProviderInputError(
-                self.name, f"unknown voice {voice!r}; available voices: {', '.join(sorted(checked))}"
+                self.name, f"unknown voice {clip(voice)!r}; available voices: {', '.join(sorted(checked))}"
             )
         instructions = self._config.options.get("instructions")
         limit = self._limit(timeout_s)

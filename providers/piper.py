@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.core.errors import ProviderInputError, ProviderUnavailable
+from gateway.core.errors import ProviderInputError, ProviderUnavailable, clip
 from gateway.core.provider_types import (
     Capabilities,
     LatencyModel,
@@ -64,7 +64,7 @@ class PiperSynthesizer:
             languages=None,
             features=frozenset({"voices", "speed"}),
         )
-        self._pool = WorkerPool(self.name, settings.workers)
+        self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
         self._voices: dict[str, PiperVoice] = {}
         self._names: dict[str, _VoiceRef] = {}
 
@@ -92,7 +92,8 @@ class PiperSynthesizer:
         voice_name = options.voice or self._default
         if voice_name not in self._names:
             raise ProviderInputError(
-                self.name, f"unknown voice {voice_name!r}; available voices: {', '.join(sorted(self._names))}"
+                self.name,
+                f"unknown voice {clip(voice_name)!r}; available voices: {', '.join(sorted(self._names))}",
             )
         timed = await self._pool.run(lambda: self._run(text, options), timeout_s)
         samples, rate = timed.value

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.core.errors import ProviderInputError, ProviderTimeout
+from gateway.core.errors import ProviderInputError, ProviderTimeout, clip
 from gateway.core.provider_types import (
     Answer,
     AnswerOptions,
@@ -225,7 +225,9 @@ class FakeSynthesizer(_FakeProvider):
         voice = options.voice or self.voice
         if voice != self.voice:
             self.calls += 1
-            raise ProviderInputError(self.name, f"unknown voice {voice!r}; available voices: {self.voice}")
+            raise ProviderInputError(
+                self.name, f"unknown voice {clip(voice)!r}; available voices: {self.voice}"
+            )
         await self._attempt(timeout_s)
         return Speech(
             samples=sine_pcm16(self.seconds, self.sample_rate),

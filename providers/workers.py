@@ -2,20 +2,31 @@
 
 The engines (CTranslate2, onnxruntime, llama.cpp) release the GIL while they
 compute, so threads give real parallelism and keep health checks responsive.
+
+The queue in front of the workers is bounded (``max_queued``): past it a call
+fails at once with :class:`ProviderBusy`, so the router can try another
+candidate instead of leaving the caller behind a growing backlog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from gateway.core.errors import ProviderTimeout
+from gateway.core.errors import ProviderBusy, ProviderTimeout
 
 T = TypeVar("T")
+
+# Before any work has finished, assume a job takes this long (it only shapes the first retry hints).
+_FIRST_GUESS_S = 1.0
+# Weight of the newest job in the typical duration.
+_ALPHA = 0.2
+_MIN_RETRY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -25,13 +36,30 @@ class Timed(Generic[T]):
 
 
 class WorkerPool:
-    def __init__(self, name: str, workers: int) -> None:
+    def __init__(self, name: str, workers: int, max_queued: int) -> None:
         self._name = name
+        self._workers = workers
+        self._max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        # Jobs submitted and not finished, running or queued. Work abandoned at its deadline still
+        # counts until it ends: it holds a worker all the same.
+        self._outstanding = 0
+        self._typical_s = _FIRST_GUESS_S
+        self._lock = threading.Lock()
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    def retry_after_s(self) -> float:
+        """Roughly when a queue slot frees: one of the workers finishing its current job."""
+        return max(_MIN_RETRY_S, round(self._typical_s / self._workers, 1))
 
     async def run(self, fn: Callable[[], T], timeout_s: float | None) -> Timed[T]:
-        """Run ``fn`` on a worker. Work still queued when the deadline passes is skipped;
-        work already running cannot be interrupted and finishes in the background."""
+        """Run ``fn`` on a worker. Raises :class:`ProviderBusy` when ``max_queued`` jobs already wait.
+
+        Work still queued when the deadline passes is skipped; work already running cannot be
+        interrupted and finishes in the background."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
         def call() -> Timed[T]:
@@ -39,13 +67,34 @@ class WorkerPool:
                 raise ProviderTimeout(self._name, "the deadline passed while the request was queued")
             started = time.perf_counter()
             value = fn()
-            return Timed(value, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self._typical_s += _ALPHA * (elapsed - self._typical_s)
+            return Timed(value, elapsed)
 
-        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        with self._lock:
+            if self._outstanding >= self._workers + self._max_queued:
+                raise ProviderBusy(
+                    self._name,
+                    f"all {self._workers} workers are busy and {self._max_queued} requests already wait",
+                    self.retry_after_s(),
+                )
+            self._outstanding += 1
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            job = self._executor.submit(call)
+        except BaseException:
+            self._finished(None)
+            raise
+        # Runs when the job ends or is cancelled while queued, whoever was waiting for it.
+        job.add_done_callback(self._finished)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(job), timeout_s)
         except TimeoutError as exc:
             raise ProviderTimeout(self._name, f"no result within {timeout_s:.1f} s") from exc
+
+    def _finished(self, _job: Future[object] | None) -> None:
+        with self._lock:
+            self._outstanding -= 1
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

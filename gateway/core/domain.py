@@ -9,6 +9,15 @@ from decimal import Decimal
 from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, Usage
 
 
+class CallKind(enum.StrEnum):
+    """The calls the gateway serves, as admission control and its metrics count them."""
+
+    TRANSCRIBE = Operation.TRANSCRIBE.value
+    SYNTHESIZE = Operation.SYNTHESIZE.value
+    UNDERSTAND = Operation.UNDERSTAND.value
+    EXPLAIN = "explain"
+
+
 class Privacy(enum.StrEnum):
     LOCAL_ONLY = "local_only"
     ON_PREM = "on_prem"

@@ -7,6 +7,7 @@
     ├── InvalidInput            bad audio, text, voice, format, question   → INVALID_ARGUMENT
     │   └── UnsupportedAudio    bytes that are not decodable audio          → INVALID_ARGUMENT
     ├── LimitExceeded           audio or text over a configured limit       → RESOURCE_EXHAUSTED
+    │   └── Overloaded          at a concurrency cap, or every engine busy  → RESOURCE_EXHAUSTED + RetryInfo
     ├── Unauthenticated         missing or unknown credentials              → UNAUTHENTICATED
     ├── PermissionDenied        credentials lack the right                  → PERMISSION_DENIED
     ├── NoRoute                 no provider satisfies the request/policy    → FAILED_PRECONDITION
@@ -18,11 +19,15 @@
         ├── ProviderTimeout         deadline hit               (retryable)
         ├── ProviderUnavailable     5xx, 429, reset, overload  (retryable)
         ├── ProviderBadResponse     malformed reply            (retryable)
+        ├── ProviderBusy            its work queue is full     (retryable; all busy → Overloaded)
         └── ProviderRejected        4xx the caller can't fix by retrying elsewhere (not retryable)
 
 ``ProviderError`` never reaches a caller on its own: the router collects the
 attempts and raises :class:`AllAttemptsFailed`, or re-raises an input error
 that a provider detected (e.g. an unknown voice) as :class:`InvalidInput`.
+
+An error whose ``retry_after_s`` is set tells the caller when a retry may succeed (gRPC ``RetryInfo``).
+Messages echo caller-supplied names only through :func:`clip`, so a megabyte "voice" stays out of them.
 """
 
 from __future__ import annotations
@@ -36,13 +41,15 @@ ECHO_CHARS = 100
 
 def clip(text: str, limit: int = ECHO_CHARS) -> str:
     """``text`` cut to at most ``limit`` characters (the cut marked with "…"), for echoing in a message."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose. ``str(err)`` is safe to show callers."""
 
     kind = "error"
+    # Seconds after which a retry may succeed; None when waiting would not help.
+    retry_after_s: float | None = None
 
 
 class InvalidInput(GatewayError):
@@ -55,6 +62,16 @@ class UnsupportedAudio(InvalidInput):
 
 class LimitExceeded(GatewayError):
     kind = "limit_exceeded"
+
+
+class Overloaded(LimitExceeded):
+    """Refused for load, not for anything wrong with the request: the same call may succeed later."""
+
+    kind = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unauthenticated(GatewayError):
@@ -114,6 +131,17 @@ class ProviderBadResponse(ProviderError):
     retryable = True
 
 
+class ProviderBusy(ProviderError):
+    """The provider's queue is full; another candidate may have room, or this one shortly."""
+
+    kind = "busy"
+    retryable = True
+
+    def __init__(self, provider: str, message: str, retry_after_s: float) -> None:
+        super().__init__(provider, message)
+        self.retry_after_s = retry_after_s
+
+
 class ProviderRejected(ProviderError):
     kind = "rejected"
     retryable = False
@@ -139,10 +167,21 @@ class DeadlineExceeded(AllAttemptsFailed):
     kind = "deadline_exceeded"
 
 
+def overloaded_if_all_busy(errors: list[ProviderError]) -> Overloaded | None:
+    """The caller's error when every attempt found its provider busy: retry when the first frees up."""
+    busy = [e for e in errors if isinstance(e, ProviderBusy)]
+    if not errors or len(busy) != len(errors):
+        return None
+    listing = "; ".join(str(e) for e in busy)
+    wait_s = min(e.retry_after_s for e in busy)
+    return Overloaded(f"every provider for this request is busy ({listing}); retry in {wait_s:g} s", wait_s)
+
+
 # The one mapping from this tree to gRPC status code names, most specific first.
 # Kept as names so the core can report statuses (metrics, ledger) without importing gRPC.
 STATUS_BY_ERROR: tuple[tuple[type[GatewayError], str], ...] = (
     (InvalidInput, "INVALID_ARGUMENT"),
+    (Overloaded, "RESOURCE_EXHAUSTED"),
     (LimitExceeded, "RESOURCE_EXHAUSTED"),
     (Unauthenticated, "UNAUTHENTICATED"),
     (PermissionDenied, "PERMISSION_DENIED"),
@@ -151,6 +190,8 @@ STATUS_BY_ERROR: tuple[tuple[type[GatewayError], str], ...] = (
     (DependencyUnavailable, "UNAVAILABLE"),
     (DeadlineExceeded, "DEADLINE_EXCEEDED"),
     (AllAttemptsFailed, "UNAVAILABLE"),
+    # Router-internal; should one escape, the caller still learns it is load, not an outage.
+    (ProviderBusy, "RESOURCE_EXHAUSTED"),
     (ProviderError, "UNAVAILABLE"),
 )
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import common_pb2 as common
 from gateway.core import domain
-from gateway.core.errors import InvalidInput
+from gateway.core.errors import InvalidInput, clip
 from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
@@ -86,7 +86,7 @@ def _language(value: str) -> str | None:
         return None
     primary = value.replace("_", "-").split("-")[0]
     if not primary.isalpha() or not 2 <= len(primary) <= 3:
-        raise InvalidInput(f"language {value!r} is not a language code such as 'en'")
+        raise InvalidInput(f"language {clip(value)!r} is not a language code such as 'en'")
     return primary
 
 

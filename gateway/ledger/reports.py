@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from gateway.core.errors import InvalidInput, PermissionDenied
+from gateway.core.errors import InvalidInput, PermissionDenied, clip
 from gateway.ledger.rollups import RollupRow
 from gateway.ledger.store import Ledger
 from policies.model import Tenant
@@ -72,7 +72,7 @@ def resolve_range(since: str, until: str, today: date) -> tuple[date, date]:
         end = date.fromisoformat(until) if until else today
         start = date.fromisoformat(since) if since else end - DEFAULT_SPAN
     except ValueError as exc:
-        raise InvalidInput(f"since and until are days written YYYY-MM-DD: {exc}") from None
+        raise InvalidInput(f"since and until are days written YYYY-MM-DD: {clip(str(exc))}") from None
     if start > end:
         raise InvalidInput(f"since ({start}) is after until ({end})")
     if end - start > MAX_SPAN:
@@ -85,7 +85,9 @@ def visible_tenant(caller: Tenant, requested: str, auth_required: bool) -> str |
     if not auth_required or caller.admin:
         return requested or None
     if requested and requested != caller.name:
-        raise PermissionDenied(f"tenant {caller.name!r} may only read its own cost report, not {requested!r}")
+        raise PermissionDenied(
+            f"tenant {caller.name!r} may only read its own cost report, not {clip(requested)!r}"
+        )
     return caller.name
 
 
@@ -94,7 +96,7 @@ async def build_report(
 ) -> Report:
     unknown = [g for g in group_by if g not in DIMENSIONS]
     if unknown:
-        raise InvalidInput(f"cannot group by {', '.join(unknown)}; use {', '.join(DIMENSIONS)}")
+        raise InvalidInput(f"cannot group by {clip(', '.join(unknown))}; use {', '.join(DIMENSIONS)}")
     dims = tuple(d for d in DIMENSIONS if d in group_by)
     rollups = await ledger.rollups(since, until, tenant)
     return aggregate(rollups, since, until, dims)

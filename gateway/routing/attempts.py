@@ -24,10 +24,12 @@ from gateway.core.errors import (
     LimitExceeded,
     NoRoute,
     NotReady,
+    ProviderBusy,
     ProviderError,
     ProviderInputError,
     ProviderTimeout,
     Rejection,
+    overloaded_if_all_busy,
 )
 from gateway.core.provider_types import Locality, Operation, Usage
 
@@ -143,6 +145,8 @@ class Attempts:
             return result, provider
         if errors and all(isinstance(e, ProviderTimeout) for e in errors):
             raise DeadlineExceeded(errors)
+        if (overloaded := overloaded_if_all_busy(errors)) is not None:
+            raise overloaded
         if not errors:
             raise NoRoute(
                 f"no provider can {operation.value} this request right now: every eligible provider's "
@@ -161,14 +165,14 @@ class Attempts:
         characters: int,
     ) -> None:
         attempt = _record(route, provider, operation, exc.kind, str(exc), started, Decimal(0), Usage())
-        # The caller's bad input says nothing about the provider's health.
+        # The caller's bad input says nothing about the provider's health, nor does a full queue.
         self._health.record(
             provider.name,
             ok=False,
             latency_ms=attempt.latency_ms,
             audio_s=audio_s,
             characters=characters,
-            retryable_failure=not isinstance(exc, ProviderInputError),
+            retryable_failure=not isinstance(exc, ProviderInputError | ProviderBusy),
         )
         self._accounting.attempt_done(provider.name, operation, attempt.latency_ms)
         log.warning("attempt.failed", provider=provider.name, operation=operation.value, kind=exc.kind)

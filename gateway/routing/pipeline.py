@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from gateway.cache.results import CachedEntry
 from gateway.core.domain import CacheMode, Privacy, RouteInfo, Routing
-from gateway.core.errors import DeadlineExceeded, InvalidInput, PermissionDenied, ProviderTimeout
+from gateway.core.errors import DeadlineExceeded, InvalidInput, PermissionDenied, ProviderTimeout, clip
 from gateway.core.provider_types import Locality, Operation
 from gateway.routing.accounting import RequestScope
 from policies.model import ANONYMOUS, Policy, Tenant
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from gateway.money.budget import Budgets
     from gateway.money.pricing import PriceBook
     from gateway.routing.accounting import Accounting
+    from gateway.routing.admission import Admission
     from gateway.routing.catalogue import Catalogue
     from gateway.routing.policy_store import PolicyStore
 
@@ -100,6 +101,7 @@ class Pipeline:
         budgets: Budgets,
         cache: ResultCache,
         accounting: Accounting,
+        admission: Admission,
         ledger_ack_s: float = 5.0,
     ) -> None:
         self._catalogue = catalogue
@@ -109,6 +111,7 @@ class Pipeline:
         self._budgets = budgets
         self._cache = cache
         self._accounting = accounting
+        self._admission = admission
         self._ledger_ack_s = ledger_ack_s
 
     async def run(
@@ -125,7 +128,8 @@ class Pipeline:
             RouteInfo(request_id=ctx.request_id, policy=""),
             deadline=ctx.deadline,
         )
-        async with self._accounted(scope):
+        # Refused past the cap before anything is recorded: an overload must not grow the ledger either.
+        async with self._admission.admit(plug.operation), self._accounted(scope):
             policy = self.policy(routing, ctx.tenant)
             scope.route.policy = policy.name
             job = await plug.prepare(request)
@@ -145,11 +149,11 @@ class Pipeline:
         policies = self._policies.book.policies
         name = routing.policy or tenant.default_policy
         if name not in policies:
-            raise InvalidInput(f"unknown policy {name!r}; available: {', '.join(sorted(policies))}")
+            raise InvalidInput(f"unknown policy {clip(name)!r}; available: {', '.join(sorted(policies))}")
         if not tenant.may_use(name):
             allowed = ", ".join(sorted({tenant.default_policy, *tenant.policies}))
             raise PermissionDenied(
-                f"tenant {tenant.name!r} may not use policy {name!r}; it may use: {allowed}"
+                f"tenant {tenant.name!r} may not use policy {clip(name)!r}; it may use: {allowed}"
             )
         return policies[name]
 

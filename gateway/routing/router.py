@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.core.domain import (
+    CallKind,
     ExplainRequest,
     Explanation,
     SynthesizeRequest,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from gateway.money.budget import Budgets
     from gateway.money.pricing import PriceBook
     from gateway.routing.accounting import Accounting
+    from gateway.routing.admission import Admission
     from gateway.routing.catalogue import Catalogue
     from gateway.routing.policy_store import PolicyStore
     from gateway.settings import LimitSettings
@@ -52,10 +54,11 @@ class Router:
         cache: ResultCache,
         accounting: Accounting,
         audio: AudioIntake,
+        admission: Admission,
         ledger_ack_s: float = 5.0,
     ) -> None:
         self.pipeline = Pipeline(
-            catalogue, prices, policies, health, budgets, cache, accounting, ledger_ack_s
+            catalogue, prices, policies, health, budgets, cache, accounting, admission, ledger_ack_s
         )
         attempts = Attempts(catalogue, prices, health, budgets, accounting)
         self._transcribe = TranscribePlug(audio.open, attempts)
@@ -69,6 +72,7 @@ class Router:
             max_question_chars=limits.max_question_chars,
         )
         self._explainer = Explainer(self.pipeline, catalogue, health, audio.open)
+        self._admission = admission
 
     async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:
         return await self.pipeline.run(self._transcribe, req, req.routing, ctx)
@@ -80,4 +84,5 @@ class Router:
         return await self.pipeline.run(self._understand, req, req.routing, ctx)
 
     async def explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
-        return await self._explainer.explain(req, ctx)
+        async with self._admission.admit(CallKind.EXPLAIN):
+            return await self._explainer.explain(req, ctx)

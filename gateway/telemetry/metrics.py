@@ -15,13 +15,23 @@ histograms::
     breaker_state{provider}                            0 closed, 1 half-open, 2 open
     budget_remaining_usd{tenant}                       this month's budget left
     ledger_spool_depth, ledger_queue_depth             read from callbacks at scrape time
+    admissions_refused_total{operation,reason}         calls refused for load; reason: concurrency (a cap
+                                                       of GATEWAY_ADMISSION__*) | providers_busy (every
+                                                       engine queue was full)
+    in_flight{operation}                               calls admitted and not yet finished
+
+A call refused at its admission cap is turned away before any accounting, so it shows only in
+``admissions_refused_total``; one refused because every provider was busy shows there and in
+``requests_total`` (RESOURCE_EXHAUSTED). Admission counts ExplainRoute too: a fourth ``operation``,
+``explain``.
 
 **Money.** The ledger keeps exact amounts (Decimal). These counters take ``float(Decimal)`` because they
 feed dashboards, where a float's rounding is invisible; never reconcile an invoice against them.
 
 **Label cardinality is bounded by configuration, never by traffic.** No label carries a request id, an API
-key, a caller-supplied string or anything derived from content. ``operation`` has three values and
-``status`` the seventeen gRPC status names; both are checked, and anything else raises ``ValueError``.
+key, a caller-supplied string or anything derived from content. ``operation`` has three values (four in
+the admission metrics), ``status`` the seventeen gRPC status names and ``reason`` two; all are checked,
+and anything else raises ``ValueError``.
 ``provider`` ranges over the catalogue (plus ``none`` for a request that never reached one) and ``tenant``
 over the tenants in the policy file (plus ``anonymous``). A policy reload that removes a tenant leaves its
 series until the process restarts, so the bound is every tenant configured during the process's life.
@@ -43,22 +53,25 @@ import prometheus_client
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway.core.domain import CallKind
 from gateway.core.provider_types import Operation
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["CACHE_RESULTS", "LATENCY_BUCKETS", "NAMESPACE", "NO_PROVIDER", "Metrics"]
+__all__ = ["ADMISSION_REFUSALS", "CACHE_RESULTS", "LATENCY_BUCKETS", "NAMESPACE", "NO_PROVIDER", "Metrics"]
 
 NAMESPACE = "audio_gateway"
 # From a cached answer or a short synthesis (tens of ms) up to a long transcription on a slow vendor.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 CACHE_RESULTS = ("hit", "miss", "bypass")
+ADMISSION_REFUSALS = ("concurrency", "providers_busy")
 # A request that failed before any provider was chosen (bad input, no route, auth).
 NO_PROVIDER = "none"
 _STATUSES = frozenset(code.name for code in grpc.StatusCode)
 _BREAKER_VALUES = (0, 1, 2)
 
 CacheResult = Literal["hit", "miss", "bypass"]
+AdmissionRefusal = Literal["concurrency", "providers_busy"]
 
 
 class Metrics:
@@ -121,10 +134,23 @@ class Metrics:
         self._queue = Gauge(
             "ledger_queue_depth", "Ledger records queued in memory, not yet written.", **common
         )
+        self._refused = Counter(
+            "admissions_refused",
+            "Calls refused for load, by reason (concurrency cap, or every provider busy).",
+            ["operation", "reason"],
+            **common,
+        )
+        self._in_flight = Gauge(
+            "in_flight", "Calls admitted and not yet finished, per operation.", ["operation"], **common
+        )
         # Present from the start so the hit ratio and rate() see the first lookup as an increase.
         for operation in Operation:
             for result in CACHE_RESULTS:
                 self._cache.labels(operation.value, result)
+        for call in CallKind:
+            self._in_flight.labels(call.value)
+            for reason in ADMISSION_REFUSALS:
+                self._refused.labels(call.value, reason)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -164,6 +190,14 @@ class Metrics:
         if value not in _BREAKER_VALUES:
             raise ValueError(f"breaker value must be 0 (closed), 1 (half-open) or 2 (open), not {value!r}")
         self._breaker.labels(provider).set(value)
+
+    def admission_refused(self, call: CallKind | str, reason: AdmissionRefusal) -> None:
+        if reason not in ADMISSION_REFUSALS:
+            raise ValueError(f"refusal reason must be one of {', '.join(ADMISSION_REFUSALS)}, not {reason!r}")
+        self._refused.labels(_call(call), reason).inc()
+
+    def set_in_flight(self, call: CallKind | str, count: int) -> None:
+        self._in_flight.labels(_call(call)).set(count)
 
     def set_budget_remaining(self, tenant: str, usd: Decimal) -> None:
         self._budget.labels(tenant).set(float(usd))
@@ -212,6 +246,10 @@ class Metrics:
 def _operation(operation: Operation | str) -> str:
     # Operation() raises ValueError for anything that is not one of the three operations.
     return Operation(operation).value
+
+
+def _call(call: CallKind | str) -> str:
+    return CallKind(call).value
 
 
 def _status(status: grpc.StatusCode | str) -> str:

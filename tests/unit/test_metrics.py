@@ -19,7 +19,7 @@ from gateway.health.book import BreakerState, breaker_gauge_value
 from gateway.settings import MetricsSettings
 from gateway.telemetry.metrics import LATENCY_BUCKETS, Metrics
 
-ALLOWED_LABELS = {"operation", "provider", "status", "tenant", "result", "le"}
+ALLOWED_LABELS = {"operation", "provider", "status", "tenant", "result", "reason", "le"}
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
