@@ -15,7 +15,7 @@ scratch directory so file names reach the file system.
 
 Meanwhile another process polls grpc.health.v1 Check every ~20 ms. Prints the count of each status code,
 health-check latency p99 and max, and the gateway's peak RSS (VmHWM), next to the goals. Inputs that got
-INTERNAL or UNKNOWN are saved so they can be replayed.
+INTERNAL, UNKNOWN or DEADLINE_EXCEEDED are saved so they can be replayed.
 
 Run: PYTHONPATH=. python bench/hostile_inputs.py [--quick] [--requests N] [--seed N] [--redis-url URL]
 """
@@ -56,7 +56,10 @@ GOAL_HEALTH_P99_MS = 100.0
 GOAL_HEALTH_MAX_MS = 250.0
 GOAL_PEAK_RSS_BYTES = 1 << 30
 FORBIDDEN = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+# Inputs worth replaying: the forbidden codes, and deadlines (an input that takes the gateway too long).
+SAVED_CODES = (*FORBIDDEN, grpc.StatusCode.DEADLINE_EXCEEDED)
 SAVED_PER_CODE = 20
+PROGRESS_EVERY = 2000
 
 
 def wav(
@@ -121,7 +124,7 @@ def named_cases(uri_root: Path, clip: bytes) -> dict[str, bytes]:
 
 @dataclass
 class Tally:
-    """Responses by status code; inputs that got a forbidden code are saved to ``save_dir`` for replay."""
+    """Responses by status code; inputs worth replaying (SAVED_CODES) are saved to ``save_dir``."""
 
     save_dir: Path
     codes: Counter[str] = field(default_factory=Counter)
@@ -130,7 +133,7 @@ class Tally:
 
     def record(self, code: grpc.StatusCode, details: str, label: str, body: bytes) -> None:
         self.codes[code.name] += 1
-        if code in FORBIDDEN and self.saved[code.name] < SAVED_PER_CODE:
+        if code in SAVED_CODES and self.saved[code.name] < SAVED_PER_CODE:
             self.saved[code.name] += 1
             path = self.save_dir / f"{code.name.lower()}-{self.saved[code.name]:02d}.pb"
             path.write_bytes(body)
@@ -170,13 +173,17 @@ async def fuzz(
     tally = Tally(Path(tempfile.mkdtemp(prefix="gw-bench-fuzz-")))
     tickets = iter(range(total))
 
+    started = time.perf_counter()
+
     async def worker() -> None:
         for _ in tickets:
             label, body = next_body()
             code, details = await send(channel, body, timeout_s)
             tally.record(code, details, label, body)
+            done = tally.codes.total()
+            if done % PROGRESS_EVERY == 0:
+                print(f"  fuzz: {done}/{total} in {time.perf_counter() - started:.0f} s", flush=True)
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return tally, time.perf_counter() - started
 
