@@ -201,11 +201,12 @@ async def answers_health(channel: grpc.aio.Channel, limit_s: float) -> float | N
 
 async def send_named(
     channel: grpc.aio.Channel, cases: dict[str, bytes], tally: Tally, args: Namespace
-) -> None:
+) -> list[tuple[str, float, float]]:
     """One at a time, each followed by a wait for the gateway to answer again, so that damage done by one
-    input is seen after it rather than blamed on the next."""
+    input is seen after it rather than blamed on the next. Returns when each was sent and answered."""
+    windows = []
     for label, body in cases.items():
-        started = time.perf_counter()
+        sent_at, started = time.time(), time.perf_counter()
         code, details = await send(channel, body, args.timeout)
         took = time.perf_counter() - started
         tally.record(code, details, label, body)
@@ -217,6 +218,8 @@ async def send_named(
         else:
             after = ""
         print(f"  {label}: {code.name} in {took:.2f} s{after}  {details[:120]!r}", flush=True)
+        windows.append((label, sent_at, time.time()))
+    return windows
 
 
 def report_health(phase: str, probes: list[Probe]) -> None:
@@ -255,7 +258,7 @@ async def run(args: Namespace, gateway: GatewayProcess, uri_root: Path) -> None:
             )
             fuzz_ended = time.time()
             print("named hostile inputs:", flush=True)
-            await send_named(channel, named_cases(uri_root, clip), named, args)
+            windows = await send_named(channel, named_cases(uri_root, clip), named, args)
             after, _ = await send(channel, _content(clip, "audio/wav"), args.timeout)
     exit_code = gateway.exit_code()
     peak_rss = gateway.peak_rss_bytes() if exit_code is None else None
@@ -276,6 +279,13 @@ async def run(args: Namespace, gateway: GatewayProcess, uri_root: Path) -> None:
     codes = named.codes + fuzzed.codes
     for code in FORBIDDEN:
         report(f"{code.name} responses", str(codes[code.name]), "0", codes[code.name] == 0)
+    print("health checks while each named input was in flight (and until health answered again):")
+    for label, sent_at, done_at in windows:
+        # Every probe in flight at some point of the window: one stuck through it counts too.
+        during = [p for p in poller.probes if p.sent_at <= done_at and p.sent_at + p.latency_s >= sent_at]
+        worst = max((probe.latency_s for probe in during), default=0.0) * 1000
+        unanswered = sum(not probe.serving for probe in during)
+        print(f"  {label}: max {worst:.0f} ms over {len(during)} probes, {unanswered} unanswered")
     report_health("whole run", poller.probes)
     report_health("fuzz only", [p for p in poller.probes if fuzz_started <= p.sent_at <= fuzz_ended])
     if peak_rss is None:
