@@ -32,19 +32,21 @@ MIME = {
 }
 
 
-def encode(samples: np.ndarray, rate: int, kind: str, codec_rate: int | None = None) -> bytes:
+def encode(
+    samples: np.ndarray, rate: int, kind: str, codec_rate: int | None = None, layout: str = "mono"
+) -> bytes:
     """Encode mono int16 ``samples`` at ``rate`` into the container ``kind`` (at the codec's usual rate,
-    or ``codec_rate``)."""
+    or ``codec_rate``), upmixed to ``layout``."""
     fmt, codec, usual_rate = FORMATS[kind]
     codec_rate = codec_rate or usual_rate
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=codec_rate, layout="mono")
+        stream = out.add_stream(codec, rate=codec_rate, layout=layout)
         frame = av.AudioFrame.from_ndarray(
             samples.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
         )
         frame.sample_rate = rate
-        resampler = av.AudioResampler(format=stream.codec_context.format, layout="mono", rate=codec_rate)
+        resampler = av.AudioResampler(format=stream.codec_context.format, layout=layout, rate=codec_rate)
         frames = list(resampler.resample(frame)) + list(resampler.resample(None))
         for f in frames:
             for packet in stream.encode(f):

@@ -61,6 +61,13 @@ class _Failure:
     remaining: int
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst of concurrent clients overflows it and their
+    # connections are reset.
+    request_queue_size = 128
+
+
 class FakeServer:
     """Start with ``with FakeServer() as server:`` (or start()/stop()); ``server.url`` is its base URL."""
 
@@ -73,8 +80,7 @@ class FakeServer:
         self._routes: list[tuple[str, re.Pattern[str], Route]] = []
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     # -- set-up --------------------------------------------------------------------
@@ -138,6 +144,9 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in separate writes: with Nagle on, the body waits for the client's
+            # delayed ACK (about 40 ms on Linux), which would swamp any latency a test or benchmark measures.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
