@@ -76,15 +76,30 @@ def probe(data: bytes, mime_type: str, limits: AudioLimits) -> ProbeResult:
         raise InvalidInput("audio is empty: send the file's bytes in audio.content")
     if len(data) > limits.max_bytes:
         raise LimitExceeded(f"audio is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
-    try:
-        container = open_input(data, mime_type)
-    except MEDIA_ERRORS as exc:
-        raise not_audio(mime_type) from exc
-    try:
-        with container:
-            return _measure(container, data, limits)
-    except MEDIA_ERRORS as exc:
-        raise UnsupportedAudio(f"the audio is corrupt and cannot be read ({reason(exc)})") from exc
+    for quick in (True, False):
+        try:
+            container = open_input(data, mime_type, quick=quick)
+        except MEDIA_ERRORS as exc:
+            if quick:
+                continue
+            raise not_audio(mime_type) from exc
+        try:
+            with container:
+                if quick and not _header_complete(container):
+                    continue
+                return _measure(container, data, limits)
+        except MEDIA_ERRORS as exc:
+            raise UnsupportedAudio(f"the audio is corrupt and cannot be read ({reason(exc)})") from exc
+    raise AssertionError("unreachable: the full analysis either measures or raises")
+
+
+def _header_complete(container: av.container.InputContainer) -> bool:
+    """Whether a quick open found the parameters a probe checks (else the full analysis must run)."""
+    audio = container.streams.audio
+    if not audio:
+        return False
+    ctx = audio[0].codec_context
+    return ctx is not None and bool(ctx.sample_rate) and bool(ctx.channels) and bool(ctx.name)
 
 
 def _measure(container: av.container.InputContainer, data: bytes, limits: AudioLimits) -> ProbeResult:
