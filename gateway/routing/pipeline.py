@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from gateway.cache.codec import PayloadError
-from gateway.cache.results import CachedEntry
+from gateway.cache.results import CachedEntry, digest_bytes, digest_text
 from gateway.core.domain import CacheMode, Objective, Privacy, RouteInfo, Routing
 from gateway.core.errors import InvalidInput, PermissionDenied, clip
 from gateway.core.provider_types import Locality, Operation
@@ -71,10 +72,15 @@ class Identity:
     """What identifies a request's result in the cache: a digest of the input itself and every option that
     changes the output (never a filename), and how to rank the request once its audio length is known."""
 
-    input_digest: str
+    content: bytes | str
     cache_options: Mapping[str, object]
     # From the audio seconds, which only the probe, or a cached entry's billing, knows.
     rank_context: Callable[[float], RankContext]
+
+    @functools.cached_property
+    def input_digest(self) -> str:
+        """Computed once, and only for a request that uses the cache (hashing audio is not free)."""
+        return digest_bytes(self.content) if isinstance(self.content, bytes) else digest_text(self.content)
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ class Pipeline:
             scope.route.policy = policy.name
             privacy = stricter_privacy(policy.privacy, routing.privacy)
             mode = routing.cache
-            identity = plug.identify(request)
+            identity = None if mode is CacheMode.BYPASS else plug.identify(request)
             key = self._cache_key(scope, mode, policy, privacy, identity)
             if key is not None and mode is CacheMode.DEFAULT:
                 # A hit is answered before the probe: the digest finds it, its billing ranks it.

@@ -6,7 +6,6 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.cache.results import digest_text
 from gateway.core import audio
 from gateway.core.domain import OutputFormat, RouteInfo, Routing, SynthesizeRequest, SynthesizeResult
 from gateway.core.errors import InvalidInput
@@ -56,7 +55,7 @@ class SynthesizePlug:
 
         return Job(
             identity=Identity(
-                input_digest=digest_text(text),
+                content=text,
                 cache_options={
                     "voice": request.voice,
                     "format": request.format.value,

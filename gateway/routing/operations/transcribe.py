@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.cache.results import digest_bytes
 from gateway.core.domain import AudioInput, RouteInfo, Routing, TranscribeRequest, TranscribeResult
 from gateway.core.provider_types import Operation, TranscribeOptions, Transcript
 from gateway.routing.pipeline import Identity, Job, Step
@@ -92,7 +91,7 @@ class TranscribePlug:
     def _identity(request: TranscribeRequest, audio: bytes) -> Identity:
         options = request.options
         return Identity(
-            input_digest=digest_bytes(audio),
+            content=audio,
             cache_options={
                 "language": options.language,
                 "word_timestamps": options.word_timestamps,

@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.cache.results import digest_bytes
 from gateway.core.domain import Routing, UnderstandRequest, UnderstandResult
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Answer, AnswerOptions, Operation, TranscribeOptions, Transcript
@@ -103,7 +102,7 @@ class UnderstandPlug:
 
     def _identity(self, request: UnderstandRequest, question: str, audio: bytes) -> Identity:
         return Identity(
-            input_digest=digest_bytes(audio),
+            content=audio,
             cache_options={
                 "question": question,
                 "language": request.language,
