@@ -309,7 +309,7 @@ async def test_records_reach_the_stream_and_rollups_exactly_once(
             ledger.record(record)
         await eventually(settled(ledger))
     assert sorted(await stream_ids(client, prefix)) == ["r1:att:1", "r1:att:2", "r1:req"]
-    assert FORTY_DAYS - 60 < await client.ttl(f"{prefix}ledger:seen:r1:req") <= FORTY_DAYS
+    assert FORTY_DAYS - 60 < await client.ttl(f"{prefix}ledger:seen:acme:r1:req") <= FORTY_DAYS
     rows = {row.provider: row for row in await ledger.rollups(DAY1, DAY1)}
     assert rows["deepgram"].attempts == 1 and rows["deepgram"].failures == 1
     assert rows["deepgram"].requests == 0 and rows["deepgram"].cost_usd == 0
