@@ -52,7 +52,8 @@ __all__ = [
 
 NANO_PER_USD = 10**9
 # The record fields, in the order the reports read them. Units are per request record (what the request used);
-# attempts and failures come from attempt records, every other counter from request records.
+# attempts, failures and the possibly billed counters come from attempt records (so they land on the provider
+# that was called), every other counter from request records.
 ROLLUP_COUNTERS = (
     "requests",
     "failed_requests",

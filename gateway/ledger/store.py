@@ -166,7 +166,8 @@ class LedgerRecord:
     ``outcome`` is ``"ok"`` or an error kind (``error_kind`` repeats it for failures). Money is exact
     Decimal in whole nano-dollars (the price book quantizes to 1e-9); unit prices may be finer. A request
     record's ``cost_usd`` is the sum of its attempts' and its ``units`` what the request used (the rollups
-    count units and money from request records only, attempts and failures from attempt records).
+    count units and money from request records only; attempts, failures and possibly billed money from
+    attempt records).
     A cache hit is a request record with ``cache_hit=True``, no attempts, ``cost_usd=0`` and ``saved_usd``
     the original call's cost. The counterfactuals, request records only, are what the request would have
     cost on the cheapest eligible cloud provider and on local engines (None: there was none).
@@ -362,6 +363,8 @@ def _increments(rec: LedgerRecord) -> dict[str, int]:
             "attempts": 1,
             "failures": int(rec.outcome != OK),
             "billing_unknown_attempts": int(rec.billing_unknown),
+            # From attempts, so it is rolled up under the vendor that may bill it, not the one that answered.
+            "possibly_billed_nano": to_nano(rec.possibly_billed_usd),
         }
     cloud, local = rec.counterfactual_cloud_usd, rec.counterfactual_local_usd
     return {
@@ -370,7 +373,6 @@ def _increments(rec: LedgerRecord) -> dict[str, int]:
         "cache_hits": int(rec.cache_hit),
         "cost_nano": to_nano(rec.cost_usd),
         "saved_nano": to_nano(rec.saved_usd),
-        "possibly_billed_nano": to_nano(rec.possibly_billed_usd),
         "counterfactual_cloud_nano": to_nano(cloud or Decimal(0)),
         "counterfactual_cloud_requests": int(cloud is not None),
         "counterfactual_local_nano": to_nano(local or Decimal(0)),
