@@ -21,6 +21,7 @@ from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.api.v1 import common_pb2 as common
 from gateway.api.v1 import cost_reports_pb2 as reports_pb
 from gateway.api.v1 import cost_reports_pb2_grpc as reports_grpc
+from gateway.client import AsyncGatewayClient
 from gateway.core.errors import ProviderTimeout, ProviderUnavailable
 from gateway.core.provider_types import Locality
 from gateway.grpc.server import GatewayServer
@@ -34,6 +35,8 @@ PRIMARY_PER_S = Decimal("0.0001")
 FALLBACK_PER_S = Decimal("0.0003")
 ACME, GLOBEX, ADMIN = "acme-key", "globex-key", "admin-key"
 BYPASS = common.RoutingOptions(cache=common.CACHE_MODE_BYPASS)
+# Where each test's server listens, for the tests that use the Python client instead of a stub.
+channel_target: dict[grpc.aio.Channel, str] = {}
 
 
 @pytest.fixture
@@ -61,7 +64,9 @@ async def gateway(tmp_path, redis_url):
     port = await server.start()
     await server.wait_ready(10)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        channel_target[channel] = f"127.0.0.1:{port}"
         yield channel, primary, fallback
+        del channel_target[channel]
     await server.stop(5)
 
 
@@ -157,6 +162,13 @@ async def test_tenants_reusing_each_others_request_ids_lose_no_records(gateway):
     # Each tenant finds only its own records under a shared id; an admin names the tenant.
     assert {r.tenant for r in await find(channel, GLOBEX, "shared-1")} == {"globex"}
     assert len([r for r in await find(channel, ACME, "same") if r.kind == "request"]) == 6
+    async with AsyncGatewayClient(channel_target[channel], api_key=GLOBEX) as client:
+        found = await client.find_records("shared-3")
+    assert [(r.kind, r.tenant, r.provider) for r in found] == [
+        ("attempt", "globex", "cloud-cheap"),
+        ("request", "globex", "cloud-cheap"),
+    ]
+    assert Decimal(found[1].cost_usd) == PRIMARY_PER_S * 3
     assert [r.tenant for r in await find(channel, ADMIN, "shared-2", tenant="acme")] == ["acme", "acme"]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await find(channel, GLOBEX, "shared-1", tenant="acme")
