@@ -4,6 +4,10 @@ The router owns retries and fallback. A provider makes one attempt; a retryable 
 the next candidate, a final one (a refusal the vendor would repeat) stops it. The caller's own bad input
 (an unknown voice) is never the provider's fault: it surfaces as INVALID_ARGUMENT and leaves the breaker
 alone.
+
+A call that is cancelled (the caller hung up, a deadline cancelled it) or times out may still be billed by its
+vendor. Its attempt is recorded all the same, with ``billing_unknown`` set, no cost, and the ranking's
+estimate of its cost kept apart as ``possibly_billed_usd``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# The outcome of an attempt whose call was cancelled before the provider answered.
+CANCELLED = "cancelled"
 # How far each locality lets audio travel: a request's locality is its least private step.
 EXPOSURE = {Locality.LOCAL: 0, Locality.ON_PREM: 1, Locality.CLOUD: 2}
 
@@ -130,9 +136,13 @@ class Attempts:
                 break
             started = time.perf_counter()
             try:
-                result = await call(provider, remaining)
+                result = await self._watched(
+                    call, provider, remaining, route, operation, kept.estimated_cost_usd
+                )
             except ProviderError as exc:
-                self._failed(route, provider, operation, exc, started, audio_s, characters)
+                self._failed(
+                    route, provider, operation, exc, started, audio_s, characters, kept.estimated_cost_usd
+                )
                 if isinstance(exc, ProviderInputError):
                     raise InvalidInput(str(exc)) from exc
                 errors.append(exc)
@@ -154,6 +164,38 @@ class Attempts:
             )
         raise AllAttemptsFailed(errors)
 
+    async def _watched(
+        self,
+        call: Call[R],
+        provider: Provider,
+        timeout_s: float,
+        route: RouteInfo,
+        operation: Operation,
+        estimate: Decimal,
+    ) -> R:
+        """One provider call that leaves its attempt record even when it is cancelled mid-flight."""
+        started = time.perf_counter()
+        try:
+            return await call(provider, timeout_s)
+        except asyncio.CancelledError:
+            # Not the provider's fault, so the health book is left alone; but the vendor may have done
+            # (and may bill) the work.
+            _record(
+                route,
+                provider,
+                operation,
+                CANCELLED,
+                "cancelled before the provider answered",
+                started,
+                Decimal(0),
+                Usage(),
+                possibly_billed=estimate,
+            )
+            raise
+        except TimeoutError as exc:
+            # A timeout the provider did not map itself is still its timeout: recorded, and the walk moves on.
+            raise ProviderTimeout(provider.name, f"no answer within {timeout_s:.1f} s") from exc
+
     def _failed(
         self,
         route: RouteInfo,
@@ -163,8 +205,21 @@ class Attempts:
         started: float,
         audio_s: float,
         characters: int,
+        estimate: Decimal = Decimal(0),
     ) -> None:
-        attempt = _record(route, provider, operation, exc.kind, str(exc), started, Decimal(0), Usage())
+        # The vendor may have done the work of a call we stopped waiting for: it may bill it.
+        possibly_billed = estimate if isinstance(exc, ProviderTimeout) else None
+        attempt = _record(
+            route,
+            provider,
+            operation,
+            exc.kind,
+            str(exc),
+            started,
+            Decimal(0),
+            Usage(),
+            possibly_billed=possibly_billed,
+        )
         # The caller's bad input says nothing about the provider's health, nor does a full queue.
         self._health.record(
             provider.name,
@@ -228,7 +283,10 @@ def _record(
     started: float,
     cost: Decimal,
     usage: Usage,
+    *,
+    possibly_billed: Decimal | None = None,
 ) -> AttemptRecord:
+    """Append the attempt to the route. ``possibly_billed``: its billing is unknown (cancelled, timeout)."""
     attempt = AttemptRecord(
         provider=provider.name,
         model=provider.model,
@@ -239,6 +297,8 @@ def _record(
         cost_usd=cost,
         locality=provider.capabilities.locality,
         usage=usage,
+        billing_unknown=possibly_billed is not None,
+        possibly_billed_usd=possibly_billed or Decimal(0),
     )
     route.attempts.append(attempt)
     return attempt
