@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from gateway.routing.attempts import Attempts
 
 
-def rank_context(characters: int, voice: str | None, routing: Routing) -> RankContext:
+def rank_context(characters: int, voice: str | None, routing: Routing, speed: float = 1.0) -> RankContext:
     features = frozenset({"voices"}) if voice else frozenset()
-    return RankContext(Operation.SYNTHESIZE, characters=characters, features=features, routing=routing)
+    return RankContext(
+        Operation.SYNTHESIZE, characters=characters, features=features, routing=routing, speed=speed
+    )
 
 
 class SynthesizePlug:
@@ -52,7 +54,7 @@ class SynthesizePlug:
             return codec.encode_speech(await _encoded(speech, request))
 
         return Job(
-            rank_context=rank_context(len(text), request.voice, request.routing),
+            rank_context=rank_context(len(text), request.voice, request.routing, request.speed),
             input_digest=digest_text(text),
             cache_options={
                 "voice": request.voice,

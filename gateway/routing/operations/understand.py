@@ -29,8 +29,17 @@ if TYPE_CHECKING:
     from gateway.routing.pipeline import Pipeline
 
 
-def rank_context(audio_s: float, language: str | None, routing: Routing) -> RankContext:
-    return RankContext(Operation.UNDERSTAND, audio_s=audio_s, language=language, routing=routing)
+def rank_context(
+    audio_s: float, language: str | None, routing: Routing, max_answer_tokens: int = 0, question: str = ""
+) -> RankContext:
+    return RankContext(
+        Operation.UNDERSTAND,
+        audio_s=audio_s,
+        language=language,
+        routing=routing,
+        max_answer_tokens=max_answer_tokens,
+        question_bytes=len(question.encode(errors="surrogatepass")),
+    )
 
 
 def transcription_routing(routing: Routing) -> Routing:
@@ -79,7 +88,9 @@ class UnderstandPlug:
             return codec.encode_answer(codec.AnswerPayload(answer, transcript))
 
         return Job(
-            rank_context=rank_context(recording.duration_s, request.language, request.routing),
+            rank_context=rank_context(
+                recording.duration_s, request.language, request.routing, max_tokens, question
+            ),
             input_digest=digest_bytes(recording.original),
             cache_options={
                 "question": question,
