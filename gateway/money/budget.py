@@ -81,7 +81,7 @@ class BudgetExceeded(LimitExceeded):
     ) -> None:
         super().__init__(
             f"tenant {tenant!r} has used {_usd(used_usd)} of its {_usd(limit_usd)} monthly budget ({month}); "
-            f"this request needs an estimated {_usd(estimate_usd)}"
+            f"this request may cost up to {_usd(estimate_usd)}"
         )
         self.tenant = tenant
         self.month = month

@@ -50,6 +50,15 @@ class Gateway:
         raw = await self.redis.get(f"{self.prefix}budget:acme:{datetime.now(UTC):%Y-%m}")
         return Decimal(int(raw or 0)).scaleb(-9)
 
+    async def spent_once_released(self, expected: Decimal) -> Decimal:
+        """The total once a cancelled request's reservation is given back (the server does it after the
+        client has gone), or whatever it still is after a few seconds."""
+        for _ in range(250):
+            if (spent := await self.spent()) == expected:
+                return spent
+            await asyncio.sleep(0.02)
+        return spent
+
 
 @asynccontextmanager
 async def gateway(
@@ -196,7 +205,7 @@ async def test_every_breaker_half_open_with_its_probe_out_is_unavailable(tmp_pat
             request = pb.TranscribeRequest(audio=CLIP, routing=BYPASS)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await gw.stub.Transcribe(request, metadata=METADATA)
-        spent = await gw.spent()
+        spent = await gw.spent_once_released(Decimal(0))
     # Transient: the same call succeeds once the probe is back, so it is not the policy's refusal.
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
     assert "half-open with a probe in flight" in caught.value.details()
@@ -224,8 +233,8 @@ async def test_a_walk_past_a_half_open_breaker_stays_within_the_budget(tmp_path,
             codes = await asyncio.gather(
                 *(code_of(lambda: gw.stub.Transcribe(request, metadata=METADATA)) for _ in range(20))
             )
-        spent = await gw.spent()
-    served = codes.count(grpc.StatusCode.OK)
+        served = codes.count(grpc.StatusCode.OK)
+        spent = await gw.spent_once_released(served * DEAR_PER_S)
     assert dear.calls == served > 0, codes
     # Each 1 s clip costs $0.01 at the dear provider; the budget buys at most five.
     assert spent == served * DEAR_PER_S
@@ -235,3 +244,33 @@ async def test_a_walk_past_a_half_open_breaker_stays_within_the_budget(tmp_path,
         grpc.StatusCode.RESOURCE_EXHAUSTED,  # the budget could not hold the dear provider's cost
         grpc.StatusCode.UNAVAILABLE,  # only the cheap provider fitted, and its probe was out
     }, codes
+
+
+async def test_a_fallback_whose_worst_case_does_not_fit_leaves_the_cheaper_candidate_serving(
+    tmp_path, redis_url
+):
+    # Two listening answerers; at 4000 tokens the dear one's worst case ($0.04) is past the $0.03 budget,
+    # though its expected cost (a short answer) is not. The request still runs, on the cheap one alone.
+    short = FakeAnswerer(name="short", locality=Locality.CLOUD)
+    dear = FakeAnswerer(name="dear", locality=Locality.CLOUD)
+    short.listens = dear.listens = True  # no transcription step: one reservation per request
+    prices = {
+        ("short", short.model): UnitPrices(per_output_token=Decimal("0.0000001")),
+        ("dear", dear.model): UnitPrices(per_output_token=Decimal("0.00001")),
+    }
+    async with gateway(tmp_path, redis_url, [short, dear], prices, budget_usd="0.03") as gw:
+        request = pb.UnderstandRequest(
+            audio=CLIP, question="What is said?", max_answer_tokens=ANSWER_TOKENS, routing=BYPASS
+        )
+        explain = pb.ExplainRouteRequest(operation=pb.OPERATION_UNDERSTAND, audio_duration_s=1.0)
+        explained = await gw.stub.ExplainRoute(explain, metadata=METADATA)
+        reply = await gw.stub.Understand(request, metadata=METADATA)
+        # With the cheap one failing, there is no fallback: the dear one was never reserved for.
+        short.fail_with = ProviderUnavailable("short", "down")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gw.stub.Understand(request, metadata=METADATA)
+        spent = await gw.spent()
+    assert all(c.eligible for c in explained.candidates)  # ranking keeps both on their expected cost
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and dear.calls == 0
+    assert [a.provider for a in reply.route.attempts] == ["short"] and reply.route.provider == "short"
+    assert spent == Decimal(reply.route.cost_usd) > 0
