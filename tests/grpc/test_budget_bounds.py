@@ -81,9 +81,10 @@ async def gateway(
     settings.policies_file = policies
     # Bursts are the point here: the budget, not the admission caps, must be what refuses them.
     settings.admission.transcribe = settings.admission.understand = 0
-    # One failure opens a breaker, for a cool-down long enough to outlast each test's steps.
+    # One failure opens a breaker. The cool-down also bounds how long a probe counts as in flight, so it
+    # must outlast the requests a test sends while its probe hangs, on a loaded machine too.
     settings.breaker.failure_threshold = 1
-    settings.breaker.cooldown_s = 1.0
+    settings.breaker.cooldown_s = 2.0
     server = GatewayServer(settings, providers=providers, prices=prices)
     port = await server.start()
     await server.wait_ready(10)
@@ -161,7 +162,7 @@ async def open_then_cool(gw: Gateway, provider: FakeTranscriber) -> None:
     assert await code_of(lambda: gw.stub.Transcribe(pinned, metadata=METADATA)) == grpc.StatusCode.UNAVAILABLE
     provider.fail_with = None
     explain = pb.ExplainRouteRequest(operation=pb.OPERATION_TRANSCRIBE, audio_duration_s=1.0)
-    for _ in range(200):
+    for _ in range(300):
         explained = await gw.stub.ExplainRoute(explain, metadata=METADATA)
         candidate = next(c for c in explained.candidates if c.provider == provider.name)
         if candidate.eligible:
