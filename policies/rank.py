@@ -37,6 +37,12 @@ class RankContext:
     language: str | None = None
     features: frozenset[str] = frozenset()
     routing: Routing = field(default_factory=Routing)
+    # What bounds the rest of the request's cost, for its budget reservation (gateway.money.pricing):
+    # the answer's token allowance (0: not known), the question's UTF-8 size, and the speaking rate
+    # (slower speech is longer audio, which some voices are billed by).
+    max_answer_tokens: int = 0
+    question_bytes: int = 0
+    speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class Ranking:
     max_attempts: int
     privacy: Privacy
     objective: Objective
+    # The request as it was ranked, so what runs the ranking can price it again (its worst case).
+    context: RankContext | None = None
 
 
 _Num = TypeVar("_Num", Decimal, float)
@@ -131,7 +139,7 @@ def rank(
             kept.append(Kept(candidate.name, cost, latency, _score(candidate, objective, cost, latency)))
     kept.sort(key=lambda k: k.score)
     attempts = policy.max_attempts if policy.fallback else 1
-    return Ranking(policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective)
+    return Ranking(policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective, ctx)
 
 
 def _exclusion(

@@ -12,6 +12,7 @@
     ├── PermissionDenied        credentials lack the right                  → PERMISSION_DENIED
     ├── NoRoute                 no provider satisfies the request/policy    → FAILED_PRECONDITION
     ├── NotReady                engines still loading                       → UNAVAILABLE
+    ├── Recovering              every eligible breaker half-open, probe out → UNAVAILABLE
     ├── DependencyUnavailable   e.g. the shared budget store is unreachable → UNAVAILABLE
     ├── AllAttemptsFailed       every candidate failed                      → UNAVAILABLE
     │   └── DeadlineExceeded    ...and every failure was the deadline       → DEADLINE_EXCEEDED
@@ -99,6 +100,12 @@ class NoRoute(GatewayError):
 
 class NotReady(GatewayError):
     kind = "not_ready"
+
+
+class Recovering(GatewayError):
+    """Every eligible provider is half-open with its one probe in flight: transient, unlike NoRoute."""
+
+    kind = "recovering"
 
 
 class DependencyUnavailable(GatewayError):
@@ -193,6 +200,7 @@ STATUS_BY_ERROR: tuple[tuple[type[GatewayError], str], ...] = (
     (PermissionDenied, "PERMISSION_DENIED"),
     (NoRoute, "FAILED_PRECONDITION"),
     (NotReady, "UNAVAILABLE"),
+    (Recovering, "UNAVAILABLE"),
     (DependencyUnavailable, "UNAVAILABLE"),
     (DeadlineExceeded, "DEADLINE_EXCEEDED"),
     (WaitTimedOut, "DEADLINE_EXCEEDED"),

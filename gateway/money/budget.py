@@ -18,7 +18,9 @@ Lua script in the shared Redis, so any number of gateway instances sharing one R
 what one instance would: the estimates admitted never sum past the limit. Spending can pass the limit only
 through settlement, when a request costs more than its estimate; estimates that are upper bounds keep it
 within the limit, and an admitted request overruns by at most the difference between its actual and
-estimated cost. Once the total reaches the limit, every further reservation is refused.
+estimated cost. Once the total reaches the limit, every further reservation is refused. That is why the
+router reserves each request's worst case (:meth:`gateway.money.pricing.PriceBook.worst_case`), not its
+expected cost.
 
 Amounts are integer nano-dollars: reservations and charges round up and limits round down, so rounding never
 lets a tenant spend more. Totals are kept per tenant and calendar month (UTC); a request is charged to the
@@ -81,7 +83,7 @@ class BudgetExceeded(LimitExceeded):
     ) -> None:
         super().__init__(
             f"tenant {tenant!r} has used {_usd(used_usd)} of its {_usd(limit_usd)} monthly budget ({month}); "
-            f"this request needs an estimated {_usd(estimate_usd)}"
+            f"this request may cost up to {_usd(estimate_usd)}"
         )
         self.tenant = tenant
         self.month = month

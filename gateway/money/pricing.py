@@ -3,10 +3,16 @@
 Local engines are priced as the compute time they held this node for, at a
 configured $/hour: local is cheap, not free, so routing on cost stays honest.
 Vendors are priced per unit from the price book entries given to PriceBook.
+
+Two prices are put on a request before it runs. :meth:`PriceBook.estimate` is what it is *expected* to
+cost; ranking orders candidates by it. :meth:`PriceBook.worst_case` is the most it *can* cost at one
+candidate; a tenant's budget reservation holds that, so concurrent requests (on any number of replicas)
+cannot together spend past the budget by answering at length.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, InvalidOperation
 from pathlib import Path
@@ -23,6 +29,13 @@ _PROMPT_TOKENS = 200
 _TRANSCRIPT_TOKENS_PER_S = 4
 _AUDIO_TOKENS_PER_S = 10
 _ANSWER_TOKENS = 150
+# Speech runs about 15 characters a second at normal speed.
+_SPEECH_S_PER_CHAR = 1 / 15
+# Bounds for the worst case. Whisper emits at most 224 tokens per 30 s window (7.5 a second) and fast speech
+# is about 5 words a second; 15 leaves room for tokenizers that split finer than either.
+_MAX_TRANSCRIPT_TOKENS_PER_S = 15
+# Four characters a second: slower than any voice reads text, numbers spelled out included.
+_MAX_SPEECH_S_PER_CHAR = 0.25
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,22 @@ class PriceBook:
         locality = candidate.capabilities.locality
         if locality is Locality.LOCAL:
             return self._compute_cost(latency_ms / 1000.0)
-        usage = estimated_usage(ctx.operation, ctx.audio_s, ctx.characters)
+        usage = estimated_usage(
+            ctx.operation, ctx.audio_s, ctx.characters, answer_tokens=ctx.max_answer_tokens, speed=ctx.speed
+        )
         return self.cost(candidate.name, candidate.model, locality, usage)
+
+    def worst_case(self, candidate: CandidateInfo, ctx: RankContext, max_compute_s: float) -> Decimal:
+        """The most this request can cost at ``candidate``: what a budget reservation must hold for it.
+
+        A vendor bills units the request bounds (see :func:`worst_case_usage`). A local engine bills the
+        compute time it held, and an attempt holds it for at most the time it is given: ``max_compute_s``,
+        the request's remaining deadline.
+        """
+        locality = candidate.capabilities.locality
+        if locality is Locality.LOCAL:
+            return self._compute_cost(max(max_compute_s, 0.0))
+        return self.cost(candidate.name, candidate.model, locality, worst_case_usage(ctx))
 
     def reference_cost(self, operation: Operation, usage: Usage) -> Decimal | None:
         """The cheapest listed cloud price for this usage (counterfactuals with no cloud provider)."""
@@ -92,19 +119,59 @@ def _to_quantum(amount: Decimal) -> Decimal:
     return amount.quantize(_QUANTUM, context=Context(prec=max(digits, 28)))
 
 
-def estimated_usage(operation: Operation, audio_s: float, characters: int) -> Usage:
-    """Units a request is expected to consume, before any provider has reported them."""
+def estimated_usage(
+    operation: Operation, audio_s: float, characters: int, *, answer_tokens: int = 0, speed: float = 1.0
+) -> Usage:
+    """Units a request is expected to consume, before any provider has reported them.
+
+    ``answer_tokens`` is the answer's token allowance (0: not known); ``speed`` the speaking rate.
+    """
     if operation is Operation.UNDERSTAND:
         # Token-priced models: a transcript runs about 4 tokens per second of speech, an audio
-        # prompt about 10 audio tokens per second, and answers are short.
+        # prompt about 10 audio tokens per second, and answers are short (never past their allowance).
         return Usage(
             audio_seconds=audio_s,
             # In Decimal: a float product can overflow to inf, which no int can hold.
             input_tokens=_PROMPT_TOKENS + int(_dec(audio_s) * _TRANSCRIPT_TOKENS_PER_S),
             audio_input_tokens=int(_dec(audio_s) * _AUDIO_TOKENS_PER_S),
-            output_tokens=_ANSWER_TOKENS,
+            output_tokens=min(_ANSWER_TOKENS, answer_tokens) if answer_tokens > 0 else _ANSWER_TOKENS,
         )
+    if operation is Operation.SYNTHESIZE:
+        # Some voices are billed by the second of speech they return, not by the character.
+        return Usage(characters=characters, audio_seconds=_speech_s(characters, _SPEECH_S_PER_CHAR, speed))
     return Usage(audio_seconds=audio_s, characters=characters)
+
+
+def worst_case_usage(ctx: RankContext) -> Usage:
+    """The most units a request can consume at a vendor: every unit a price book entry may bill, bounded.
+
+    - Transcribe: the audio's measured seconds, which is what providers report (never their own guess).
+    - Synthesize: the text's characters, and the seconds of speech they can make at the requested speed.
+    - Understand: the answer's whole token allowance (``max_answer_tokens``; vendors stop there), and as
+      input the prompt's fixed wording, the question (a byte-level tokenizer never makes more tokens than
+      bytes) and a transcript or audio prompt of the recording's length.
+
+    With ``max_answer_tokens`` 0 (not known, as in ExplainRoute) the answer is taken at its expected length.
+    """
+    if ctx.operation is Operation.UNDERSTAND:
+        return Usage(
+            audio_seconds=ctx.audio_s,
+            input_tokens=_PROMPT_TOKENS
+            + ctx.question_bytes
+            + math.ceil(ctx.audio_s * _MAX_TRANSCRIPT_TOKENS_PER_S),
+            audio_input_tokens=math.ceil(ctx.audio_s * _AUDIO_TOKENS_PER_S),
+            output_tokens=ctx.max_answer_tokens if ctx.max_answer_tokens > 0 else _ANSWER_TOKENS,
+        )
+    if ctx.operation is Operation.SYNTHESIZE:
+        return Usage(
+            characters=ctx.characters,
+            audio_seconds=_speech_s(ctx.characters, _MAX_SPEECH_S_PER_CHAR, ctx.speed),
+        )
+    return Usage(audio_seconds=ctx.audio_s, characters=ctx.characters)
+
+
+def _speech_s(characters: int, s_per_char: float, speed: float) -> float:
+    return characters * s_per_char / (speed if speed > 0 else 1.0)
 
 
 def _dec(value: float) -> Decimal:

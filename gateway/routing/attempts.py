@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -32,14 +33,17 @@ from gateway.core.errors import (
     ProviderError,
     ProviderInputError,
     ProviderTimeout,
+    Recovering,
     Rejection,
     overloaded_if_all_busy,
 )
 from gateway.core.provider_types import Locality, Operation, Usage
+from gateway.money.budget import BudgetExceeded
+from policies.rank import RankContext
 
 if TYPE_CHECKING:
     from gateway.health.book import HealthBook
-    from gateway.money.budget import Budgets
+    from gateway.money.budget import Budgets, Reservation
     from gateway.money.pricing import PriceBook
     from gateway.routing.accounting import Accounting
     from gateway.routing.catalogue import Catalogue
@@ -95,9 +99,9 @@ class Attempts:
         tenant: Tenant = ctx.tenant
         if tenant.monthly_budget_usd is None:
             return await self._walk(operation, ranking, route, ctx, call, audio_s, characters)
-        # The dearest candidate the walk may reach: a fallback must not overspend either.
-        estimate = max(k.estimated_cost_usd for k in ranking.kept[: ranking.max_attempts])
-        reservation = await self._budgets.reserve(tenant.name, tenant.monthly_budget_usd, estimate)
+        reservation, ranking = await self._reserve(
+            tenant.name, tenant.monthly_budget_usd, operation, ranking, ctx, audio_s, characters
+        )
         spent_before = route.cost_usd
         try:
             result = await self._walk(operation, ranking, route, ctx, call, audio_s, characters)
@@ -107,6 +111,40 @@ class Attempts:
             raise
         await asyncio.shield(self._budgets.settle(reservation, route.cost_usd - spent_before))
         return result
+
+    async def _reserve(
+        self,
+        tenant: str,
+        limit_usd: Decimal,
+        operation: Operation,
+        ranking: Ranking,
+        ctx: RequestContext,
+        audio_s: float,
+        characters: int,
+    ) -> tuple[Reservation, Ranking]:
+        """Hold the worst case of every candidate the walk may reach, and the ranking the walk may use.
+
+        Any kept candidate may be reached, not only the first ``max_attempts``: the walk passes over a
+        breaker that is half-open with its probe out, or that opened since ranking. Holding less than the
+        dearest one's worst case would let concurrent requests spend past the budget together. When that
+        does not fit, the walk keeps only the candidates whose worst case fits what is left, so a dear
+        fallback out of reach does not refuse a request a cheaper candidate can serve within budget.
+        """
+        context = ranking.context or RankContext(operation, audio_s=audio_s, characters=characters)
+        max_compute_s = ctx.remaining_s()
+        worst = {
+            k.name: self._prices.worst_case(self._catalogue.info(k.name), context, max_compute_s)
+            for k in ranking.kept
+        }
+        try:
+            return await self._budgets.reserve(tenant, limit_usd, max(worst.values())), ranking
+        except BudgetExceeded as exc:
+            left = exc.limit_usd - exc.used_usd
+            affordable = tuple(k for k in ranking.kept if worst[k.name] <= left)
+            if not affordable:
+                raise
+        reservation = await self._budgets.reserve(tenant, limit_usd, max(worst[k.name] for k in affordable))
+        return reservation, replace(ranking, kept=affordable)
 
     async def _walk(
         self,
@@ -158,9 +196,9 @@ class Attempts:
         if (overloaded := overloaded_if_all_busy(errors)) is not None:
             raise overloaded
         if not errors:
-            raise NoRoute(
+            raise Recovering(
                 f"no provider can {operation.value} this request right now: every eligible provider's "
-                "circuit breaker is half-open with a probe in flight"
+                "circuit breaker is half-open with a probe in flight; retry shortly"
             )
         raise AllAttemptsFailed(errors)
 

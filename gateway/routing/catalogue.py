@@ -28,10 +28,11 @@ class Catalogue:
         return self._providers[name]
 
     def candidates(self) -> list[CandidateInfo]:
-        return [
-            CandidateInfo(p.name, p.model, p.capabilities, ready=p.name in self._ready)
-            for p in self._providers.values()
-        ]
+        return [self.info(name) for name in self._providers]
+
+    def info(self, name: str) -> CandidateInfo:
+        p = self._providers[name]
+        return CandidateInfo(p.name, p.model, p.capabilities, ready=name in self._ready)
 
     def operations(self) -> set[Operation]:
         return {op for p in self._providers.values() for op in p.capabilities.operations}

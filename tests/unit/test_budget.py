@@ -87,7 +87,7 @@ async def test_admits_up_to_the_limit_and_refuses_beyond_it(make_budgets: MakeBu
     assert isinstance(caught.value, LimitExceeded)
     assert str(caught.value) == (
         "tenant 'acme' has used $1.00 of its $1.00 monthly budget (2026-11); "
-        "this request needs an estimated $0.000000001"
+        "this request may cost up to $0.000000001"
     )
     assert (caught.value.tenant, caught.value.month) == ("acme", "2026-11")
     assert await budgets.spent("acme") == D("1.00")
@@ -100,7 +100,7 @@ async def test_the_refusal_names_what_is_used_and_what_is_needed(make_budgets: M
     with pytest.raises(
         BudgetExceeded,
         match=r"^tenant 'acme' has used \$49\.80 of its \$50\.00 monthly budget"
-        r" \(2026-11\); this request needs an estimated \$0\.30$",
+        r" \(2026-11\); this request may cost up to \$0\.30$",
     ):
         await budgets.reserve("acme", D("50"), D("0.30"))
     # A refusal changes nothing, and the next request that fits is still admitted.

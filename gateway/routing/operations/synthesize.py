@@ -18,9 +18,11 @@ if TYPE_CHECKING:
     from gateway.routing.attempts import Attempts
 
 
-def rank_context(characters: int, voice: str | None, routing: Routing) -> RankContext:
+def rank_context(characters: int, voice: str | None, routing: Routing, speed: float = 1.0) -> RankContext:
     features = frozenset({"voices"}) if voice else frozenset()
-    return RankContext(Operation.SYNTHESIZE, characters=characters, features=features, routing=routing)
+    return RankContext(
+        Operation.SYNTHESIZE, characters=characters, features=features, routing=routing, speed=speed
+    )
 
 
 class SynthesizePlug:
@@ -62,7 +64,7 @@ class SynthesizePlug:
                     "sample_rate": request.sample_rate,
                     "speed": request.speed,
                 },
-                rank_context=lambda _: rank_context(len(text), request.voice, request.routing),
+                rank_context=lambda _: rank_context(len(text), request.voice, request.routing, request.speed),
             ),
             compute=compute,
             characters=len(text),

@@ -28,8 +28,17 @@ if TYPE_CHECKING:
     from gateway.routing.pipeline import Pipeline
 
 
-def rank_context(audio_s: float, language: str | None, routing: Routing) -> RankContext:
-    return RankContext(Operation.UNDERSTAND, audio_s=audio_s, language=language, routing=routing)
+def rank_context(
+    audio_s: float, language: str | None, routing: Routing, max_answer_tokens: int = 0, question: str = ""
+) -> RankContext:
+    return RankContext(
+        Operation.UNDERSTAND,
+        audio_s=audio_s,
+        language=language,
+        routing=routing,
+        max_answer_tokens=max_answer_tokens,
+        question_bytes=len(question.encode(errors="surrogatepass")),
+    )
 
 
 def transcription_routing(routing: Routing) -> Routing:
@@ -101,14 +110,17 @@ class UnderstandPlug:
         return request.max_answer_tokens or self._default_answer_tokens
 
     def _identity(self, request: UnderstandRequest, question: str, audio: bytes) -> Identity:
+        max_tokens = self._max_tokens(request)
         return Identity(
             content=audio,
             cache_options={
                 "question": question,
                 "language": request.language,
-                "max_answer_tokens": self._max_tokens(request),
+                "max_answer_tokens": max_tokens,
             },
-            rank_context=lambda audio_s: rank_context(audio_s, request.language, request.routing),
+            rank_context=lambda audio_s: rank_context(
+                audio_s, request.language, request.routing, max_tokens, question
+            ),
         )
 
     async def _answer(
