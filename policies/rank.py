@@ -63,6 +63,8 @@ class Ranking:
     max_attempts: int
     privacy: Privacy
     objective: Objective
+    # Of the remaining deadline, what one attempt may use while another could follow (the policy's).
+    attempt_share: float = 0.5
 
 
 _Num = TypeVar("_Num", Decimal, float)
@@ -131,7 +133,9 @@ def rank(
             kept.append(Kept(candidate.name, cost, latency, _score(candidate, objective, cost, latency)))
     kept.sort(key=lambda k: k.score)
     attempts = policy.max_attempts if policy.fallback else 1
-    return Ranking(policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective)
+    return Ranking(
+        policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective, policy.attempt_share
+    )
 
 
 def _exclusion(

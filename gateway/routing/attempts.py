@@ -1,9 +1,11 @@
 """The attempt walk: one attempt per ranked candidate, under a budget reservation, each priced and recorded.
 
 The router owns retries and fallback. A provider makes one attempt; a retryable failure moves the walk to
-the next candidate, a final one (a refusal the vendor would repeat) stops it. The caller's own bad input
-(an unknown voice) is never the provider's fault: it surfaces as INVALID_ARGUMENT and leaves the breaker
-alone.
+the next candidate, a final one (a refusal the vendor would repeat) stops it. While another candidate could
+follow, an attempt gets only the policy's ``attempt_share`` of the remaining deadline (and never more than
+its provider's own timeout), so a hang is a timeout against that provider and the fallback still has time.
+The caller's own bad input (an unknown voice) is never the provider's fault: it surfaces as
+INVALID_ARGUMENT and leaves the breaker alone.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
     from providers.base import Provider
 
 log = structlog.get_logger(__name__)
+
+# What an attempt leaves of the request's remaining deadline to record its outcome and answer: at most this
+# many seconds, and at most this share of what remains.
+_WRAP_UP_S = 0.05
+_WRAP_UP_SHARE = 0.1
 
 # How far each locality lets audio travel: a request's locality is its least private step.
 EXPOSURE = {Locality.LOCAL: 0, Locality.ON_PREM: 1, Locality.CLOUD: 2}
@@ -114,7 +121,7 @@ class Attempts:
     ) -> tuple[R, Provider]:
         errors: list[ProviderError] = []
         attempted = 0
-        for kept in ranking.kept:
+        for index, kept in enumerate(ranking.kept):
             if attempted >= ranking.max_attempts:
                 break
             provider = self._catalogue.get(kept.name)
@@ -128,9 +135,13 @@ class Attempts:
                     ProviderTimeout(provider.name, "the request deadline passed before this attempt")
                 )
                 break
+            may_follow = attempted < ranking.max_attempts and index + 1 < len(ranking.kept)
+            limit = attempt_timeout_s(
+                remaining, provider.capabilities.timeout_s, ranking.attempt_share if may_follow else 1.0
+            )
             started = time.perf_counter()
             try:
-                result = await call(provider, remaining)
+                result = await _bounded(call, provider, limit)
             except ProviderError as exc:
                 self._failed(route, provider, operation, exc, started, audio_s, characters)
                 if isinstance(exc, ProviderInputError):
@@ -217,6 +228,30 @@ class Attempts:
             f"no provider can {operation.value} this request under policy {ranking.policy!r}",
             tuple(Rejection(r.name, r.reason) for r in ranking.rejected),
         )
+
+
+def attempt_timeout_s(remaining_s: float, provider_timeout_s: float | None, share: float) -> float:
+    """How long one attempt may take: its share of the remaining deadline, within the provider's timeout.
+
+    A sliver of the deadline is always kept back, so the attempt's own timeout, not the caller's deadline,
+    ends a hang: the walk then records the timeout against the provider and still answers in time.
+    """
+    limit = min(remaining_s * share, remaining_s - min(_WRAP_UP_S, remaining_s * _WRAP_UP_SHARE))
+    if provider_timeout_s is not None:
+        limit = min(limit, provider_timeout_s)
+    return max(limit, 0.001)
+
+
+async def _bounded(call: Call[R], provider: Provider, limit_s: float) -> R:
+    """One attempt, ended at its limit even if the provider does not honour the timeout it is given."""
+    timer = asyncio.timeout(limit_s)
+    try:
+        async with timer:
+            return await call(provider, limit_s)
+    except TimeoutError as exc:
+        if not timer.expired():
+            raise
+        raise ProviderTimeout(provider.name, f"no answer within the attempt's {limit_s:.2f} s") from exc
 
 
 def _record(

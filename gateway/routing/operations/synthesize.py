@@ -11,6 +11,7 @@ from gateway.core import audio
 from gateway.core.domain import OutputFormat, RouteInfo, Routing, SynthesizeRequest, SynthesizeResult
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Operation, Speech, SynthesizeOptions
+from gateway.core.text import refuse_control_characters
 from gateway.routing.pipeline import Job, Step
 from policies.rank import RankContext
 from providers.base import Provider, Synthesizer
@@ -35,6 +36,7 @@ class SynthesizePlug:
         text = request.text.strip()
         if not text:
             raise InvalidInput("text is empty: give the words to speak")
+        refuse_control_characters(text, "text")
         if len(text) > self._max_text_chars:
             raise InvalidInput(
                 f"text is {len(text)} characters; the limit is {self._max_text_chars}: split it"

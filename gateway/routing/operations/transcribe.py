@@ -9,6 +9,7 @@ from gateway.cache import codec
 from gateway.cache.results import digest_bytes
 from gateway.core.domain import AudioInput, RouteInfo, Routing, TranscribeRequest, TranscribeResult
 from gateway.core.provider_types import Operation, TranscribeOptions, Transcript
+from gateway.core.text import refuse_control_characters
 from gateway.routing.pipeline import Job, Step
 from policies.rank import RankContext
 from providers.base import Provider, Transcriber
@@ -59,8 +60,10 @@ class TranscribePlug:
         self._attempts = attempts
 
     async def prepare(self, request: TranscribeRequest) -> Job:
-        recording = await self._open_audio(request.audio)
         options = request.options
+        if options.prompt:
+            refuse_control_characters(options.prompt, "prompt")
+        recording = await self._open_audio(request.audio)
 
         async def compute(step: Step) -> bytes:
             transcript = await transcribe(
