@@ -33,10 +33,11 @@ class SynthesizePlug:
         self._max_text_chars = max_text_chars
 
     async def prepare(self, request: SynthesizeRequest) -> Job:
+        # Before stripping, so the position named is the one the caller sent.
+        refuse_control_characters(request.text, "text")
         text = request.text.strip()
         if not text:
             raise InvalidInput("text is empty: give the words to speak")
-        refuse_control_characters(text, "text")
         if len(text) > self._max_text_chars:
             raise InvalidInput(
                 f"text is {len(text)} characters; the limit is {self._max_text_chars}: split it"

@@ -66,10 +66,11 @@ class UnderstandPlug:
         self._max_question_chars = max_question_chars
 
     async def prepare(self, request: UnderstandRequest) -> Job:
+        # Before stripping, so the position named is the one the caller sent.
+        refuse_control_characters(request.question, "question")
         question = request.question.strip()
         if not question:
             raise InvalidInput("question is empty: ask something about the recording")
-        refuse_control_characters(question, "question")
         if len(question) > self._max_question_chars:
             raise InvalidInput(
                 f"question is {len(question)} characters; the limit is {self._max_question_chars}"
