@@ -134,3 +134,23 @@ async def test_a_hanging_vendor_fails_over_within_the_deadline_and_opens_its_bre
     assert sorted(timeouts) == sorted((rid, "tts-cheap") for rid in request_ids)
     served = [r.request_id for r in records if r.outcome == "ok" and r.provider == "tts-backup"]
     assert sorted(served) == sorted([*request_ids, reply.route.request_id])
+
+
+async def test_a_hang_on_the_only_candidate_is_its_timeout_not_the_caches(gateway, hanging):
+    server, stub = gateway
+    hanging.delay_s = 30.0
+    began = time.time()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Synthesize(
+            pb.SynthesizeRequest(
+                text="Only the cheap one.", routing=common.RoutingOptions(provider="tts-cheap")
+            ),
+            timeout=2.0,
+        )
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The attempt's own limit ends it just before the caller's deadline, so the server's answer (when it
+    # beats the caller's own timer) names the provider; it never blames the cache wait.
+    assert "cache" not in (caught.value.details() or "")
+    records = await server.app.ledger.records(began - 1, time.time() + 1, kind="attempt")
+    assert [(r.provider, r.outcome) for r in records] == [("tts-cheap", "timeout")]
+    assert server.app.health.snapshot()["tts-cheap"].consecutive_failures == 1

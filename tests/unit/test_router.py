@@ -201,6 +201,29 @@ async def test_understand_transcribes_then_answers_and_sums_the_cost():
     assert llm.calls == 1 and stt.calls == 1
 
 
+class _Listener(FakeAnswerer):
+    listens = True
+
+
+async def test_a_hanging_listener_falls_back_to_a_text_model_with_a_transcript():
+    ears = _Listener(name="ears", delay_s=5.0)
+    stt, text = FakeTranscriber(text="we meet on thursday"), FakeAnswerer(name="text", answer="Thursday.")
+    router = await started(ears, stt, text)
+    request = UnderstandReq(
+        audio=CLIP, question="When?", language=None, max_answer_tokens=None, routing=Routing()
+    )
+    began = time.monotonic()
+    result = await router.understand(request, ctx(timeout_s=2.0))
+    assert time.monotonic() - began < 2.0
+    assert (result.answer, result.transcript) == ("Thursday.", "we meet on thursday")
+    assert [(a.provider, a.operation.value, a.outcome) for a in result.route.attempts] == [
+        ("ears", "understand", "timeout"),
+        ("fake-stt", "transcribe", "ok"),
+        ("text", "understand", "ok"),
+    ]
+    assert text.last_transcript == "we meet on thursday"
+
+
 async def test_a_non_retryable_refusal_stops_the_walk():
     first = FakeTranscriber(
         name="a", fail_with=ProviderRejected("a", "HTTP 401 (check the provider's api_key_env)")
