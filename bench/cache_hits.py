@@ -73,7 +73,7 @@ async def measure(plan: Plan, gateway_target: str, noop_target: str, request: pb
         async def through_gateway() -> None:
             reply = await gateway.Transcribe(request, timeout=60)
             if not reply.route.cache_hit:
-                raise RuntimeError("a gateway call missed the cache")
+                raise RuntimeError(f"a gateway call missed the cache: {reply.route}")
 
         async def no_op() -> None:
             await noop.Transcribe(request, timeout=60)

@@ -288,6 +288,12 @@ class GatewayClient(_ClientBase):
         """A cost report; a tenant's key sees only its own traffic, an admin key every tenant's."""
         return self._reports.GetCostReport(request, timeout=self.timeout_s, metadata=self._metadata)
 
+    def find_records(self, request_id: str, tenant: str = "") -> list[cost_reports_pb2.LedgerRecord]:
+        """The ledger records of every request sent with ``x-request-id: request_id``, oldest first."""
+        request = cost_reports_pb2.FindRecordsRequest(request_id=request_id, tenant=tenant)
+        reply = self._reports.FindRecords(request, timeout=self.timeout_s, metadata=self._metadata)
+        return list(reply.records)
+
     def health(self, service: str = "") -> str:
         """The serving status of ``service`` ("" is the whole server): "SERVING", "NOT_SERVING",
         or "SERVICE_UNKNOWN" for a name the server does not know. Raises grpc.RpcError when unreachable."""
@@ -412,6 +418,12 @@ class AsyncGatewayClient(_ClientBase):
     async def report(self, request: cost_reports_pb2.GetCostReportRequest) -> cost_reports_pb2.CostReport:
         """A cost report; see :meth:`GatewayClient.report`."""
         return await self._reports.GetCostReport(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def find_records(self, request_id: str, tenant: str = "") -> list[cost_reports_pb2.LedgerRecord]:
+        """Ledger records by the caller's request id; see :meth:`GatewayClient.find_records`."""
+        request = cost_reports_pb2.FindRecordsRequest(request_id=request_id, tenant=tenant)
+        reply = await self._reports.FindRecords(request, timeout=self.timeout_s, metadata=self._metadata)
+        return list(reply.records)
 
     async def health(self, service: str = "") -> str:
         """The serving status of ``service``; see :meth:`GatewayClient.health`."""

@@ -154,16 +154,8 @@ def _exclusion(
         return "operation", f"does not {ctx.operation.value}"
     if pin and pin != candidate.name:
         return "pin", f"request pinned provider {clip(pin)!r}"
-    if policy.allow_providers is not None and candidate.name not in policy.allow_providers:
-        return "allow_list", f"not in policy {policy.name!r} allow-list"
-    if candidate.name in policy.deny_providers:
-        return "deny_list", f"denied by policy {policy.name!r}"
-    if caps.locality not in _ALLOWED_LOCALITIES[privacy]:
-        return "privacy", f"locality {caps.locality.value} is not allowed under privacy {privacy.value}"
-    if privacy is Privacy.ANY and policy.no_retention and caps.retains_data:
-        return "retention", "the vendor retains data and the policy requires no retention"
-    if policy.region is not None and caps.locality is Locality.CLOUD and caps.region != policy.region:
-        return "region", f"region {caps.region} is not {policy.region}"
+    if (refused := policy_exclusion(candidate.name, caps, policy, privacy)) is not None:
+        return refused
     if ctx.language and caps.languages is not None and ctx.language not in caps.languages:
         return (
             "language",
@@ -180,6 +172,31 @@ def _exclusion(
         return "max_latency", f"estimated latency {latency:.0f} ms exceeds the cap {max_latency:.0f} ms"
     if not candidate.ready:
         return "not_ready", "not ready: the engine is still loading"
+    return None
+
+
+def locality_allowed(privacy: Privacy, locality: Locality) -> bool:
+    return locality in _ALLOWED_LOCALITIES[privacy]
+
+
+def policy_exclusion(
+    name: str, caps: Capabilities, policy: Policy, privacy: Privacy
+) -> tuple[str, str] | None:
+    """(rule, reason) when ``policy`` at ``privacy`` refuses this provider whatever the request asks.
+
+    The rules about where audio may go and who may see it: lists, privacy, retention, region. A cached
+    result is served only if every provider that produced it passes them.
+    """
+    if policy.allow_providers is not None and name not in policy.allow_providers:
+        return "allow_list", f"not in policy {policy.name!r} allow-list"
+    if name in policy.deny_providers:
+        return "deny_list", f"denied by policy {policy.name!r}"
+    if caps.locality not in _ALLOWED_LOCALITIES[privacy]:
+        return "privacy", f"locality {caps.locality.value} is not allowed under privacy {privacy.value}"
+    if privacy is Privacy.ANY and policy.no_retention and caps.retains_data:
+        return "retention", "the vendor retains data and the policy requires no retention"
+    if policy.region is not None and caps.locality is Locality.CLOUD and caps.region != policy.region:
+        return "region", f"region {caps.region} is not {policy.region}"
     return None
 
 

@@ -2,14 +2,46 @@
 
 Text results are JSON; synthesized audio is a small JSON header followed by
 the raw audio bytes, so large audio is never base64-inflated.
+
+Every payload names its format version. A payload written in another format (an
+older or newer deploy sharing the Redis) or one that does not parse raises
+:class:`PayloadError`: the caller treats it as a miss and overwrites it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from gateway.core.provider_types import SegmentTiming, Transcript, Usage, WordTiming
+
+# Bumped whenever a payload's shape changes.
+FORMAT_VERSION = 2
+
+T = TypeVar("T")
+
+
+class PayloadError(ValueError):
+    """A stored payload this version cannot read."""
+
+
+def _checked(read: Callable[[Any], T], raw: Any) -> T:
+    if not isinstance(raw, dict) or raw.get("v") != FORMAT_VERSION:
+        found = raw.get("v") if isinstance(raw, dict) else type(raw).__name__
+        raise PayloadError(f"payload format {found!r}, expected {FORMAT_VERSION}")
+    try:
+        return read(raw)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise PayloadError(f"payload does not match format {FORMAT_VERSION}: {type(exc).__name__}") from exc
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError("payload is not JSON") from exc
 
 
 @dataclass(frozen=True)
@@ -38,47 +70,64 @@ def encode_transcript(t: Transcript) -> bytes:
         }
         for s in t.segments
     ]
-    return json.dumps({"text": t.text, "language": t.language, "segments": segments}).encode()
+    document = {"v": FORMAT_VERSION, "text": t.text, "language": t.language, "segments": segments}
+    return json.dumps(document).encode()
 
 
 def decode_transcript(payload: bytes) -> Transcript:
-    raw = json.loads(payload)
+    return _checked(_transcript, _json(payload))
+
+
+def _transcript(raw: dict[str, Any]) -> Transcript:
     segments = tuple(
         SegmentTiming(
-            text=s["text"],
-            start_s=s["start"],
-            end_s=s["end"],
-            speaker=s["speaker"],
-            words=tuple(WordTiming(w[0], w[1], w[2], w[3]) for w in s["words"]),
+            text=str(s["text"]),
+            start_s=float(s["start"]),
+            end_s=float(s["end"]),
+            speaker=str(s["speaker"]),
+            words=tuple(WordTiming(str(w[0]), float(w[1]), float(w[2]), float(w[3])) for w in s["words"]),
         )
         for s in raw["segments"]
     )
-    return Transcript(text=raw["text"], language=raw["language"], segments=segments, usage=Usage())
+    return Transcript(text=str(raw["text"]), language=str(raw["language"]), segments=segments, usage=Usage())
 
 
 def encode_speech(s: SpeechPayload) -> bytes:
     header = json.dumps(
-        {"mime": s.mime_type, "rate": s.sample_rate, "duration": s.duration_s, "voice": s.voice}
+        {
+            "v": FORMAT_VERSION,
+            "mime": s.mime_type,
+            "rate": s.sample_rate,
+            "duration": s.duration_s,
+            "voice": s.voice,
+        }
     ).encode()
     return len(header).to_bytes(4, "big") + header + s.audio
 
 
 def decode_speech(payload: bytes) -> SpeechPayload:
     size = int.from_bytes(payload[:4], "big")
-    header = json.loads(payload[4 : 4 + size])
-    return SpeechPayload(
-        audio=payload[4 + size :],
-        mime_type=header["mime"],
-        sample_rate=header["rate"],
-        duration_s=header["duration"],
-        voice=header["voice"],
+    if len(payload) < 4 + size:
+        raise PayloadError("speech payload is shorter than its header says")
+    audio = payload[4 + size :]
+    return _checked(
+        lambda h: SpeechPayload(
+            audio=audio,
+            mime_type=str(h["mime"]),
+            sample_rate=int(h["rate"]),
+            duration_s=float(h["duration"]),
+            voice=str(h["voice"]),
+        ),
+        _json(payload[4 : 4 + size]),
     )
 
 
 def encode_answer(a: AnswerPayload) -> bytes:
-    return json.dumps({"answer": a.answer, "transcript": a.transcript}).encode()
+    return json.dumps({"v": FORMAT_VERSION, "answer": a.answer, "transcript": a.transcript}).encode()
 
 
 def decode_answer(payload: bytes) -> AnswerPayload:
-    raw = json.loads(payload)
-    return AnswerPayload(answer=raw["answer"], transcript=raw["transcript"])
+    return _checked(
+        lambda raw: AnswerPayload(answer=str(raw["answer"]), transcript=str(raw["transcript"])),
+        _json(payload),
+    )

@@ -3,12 +3,15 @@
 A request's life against the cache (the router decides whether to call it at all: a bypass, a tenant whose
 policy switches caching off, or a ``local_only`` result its policy does not let us keep, never reach it)::
 
-    key = cache.key(tenant, operation, digest_bytes(audio), options, model_class)
-    entry, hit = await cache.single_flight(key, compute, mode)   # compute() -> CachedEntry
+    key = cache.key(tenant, operation, digest_bytes(audio), options)
+    entry, hit = await cache.single_flight(key, compute, mode, accept)   # compute() -> CachedEntry
 
-**Keys** are a SHA-256 over a canonical JSON of the operation, a digest of the input, every option that
-changes the output and the model class that produced it, namespaced by tenant. A filename is never part of
-one: the same bytes under two names are one entry, and two recordings under one name are two.
+**Keys** are a SHA-256 over a canonical JSON of the operation, a digest of the input and every option that
+changes the output, namespaced by tenant. A filename is never part of one: the same bytes under two names
+are one entry, and two recordings under one name are two. Who produced a result is not part of the key but
+of the entry (its producers and their least private locality): the caller's ``accept`` decides whether this
+request's policy may be served that producer's result. A refused entry is a miss, and the fresh result
+overwrites it.
 
 **Single-flight.** Identical requests in flight reach ``compute`` once and all get its result. Within a
 process, later callers join the first caller's flight. Across gateway instances, the instance that takes
@@ -45,6 +48,7 @@ import structlog
 from redis.asyncio import Redis
 
 from gateway.core.domain import CacheMode
+from gateway.core.errors import WaitTimedOut
 from gateway.settings import CacheSettings
 
 log = structlog.get_logger(__name__)
@@ -59,7 +63,8 @@ __all__ = [
 ]
 
 # Bumped when the key document or the stored encoding changes, so old entries are simply never found.
-KEY_VERSION = 1
+# 2: the producing model left the key; each entry names its producers and the caller checks them.
+KEY_VERSION = 2
 _MAGIC = b"GWC1"
 _HEADER_LEN = struct.Struct(">I")
 
@@ -78,6 +83,10 @@ class CachedEntry:
     created_at: float  # time.time() when computed
     # The audio duration the original call was billed for, so a hit reports the same units.
     audio_s: float = 0.0
+    # The least private step's locality (Understand may transcribe in one place and answer in another),
+    # and every provider whose output went into the result: a hit must satisfy the asking policy for all.
+    locality: str = ""
+    producers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.cost_usd, Decimal):
@@ -103,7 +112,6 @@ def cache_key(
     operation: str,
     input_digest: str,
     options: Mapping[str, object],
-    model_class: str,
     *,
     prefix: str = "",
 ) -> str:
@@ -114,7 +122,7 @@ def cache_key(
     of ``1`` and of ``1.0`` are different keys). Anything else is refused rather than stringified, so no
     object's repr can make a key differ between two identical requests.
     """
-    for name, value in (("tenant", tenant), ("input_digest", input_digest), ("model_class", model_class)):
+    for name, value in (("tenant", tenant), ("input_digest", input_digest)):
         if not value:
             raise ValueError(f"{name} must not be empty")
     document = {
@@ -123,7 +131,6 @@ def cache_key(
         "operation": _canonical(operation, "operation"),
         "input": input_digest,
         "options": _canonical(dict(options), "options"),
-        "model": model_class,
     }
     canonical = json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -173,6 +180,8 @@ def _encode(entry: CachedEntry, writer: str) -> bytes:
             "model": entry.model,
             "created_at": entry.created_at,
             "audio_s": entry.audio_s,
+            "locality": entry.locality,
+            "producers": list(entry.producers),
             # Which lock holder wrote it: lets a refresh waiter tell a fresh value from the one it replaces.
             "writer": writer,
         },
@@ -196,6 +205,8 @@ def _decode(raw: bytes) -> tuple[CachedEntry, str]:
         model=str(header["model"]),
         created_at=float(header["created_at"]),
         audio_s=float(header.get("audio_s", 0.0)),
+        locality=str(header.get("locality", "")),
+        producers=tuple(str(p) for p in header.get("producers", ())),
     )
     return entry, str(header.get("writer", ""))
 
@@ -216,6 +227,24 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+_WAIT_TIMED_OUT = "the deadline passed while waiting for an identical request already being computed"
+
+
+def _anything(entry: CachedEntry) -> bool:
+    return True
+
+
+async def _waited(flight: Awaitable[T], deadline: float | None) -> T:
+    if deadline is None:
+        return await flight
+    try:
+        # The loop's clock is time.monotonic(), the clock deadlines are kept in.
+        async with asyncio.timeout_at(deadline):
+            return await flight
+    except TimeoutError as exc:
+        raise WaitTimedOut(_WAIT_TIMED_OUT) from exc
 
 
 class _Unavailable(Exception):
@@ -249,10 +278,8 @@ class ResultCache:
     def settings(self) -> CacheSettings:
         return self._settings
 
-    def key(
-        self, tenant: str, operation: str, input_digest: str, options: Mapping[str, object], model_class: str
-    ) -> str:
-        return cache_key(tenant, operation, input_digest, options, model_class, prefix=self._prefix)
+    def key(self, tenant: str, operation: str, input_digest: str, options: Mapping[str, object]) -> str:
+        return cache_key(tenant, operation, input_digest, options, prefix=self._prefix)
 
     async def get(self, key: str) -> CachedEntry | None:
         """The stored entry, or None on a miss and whenever Redis cannot answer in time."""
@@ -271,12 +298,21 @@ class ResultCache:
         key: str,
         compute: Callable[[], Awaitable[CachedEntry]],
         mode: FlightMode = CacheMode.DEFAULT,
+        accept: Callable[[CachedEntry], bool] = _anything,
+        deadline: float | None = None,
+        read_first: bool = True,
     ) -> tuple[CachedEntry, bool]:
         """(entry, hit): the cached entry, or ``compute``'s, computed once for all identical callers.
 
         ``mode="refresh"`` skips the read and overwrites the entry (identical refreshes still share one
-        computation). ``compute``'s error reaches every caller of this process that shared its flight.
-        Callers bound the whole call with their own deadline (``asyncio.timeout``).
+        computation). ``read_first=False`` is for a caller that has just read the entry itself: it goes
+        straight to the lock (which still re-reads, for an entry written meanwhile). An entry ``accept``
+        refuses is a miss: this caller computes, and its result replaces the entry. ``compute``'s error
+        reaches every caller of this process that shared its flight.
+
+        ``deadline`` (``time.monotonic()``) bounds only the waiting for another caller's computation, which
+        then raises :class:`~gateway.core.errors.WaitTimedOut`; this caller's own ``compute`` is never
+        cancelled by it, so an attempt's outcome is always its own.
         """
         flight_mode = CacheMode(mode)
         if flight_mode is CacheMode.BYPASS:
@@ -287,13 +323,16 @@ class ResultCache:
         while (joined := self._flights.get(slot)) is not None:
             try:
                 # Shielded: a follower's cancellation must not cancel the flight others are waiting on.
-                return await asyncio.shield(joined), True
+                shared = await _waited(asyncio.shield(joined), deadline)
             except _LeaderGone:
                 continue
+            if accept(shared):
+                return shared, True
+            # The flight's producer is one this caller's policy refuses: it computes its own.
         flight: asyncio.Future[CachedEntry] = asyncio.get_running_loop().create_future()
         self._flights[slot] = flight
         try:
-            entry, hit = await self._lead(key, compute, flight_mode)
+            entry, hit = await self._lead(key, compute, flight_mode, accept, deadline, read_first)
         except Exception as exc:
             flight.set_exception(exc)
             flight.exception()  # marks it retrieved: a flight without followers must not warn at exit
@@ -311,24 +350,35 @@ class ResultCache:
     # -- one flight ----------------------------------------------------------------------------------
 
     async def _lead(
-        self, key: str, compute: Callable[[], Awaitable[CachedEntry]], mode: CacheMode
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[CachedEntry]],
+        mode: CacheMode,
+        accept: Callable[[CachedEntry], bool],
+        deadline: float | None,
+        read_first: bool,
     ) -> tuple[CachedEntry, bool]:
         lock = lock_key(key)
         token = secrets.token_hex(16)
         try:
-            if mode is CacheMode.DEFAULT and (found := await self._read(key)):
+            if (
+                mode is CacheMode.DEFAULT
+                and read_first
+                and (found := await self._read(key))
+                and accept(found[0])
+            ):
                 return found[0], True
             while True:
                 if await self._call("lock", lambda: self._set_lock(lock, token)):
                     break
-                if (fresh := await self._wait_for_holder(key, lock, mode)) is not None:
+                if (fresh := await self._wait_for_holder(key, lock, mode, accept, deadline)) is not None:
                     return fresh, True
         except _Unavailable:
             # No shared store to coordinate through: serve the request; the write is a best effort.
             entry = await compute()
             await self._store(key, entry, writer="")
             return entry, False
-        return await self._compute_locked(key, lock, token, compute, mode)
+        return await self._compute_locked(key, lock, token, compute, mode, accept)
 
     async def _compute_locked(
         self,
@@ -337,6 +387,7 @@ class ResultCache:
         token: str,
         compute: Callable[[], Awaitable[CachedEntry]],
         mode: CacheMode,
+        accept: Callable[[CachedEntry], bool],
     ) -> tuple[CachedEntry, bool]:
         keeper = asyncio.create_task(self._keep_lock(lock, token))
         try:
@@ -346,7 +397,7 @@ class ResultCache:
                     found = await self._read(key)
                 except _Unavailable:
                     found = None
-                if found:
+                if found and accept(found[0]):
                     return found[0], True
             entry = await compute()
             await self._store(key, entry, writer=token)
@@ -356,13 +407,20 @@ class ResultCache:
             # Shielded: a cancelled holder still frees its waiters now rather than after lock_ttl_s.
             await asyncio.shield(self._unlock(lock, token))
 
-    async def _wait_for_holder(self, key: str, lock: str, mode: CacheMode) -> CachedEntry | None:
+    async def _wait_for_holder(
+        self,
+        key: str,
+        lock: str,
+        mode: CacheMode,
+        accept: Callable[[CachedEntry], bool],
+        deadline: float | None,
+    ) -> CachedEntry | None:
         """Wait while another instance holds the lock: its entry if it wrote one, None to retry the lock."""
         holders: set[str] = set()
         while True:
             if mode is CacheMode.DEFAULT:
                 raw, holder = await self._call("wait", lambda: self._peek(key, lock))
-                if (found := self._decoded(key, raw)) is not None:
+                if (found := self._decoded(key, raw)) is not None and accept(found[0]):
                     return found[0]
             else:
                 holder = await self._call("wait", lambda: self._redis_client().get(lock))
@@ -371,10 +429,12 @@ class ResultCache:
                     # The old value was there all along: only an entry written by a holder we waited on
                     # is the fresh one.
                     found = await self._read(key)
-                    if found and found[1] in holders:
+                    if found and found[1] in holders and accept(found[0]):
                         return found[0]
                 return None
             holders.add(holder.decode() if isinstance(holder, bytes) else str(holder))
+            if deadline is not None and time.monotonic() + self._settings.wait_poll_s > deadline:
+                raise WaitTimedOut(_WAIT_TIMED_OUT)
             await asyncio.sleep(self._settings.wait_poll_s)
 
     async def _keep_lock(self, lock: str, token: str) -> None:

@@ -107,6 +107,8 @@ class _Row:
     cache_hits: int
     cost: Decimal
     saved: Decimal
+    # Calls cancelled or timed out: their estimated cost, which the vendor may bill or not.
+    possibly_billed: Decimal
     cloud: Decimal | None
     local: Decimal | None
     message: cost_reports_pb2.CostReportRow
@@ -131,6 +133,7 @@ class _Row:
             cache_hits=row.cache_hits,
             cost=_money(row.cost_usd, "cost_usd"),
             saved=_money(row.saved_usd, "saved_usd"),
+            possibly_billed=_money(row.possibly_billed_usd, "possibly_billed_usd"),
             cloud=_optional_money(row.counterfactual_cloud_usd, "counterfactual_cloud_usd"),
             local=_optional_money(row.counterfactual_local_usd, "counterfactual_local_usd"),
             message=row,
@@ -153,9 +156,13 @@ def _total(report: cost_reports_pb2.CostReport, rows: Sequence[_Row]) -> _Row:
         cache_hits=sum(r.cache_hits for r in rows),
         cost=sum((r.cost for r in rows), Decimal(0)),
         saved=sum((r.saved for r in rows), Decimal(0)),
+        possibly_billed=sum((r.possibly_billed for r in rows), Decimal(0)),
         cloud=_sum_known(r.cloud for r in rows),
         local=_sum_known(r.local for r in rows),
-        message=cost_reports_pb2.CostReportRow(units=_sum_units(r.message.units for r in rows)),
+        message=cost_reports_pb2.CostReportRow(
+            units=_sum_units(r.message.units for r in rows),
+            billing_unknown_attempts=sum(r.message.billing_unknown_attempts for r in rows),
+        ),
     )
 
 
@@ -244,9 +251,13 @@ def report_table(report: cost_reports_pb2.CostReport, *, money_places: int = MON
 
     Columns: the grouped dimensions, requests, cache hits, cost, cache savings, the all-cloud and all-local
     counterfactuals, and "saved vs cloud" (all-cloud minus cost), in USD. Unknown figures show as "—".
+    When calls were cancelled or timed out, a "possibly billed" column shows their estimated cost.
     """
     dims = grouped_dimensions(report)
     rows = _rows(report)
+    total = _total(report, rows)
+    # Only when there is something in it: the usual table still fits 80 columns.
+    billed = bool(total.possibly_billed)
     table = Table(
         title=f"cost report {report.since or '?'} → {report.until or '?'}",
         title_justify="left",
@@ -259,18 +270,17 @@ def report_table(report: cost_reports_pb2.CostReport, *, money_places: int = MON
     for column in _label_columns(dims):
         # On a narrow terminal names fold; days and figures are never cut.
         table.add_column(column, no_wrap=column == "day", overflow="fold")
-    for column in _TABLE_NUMBER_HEADERS:
+    for column in _TABLE_NUMBER_HEADERS + (("possibly\nbilled",) if billed else ()):
         table.add_column(column, justify="right", no_wrap=True)
     for index, row in enumerate(rows):
         table.add_row(
-            *_table_cells(row, _labels(row, dims), money_places), end_section=index == len(rows) - 1
+            *_table_cells(row, _labels(row, dims), money_places, billed), end_section=index == len(rows) - 1
         )
-    total = _total(report, rows)
-    table.add_row(*_table_cells(total, _total_labels(dims), money_places), style="bold")
+    table.add_row(*_table_cells(total, _total_labels(dims), money_places, billed), style="bold")
     return table
 
 
-def _table_cells(row: _Row, labels: list[str], places: int) -> list[Text]:
+def _table_cells(row: _Row, labels: list[str], places: int, billed: bool = False) -> list[Text]:
     # Text, not str: a name like "[red]x" is data, never rich markup.
     values = [
         _fmt_count(row.requests),
@@ -281,6 +291,8 @@ def _table_cells(row: _Row, labels: list[str], places: int) -> list[Text]:
         _fmt_money(row.local, places),
         _fmt_money(row.saved_vs_cloud, places),
     ]
+    if billed:
+        values.append(_fmt_money(row.possibly_billed, places))
     return [Text(value) for value in (*labels, *values)]
 
 
@@ -307,6 +319,8 @@ _CSV_VALUES = (
     "audio_input_tokens",
     "output_tokens",
     "compute_seconds",
+    "possibly_billed_usd",
+    "billing_unknown_attempts",
 )
 
 
@@ -341,6 +355,8 @@ def _csv_values(row: _Row) -> list[str]:
         str(units.audio_input_tokens),
         str(units.output_tokens),
         repr(units.compute_seconds),
+        _plain_money(row.possibly_billed),
+        str(row.message.billing_unknown_attempts),
     ]
 
 
@@ -449,12 +465,23 @@ def _summary_html(report: cost_reports_pb2.CostReport, dims: tuple[str, ...], to
         ("All on cheapest cloud", _dollars(total.cloud)),
         ("All on local engines", _dollars(total.local)),
         ("Saved vs cloud", _dollars(total.saved_vs_cloud)),
+        ("Possibly billed", f"${_fmt_money(total.possibly_billed)}"),
     ]
     items = "\n".join(
         f'<li><span class="label">{_esc(label)}</span><span class="value">{_esc(value)}</span></li>'
         for label, value in cards
     )
     empty = _note("No requests were recorded in this range.") + "\n" if not total.requests else ""
+    if total.possibly_billed:
+        calls = total.message.billing_unknown_attempts
+        empty += (
+            _note(
+                f"{_fmt_count(calls)} provider call(s) were cancelled or timed out. Vendors may bill them: "
+                f"their estimated cost, ${_fmt_money(total.possibly_billed)}, is shown as possibly billed "
+                "and is not part of the cost."
+            )
+            + "\n"
+        )
     return (
         f'<p class="meta">{_esc(meta)}</p>\n{empty}'
         f'<ul class="cards" aria-label="Totals">\n{items}\n</ul>\n'
@@ -722,7 +749,7 @@ def _comparison_html(total: _Row, *, partial_local: bool) -> str:
 
 def _table_html(dims: tuple[str, ...], rows: list[_Row], total: _Row) -> str:
     labels = _label_columns(dims)
-    headers = [*labels, "requests", "cache hits", *_MONEY_COLUMNS]
+    headers = [*labels, "requests", "cache hits", *_MONEY_COLUMNS, "possibly billed"]
     head = "".join(
         f'<th scope="col" class="{"label" if i < len(labels) else "number"}">{_esc(h)}</th>'
         for i, h in enumerate(headers)
@@ -747,6 +774,7 @@ def _html_row(labels: list[str], row: _Row) -> str:
             _fmt_money(row.cloud),
             _fmt_money(row.local),
             _fmt_money(row.saved_vs_cloud),
+            _fmt_money(row.possibly_billed),
         )
     ]
     return f"<tr>{''.join(cells)}</tr>"

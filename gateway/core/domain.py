@@ -98,6 +98,10 @@ class AttemptRecord:
     cost_usd: Decimal
     locality: Locality
     usage: Usage = field(default_factory=Usage)
+    # Cancelled or timed out: the vendor may bill the call, or not. cost_usd stays 0 and the estimate of
+    # what it would have cost is kept apart, so no figure mixes what was billed with what may have been.
+    billing_unknown: bool = False
+    possibly_billed_usd: Decimal = Decimal(0)
 
 
 @dataclass

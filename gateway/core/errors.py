@@ -167,6 +167,12 @@ class DeadlineExceeded(AllAttemptsFailed):
     kind = "deadline_exceeded"
 
 
+class WaitTimedOut(GatewayError):
+    """The deadline passed while waiting on an identical request's computation: nobody's fault but time's."""
+
+    kind = "deadline_exceeded"
+
+
 def overloaded_if_all_busy(errors: list[ProviderError]) -> Overloaded | None:
     """The caller's error when every attempt found its provider busy: retry when the first frees up."""
     busy = [e for e in errors if isinstance(e, ProviderBusy)]
@@ -189,6 +195,7 @@ STATUS_BY_ERROR: tuple[tuple[type[GatewayError], str], ...] = (
     (NotReady, "UNAVAILABLE"),
     (DependencyUnavailable, "UNAVAILABLE"),
     (DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (WaitTimedOut, "DEADLINE_EXCEEDED"),
     (AllAttemptsFailed, "UNAVAILABLE"),
     # Router-internal; should one escape, the caller still learns it is load, not an outage.
     (ProviderBusy, "RESOURCE_EXHAUSTED"),

@@ -213,6 +213,8 @@ def route_info(route: domain.RouteInfo) -> common.RouteInfo:
                 error=a.error,
                 latency_ms=a.latency_ms,
                 cost_usd=_money(a.cost_usd),
+                billing_unknown=a.billing_unknown,
+                possibly_billed_usd=_money(a.possibly_billed_usd),
             )
             for a in route.attempts
         ],

@@ -35,7 +35,7 @@ REQUEST_ID_HEADER = "x-request-id"
 # gRPC's own retry machinery reads this trailer; clients without it read google.rpc.RetryInfo.
 RETRY_PUSHBACK_HEADER = "grpc-retry-pushback-ms"
 # Caller-chosen ids are echoed into logs and metadata, so keep them tame.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tenant_var: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar("tenant", default=None)
@@ -50,7 +50,7 @@ def status_for(exc: errors.GatewayError) -> grpc.StatusCode:
 
 def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
     for key, value in details.invocation_metadata or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and VALID_REQUEST_ID.match(value):
             return value
     return uuid.uuid4().hex
 

@@ -15,6 +15,8 @@ from policies.model import Tenant
 DIMENSIONS = ("day", "tenant", "provider", "operation")
 DEFAULT_SPAN = timedelta(days=30)
 MAX_SPAN = timedelta(days=400)
+# Record timestamps are Unix time: the ledger can hold nothing from before the epoch.
+FIRST_DAY = date(1970, 1, 1)
 
 
 @dataclass
@@ -29,6 +31,9 @@ class ReportRow:
     cache_hits: int = 0
     cost_usd: Decimal = Decimal(0)
     saved_usd: Decimal = Decimal(0)
+    # Estimated cost of attempts cancelled or timed out: the vendor may have billed them. Not in cost_usd.
+    possibly_billed_usd: Decimal = Decimal(0)
+    billing_unknown_attempts: int = 0
     counterfactual_cloud_usd: Decimal = Decimal(0)
     counterfactual_local_usd: Decimal = Decimal(0)
     # Requests a local counterfactual existed for; when fewer than all, the local figure is partial.
@@ -47,6 +52,8 @@ class ReportRow:
         self.cache_hits += r.cache_hits
         self.cost_usd += r.cost_usd
         self.saved_usd += r.saved_usd
+        self.possibly_billed_usd += r.possibly_billed_usd
+        self.billing_unknown_attempts += r.billing_unknown_attempts
         self.counterfactual_cloud_usd += r.counterfactual_cloud_usd
         self.counterfactual_local_usd += r.counterfactual_local_usd
         self.counterfactual_local_requests += r.counterfactual_local_requests
@@ -70,9 +77,17 @@ class Report:
 def resolve_range(since: str, until: str, today: date) -> tuple[date, date]:
     try:
         end = date.fromisoformat(until) if until else today
-        start = date.fromisoformat(since) if since else end - DEFAULT_SPAN
+        start = date.fromisoformat(since) if since else None
     except ValueError as exc:
         raise InvalidInput(f"since and until are days written YYYY-MM-DD: {clip(str(exc))}") from None
+    for name, day in (("until", end), ("since", start)):
+        if day is not None and day < FIRST_DAY:
+            raise InvalidInput(
+                f"{name} ({day}) is before {FIRST_DAY}, where the ledger begins; ask for {FIRST_DAY} or later"
+            )
+    if start is None:
+        # Clamped rather than subtracted blindly: 30 days before 1970-01-10 does not exist in the ledger.
+        start = max(end - DEFAULT_SPAN, FIRST_DAY)
     if start > end:
         raise InvalidInput(f"since ({start}) is after until ({end})")
     if end - start > MAX_SPAN:

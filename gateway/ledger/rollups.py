@@ -3,7 +3,9 @@
 Every key starts with the configured prefix::
 
     {prefix}ledger                                        STREAM, one entry per record (field "record": JSON)
-    {prefix}ledger:seen:{record_id}                       STRING, the idempotency mark (expires: dedup_ttl_s)
+    {prefix}ledger:seen:{tenant}:{record_id}              STRING, the idempotency mark (expires: dedup_ttl_s)
+    {prefix}ledger:by-request:{tenant}:{request_id}       SET of the stream ids of the records that carry this
+                                                          caller request id (expires: dedup_ttl_s)
     {prefix}rollup:{day}:{tenant}:{operation}:{provider}  HASH of integer counters (see ROLLUP_COUNTERS),
                                                           plus day, tenant, operation and provider as text
     {prefix}rollup:days:{day}                             SET of that day's rollup hash keys
@@ -14,8 +16,14 @@ HINCRBY sums them exactly. Rollup hashes never expire: they are the reports' sou
 is trimmed (approximately) to ``stream_maxlen`` entries.
 
 One Lua script applies a batch: for each record it sets the seen mark and, only if the mark was new, appends
-the record to the stream and adds its counters. A batch sent twice (a reply lost to a timeout, a crash between
-sending a spooled batch and deleting it) therefore changes nothing the second time.
+the record to the stream, indexes it by the caller's request id and adds its counters. A batch sent twice (a
+reply lost to a timeout, a crash between sending a spooled batch and deleting it) therefore changes nothing
+the second time. Record ids are minted by the server, never taken from the caller, and the marks are kept per
+tenant, so no caller can make one of its records, or another tenant's, look already seen. Records written
+before that (keyed by the caller's id) are also checked against the old, tenant-less mark
+``{prefix}ledger:seen:{record_id}``, so replaying an old spool segment still changes nothing twice.
+
+Tenant names cannot contain ``:`` (the policy file refuses them), so ``{tenant}:{…}`` is unambiguous.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ __all__ = [
 
 NANO_PER_USD = 10**9
 # The record fields, in the order the reports read them. Units are per request record (what the request used);
-# attempts and failures come from attempt records, every other counter from request records.
+# attempts, failures and the possibly billed counters come from attempt records (so they land on the provider
+# that was called), every other counter from request records.
 ROLLUP_COUNTERS = (
     "requests",
     "failed_requests",
@@ -53,6 +62,9 @@ ROLLUP_COUNTERS = (
     "cache_hits",
     "cost_nano",
     "saved_nano",
+    # Estimated cost of attempts that were cancelled or timed out: the vendor may bill them, or not.
+    "possibly_billed_nano",
+    "billing_unknown_attempts",
     "counterfactual_cloud_nano",
     "counterfactual_cloud_requests",
     "counterfactual_local_nano",
@@ -79,6 +91,9 @@ class StoreEntry:
     """One record as the store writes it: its JSON, where it is rolled up, and what it adds."""
 
     record_id: str
+    request_id: str
+    # Keyed by the caller's request id (written before the server minted keys): check the old mark too.
+    legacy_id: bool
     payload: str
     day: str
     tenant: str
@@ -113,6 +128,9 @@ class RollupRow:
     audio_input_tokens: int
     output_tokens: int
     compute_ms: int
+    # Estimated cost of cancelled or timed-out attempts (not in cost_usd), and how many there were.
+    possibly_billed_usd: Decimal = Decimal(0)
+    billing_unknown_attempts: int = 0
 
     @property
     def audio_seconds(self) -> Decimal:
@@ -135,22 +153,25 @@ def from_nano(nano: int) -> Decimal:
     return Decimal(nano).scaleb(-9)
 
 
-# KEYS: the stream, then (seen mark, rollup hash, day index) per record.
+# KEYS: the stream, then (seen mark, old seen mark or the seen mark again, rollup hash, day index,
+#       request-id index) per record.
 # ARGV: seen TTL, stream MAXLEN, then per record: payload, day, tenant, operation, provider, n,
 #       and n (field, delta) pairs.
 _WRITE_BATCH = """
 local added = 0
 local a = 3
-for k = 2, #KEYS, 3 do
+for k = 2, #KEYS, 5 do
   local n = tonumber(ARGV[a + 5])
-  if redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1]) then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'record', ARGV[a])
-    redis.call('HSET', KEYS[k + 1], 'day', ARGV[a + 1], 'tenant', ARGV[a + 2],
+  if redis.call('EXISTS', KEYS[k + 1]) == 0 and redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1]) then
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'record', ARGV[a])
+    redis.call('HSET', KEYS[k + 2], 'day', ARGV[a + 1], 'tenant', ARGV[a + 2],
                'operation', ARGV[a + 3], 'provider', ARGV[a + 4])
     for i = a + 6, a + 5 + 2 * n, 2 do
-      redis.call('HINCRBY', KEYS[k + 1], ARGV[i], ARGV[i + 1])
+      redis.call('HINCRBY', KEYS[k + 2], ARGV[i], ARGV[i + 1])
     end
-    redis.call('SADD', KEYS[k + 2], KEYS[k + 1])
+    redis.call('SADD', KEYS[k + 3], KEYS[k + 2])
+    redis.call('SADD', KEYS[k + 4], id)
+    redis.call('EXPIRE', KEYS[k + 4], ARGV[1])
     added = added + 1
   end
   a = a + 6 + 2 * n
@@ -182,8 +203,14 @@ class LedgerStore:
     def stream_key(self) -> str:
         return f"{self._prefix}ledger"
 
-    def seen_key(self, record_id: str) -> str:
+    def seen_key(self, tenant: str, record_id: str) -> str:
+        return f"{self._prefix}ledger:seen:{tenant}:{record_id}"
+
+    def legacy_seen_key(self, record_id: str) -> str:
         return f"{self._prefix}ledger:seen:{record_id}"
+
+    def request_index_key(self, tenant: str, request_id: str) -> str:
+        return f"{self._prefix}ledger:by-request:{tenant}:{request_id}"
 
     def rollup_key(self, day: str, tenant: str, operation: str, provider: str) -> str:
         return f"{self._prefix}rollup:{day}:{tenant}:{operation}:{provider}"
@@ -199,7 +226,14 @@ class LedgerStore:
         args: list[str | int] = [self._dedup_ttl_s, self._stream_maxlen]
         for entry in entries:
             rollup = self.rollup_key(entry.day, entry.tenant, entry.operation, entry.provider)
-            keys += [self.seen_key(entry.record_id), rollup, self.days_key(entry.day)]
+            seen = self.seen_key(entry.tenant, entry.record_id)
+            keys += [
+                seen,
+                self.legacy_seen_key(entry.record_id) if entry.legacy_id else seen,
+                rollup,
+                self.days_key(entry.day),
+                self.request_index_key(entry.tenant, entry.request_id),
+            ]
             counters = [(name, delta) for name, delta in entry.increments.items() if delta]
             args += [entry.payload, entry.day, entry.tenant, entry.operation, entry.provider, len(counters)]
             for name, delta in counters:
@@ -225,10 +259,27 @@ class LedgerStore:
                 return payloads
             low = f"({_text(page[-1][0])}"
 
+    async def payloads_for_request(self, tenant: str, request_id: str) -> list[str]:
+        """The stored records that carry this caller request id for this tenant, oldest first."""
+        ids = await self._call(self._redis.smembers(self.request_index_key(tenant, request_id)))
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        ordered = sorted((_text(i) for i in ids), key=_stream_order)
+        for stream_id in ordered:
+            pipe.xrange(self.stream_key, min=stream_id, max=stream_id, count=1)
+        payloads = []
+        for page in await self._call(pipe.execute()):
+            # Empty once the stream has been trimmed past the entry.
+            for _, fields in page:
+                payloads.append(_text(fields.get(b"record") or fields["record"]))
+        return payloads
+
     async def rollups(self, since: date, until: date, tenant: str | None) -> list[RollupRow]:
         rows: list[RollupRow] = []
-        day = since
-        while day <= until:
+        # Counted, not stepped past ``until``: the day after date.max does not exist.
+        for offset in range((until - since).days + 1):
+            day = since + timedelta(days=offset)
             keys = sorted(_text(k) for k in await self._call(self._redis.smembers(self.days_key(str(day)))))
             if keys:
                 pipe = self._redis.pipeline(transaction=False)
@@ -238,7 +289,6 @@ class LedgerStore:
                     fields = {_text(k): _text(v) for k, v in raw.items()}
                     if fields and (tenant is None or fields.get("tenant") == tenant):
                         rows.append(_row(fields))
-            day += timedelta(days=1)
         return sorted(rows, key=lambda r: (r.day, r.tenant, r.operation, r.provider))
 
     async def _call(self, pending: Awaitable[Any]) -> Any:
@@ -254,7 +304,13 @@ def _row(fields: dict[str, str]) -> RollupRow:
     counts = {name: int(fields.get(name, 0)) for name in ROLLUP_COUNTERS}
     money = {
         name.removesuffix("_nano") + "_usd": from_nano(counts.pop(name))
-        for name in ("cost_nano", "saved_nano", "counterfactual_cloud_nano", "counterfactual_local_nano")
+        for name in (
+            "cost_nano",
+            "saved_nano",
+            "possibly_billed_nano",
+            "counterfactual_cloud_nano",
+            "counterfactual_local_nano",
+        )
     }
     day, tenant, operation, provider = (fields.get(name, "") for name in _DIMENSIONS)
     return RollupRow(
@@ -265,6 +321,11 @@ def _row(fields: dict[str, str]) -> RollupRow:
         **money,
         **counts,
     )
+
+
+def _stream_order(stream_id: str) -> tuple[int, int]:
+    millis, _, seq = stream_id.partition("-")
+    return int(millis), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:

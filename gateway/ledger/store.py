@@ -10,9 +10,15 @@ Life of a record::
         spool ── every replay_interval_s, once Redis answers ──▶ Redis, then the segment file is deleted
 
 Nothing is fire-and-forget. A record leaves the queue only once Redis has it or the spool file holds it,
-fsync'd. Redis applies each record at most once: the script keeps a seen mark per ``record_id`` (which is
-deterministic: ``{request_id}:req`` and ``{request_id}:att:{n}``), so a batch sent again, whether after a
-reply lost to a timeout or a crash between replaying a spool segment and deleting it, changes nothing.
+fsync'd. Redis applies each record at most once: the script keeps a seen mark per tenant and ``record_id``,
+so a batch sent again, whether after a reply lost to a timeout or a crash between replaying a spool segment
+and deleting it, changes nothing.
+
+Record ids are the server's, never the caller's. Each request gets a fresh ``request_key`` (time-ordered,
+random, see :func:`new_request_key`); its records are ``{request_key}:req`` and ``{request_key}:att:{n}``.
+The caller's ``x-request-id`` is kept as ``request_id``, a field to search on (:meth:`Ledger.find`), so a
+caller that reuses an id, or another tenant that happens to pick the same one, cannot make a record collide
+with another and be dropped as a duplicate.
 After the first failure the writer stops trying Redis for new batches and spools them. Replay, which first
 pings Redis, is what switches it back, so an outage costs at most one timeout rather than one per batch.
 
@@ -34,7 +40,9 @@ import asyncio
 import contextlib
 import enum
 import json
+import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, fields
@@ -61,6 +69,7 @@ __all__ = [
     "RecordKind",
     "RollupRow",
     "attempt_record_id",
+    "new_request_key",
     "request_record_id",
 ]
 
@@ -68,7 +77,9 @@ log = structlog.get_logger(__name__)
 
 RecordKind = Literal["attempt", "request"]
 OK = "ok"
-_SCHEMA = 1
+# 2 added request_key, billing_unknown and possibly_billed_usd; version 1 records still load.
+_SCHEMA = 2
+_READABLE_SCHEMAS = (1, 2)
 # Stream ids carry Redis's clock, records their gateway's: reads start this much early to cover skew.
 _CLOCK_MARGIN_S = 300.0
 T = TypeVar("T")
@@ -77,15 +88,28 @@ T = TypeVar("T")
 # -- records ---------------------------------------------------------------------------------------
 
 
-def request_record_id(request_id: str) -> str:
-    return f"{request_id}:req"
+def new_request_key() -> str:
+    """A fresh server id for one request: a UUIDv7 (milliseconds since the epoch, then 74 random bits).
+
+    Ids sort by time, so a stream read or a log search finds neighbours together; the random part makes
+    two keys minted in the same millisecond, on any replica, differ.
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62
+    value |= rand & (2**62 - 1)
+    return str(uuid.UUID(int=value))
 
 
-def attempt_record_id(request_id: str, n: int) -> str:
+def request_record_id(request_key: str) -> str:
+    return f"{request_key}:req"
+
+
+def attempt_record_id(request_key: str, n: int) -> str:
     """The id of the ``n``-th attempt (1-based, in the order the request made them)."""
     if n < 1:
         raise ValueError(f"attempts are numbered from 1, not {n}")
-    return f"{request_id}:att:{n}"
+    return f"{request_key}:att:{n}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,7 @@ class PricesUsed:
 
 _TEXT_FIELDS = (
     "record_id",
+    "request_key",
     "request_id",
     "tenant",
     "operation",
@@ -130,7 +155,7 @@ _TEXT_FIELDS = (
     "error_kind",
     "price_book_version",
 )
-_MONEY_FIELDS = ("cost_usd", "saved_usd")
+_MONEY_FIELDS = ("cost_usd", "saved_usd", "possibly_billed_usd")
 _COUNTERFACTUALS = ("counterfactual_cloud_usd", "counterfactual_local_usd")
 
 
@@ -141,11 +166,21 @@ class LedgerRecord:
     ``outcome`` is ``"ok"`` or an error kind (``error_kind`` repeats it for failures). Money is exact
     Decimal in whole nano-dollars (the price book quantizes to 1e-9); unit prices may be finer. A request
     record's ``cost_usd`` is the sum of its attempts' and its ``units`` what the request used (the rollups
-    count units and money from request records only, attempts and failures from attempt records).
+    count units and money from request records only; attempts, failures and possibly billed money from
+    attempt records).
     A cache hit is a request record with ``cache_hit=True``, no attempts, ``cost_usd=0`` and ``saved_usd``
     the original call's cost. The counterfactuals, request records only, are what the request would have
     cost on the cheapest eligible cloud provider and on local engines (None: there was none).
     Enum values (Operation, Locality) are stored as their plain string values.
+
+    ``request_key`` is the server's id for the request (every record of a request shares it, and the
+    ``record_id`` derives from it); ``request_id`` is the id the caller saw in ``x-request-id``, which it may
+    have chosen and may reuse. Records written before request keys existed used the caller's id as the key;
+    an empty ``request_key`` means exactly that.
+
+    An attempt that was cancelled or timed out may still be billed by its vendor: it has
+    ``billing_unknown=True``, ``cost_usd=0`` and the estimated cost in ``possibly_billed_usd``. A request
+    record's ``possibly_billed_usd`` sums its attempts'. It is never added to ``cost_usd``.
     """
 
     kind: RecordKind
@@ -169,8 +204,13 @@ class LedgerRecord:
     timestamp: float  # epoch seconds, UTC
     counterfactual_cloud_usd: Decimal | None = None
     counterfactual_local_usd: Decimal | None = None
+    request_key: str = ""
+    billing_unknown: bool = False
+    possibly_billed_usd: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:
+        if self.request_key == "":
+            object.__setattr__(self, "request_key", self.request_id)
         for name in _TEXT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, enum.Enum):
@@ -193,17 +233,24 @@ class LedgerRecord:
                     raise ValueError(f"{name} belongs on request records only")
         if not isinstance(self.units, Usage) or not isinstance(self.unit_prices, PricesUsed):
             raise TypeError("units must be a Usage and unit_prices a PricesUsed")
-        if not isinstance(self.cache_hit, bool):
-            raise TypeError("cache_hit must be a bool")
+        if not isinstance(self.cache_hit, bool) or not isinstance(self.billing_unknown, bool):
+            raise TypeError("cache_hit and billing_unknown must be bools")
+        if self.possibly_billed_usd and self.kind == "attempt" and not self.billing_unknown:
+            raise ValueError("an attempt with a possibly billed amount must have billing_unknown set")
 
     def _expected_id(self) -> str:
         if self.kind == "request":
-            return request_record_id(self.request_id)
-        prefix = f"{self.request_id}:att:"
+            return request_record_id(self.request_key)
+        prefix = f"{self.request_key}:att:"
         number = self.record_id.removeprefix(prefix)
         if self.record_id.startswith(prefix) and number.isdigit() and number == str(int(number)):
-            return attempt_record_id(self.request_id, int(number))
+            return attempt_record_id(self.request_key, int(number))
         return f"{prefix}<n>"
+
+    @property
+    def legacy_id(self) -> bool:
+        """Keyed by the caller's request id, as records were before the server chose keys."""
+        return self.request_key == self.request_id
 
     @property
     def day(self) -> str:
@@ -223,6 +270,7 @@ class LedgerRecord:
             value = getattr(self, name)
             out[name] = None if value is None else str(value)
         out["cache_hit"] = self.cache_hit
+        out["billing_unknown"] = self.billing_unknown
         out["latency_ms"] = self.latency_ms
         out["timestamp"] = self.timestamp
         return out
@@ -237,8 +285,13 @@ class LedgerRecord:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise TypeError(f"expected a JSON object, not {type(raw).__name__}")
-            if raw.get("v") != _SCHEMA:
-                raise ValueError(f"unknown ledger record version {raw.get('v')!r}")
+            version = raw.get("v")
+            if version not in _READABLE_SCHEMAS:
+                raise ValueError(f"unknown ledger record version {version!r}")
+            if version == 1:
+                # Keyed by the caller's id, and nothing was ever marked possibly billed.
+                raw = {**raw, "request_key": raw["request_id"], "billing_unknown": False}
+                raw["possibly_billed_usd"] = "0"
             units = raw["units"]
             return cls(
                 kind=raw["kind"],
@@ -254,6 +307,8 @@ class LedgerRecord:
                 unit_prices=PricesUsed(**{k: _parse_money(v) for k, v in raw["unit_prices"].items()}),
                 cost_usd=_parse_money(raw["cost_usd"]),
                 saved_usd=_parse_money(raw["saved_usd"]),
+                possibly_billed_usd=_parse_money(raw["possibly_billed_usd"]),
+                billing_unknown=raw["billing_unknown"],
                 counterfactual_cloud_usd=_parse_optional_money(raw["counterfactual_cloud_usd"]),
                 counterfactual_local_usd=_parse_optional_money(raw["counterfactual_local_usd"]),
                 cache_hit=raw["cache_hit"],
@@ -291,6 +346,8 @@ def _parse_optional_money(value: object) -> Decimal | None:
 def _store_entry(rec: LedgerRecord) -> StoreEntry:
     return StoreEntry(
         record_id=rec.record_id,
+        request_id=rec.request_id,
+        legacy_id=rec.legacy_id,
         payload=rec.to_json(),
         day=rec.day,
         tenant=rec.tenant,
@@ -302,7 +359,13 @@ def _store_entry(rec: LedgerRecord) -> StoreEntry:
 
 def _increments(rec: LedgerRecord) -> dict[str, int]:
     if rec.kind == "attempt":
-        return {"attempts": 1, "failures": int(rec.outcome != OK)}
+        return {
+            "attempts": 1,
+            "failures": int(rec.outcome != OK),
+            "billing_unknown_attempts": int(rec.billing_unknown),
+            # From attempts, so it is rolled up under the vendor that may bill it, not the one that answered.
+            "possibly_billed_nano": to_nano(rec.possibly_billed_usd),
+        }
     cloud, local = rec.counterfactual_cloud_usd, rec.counterfactual_local_usd
     return {
         "requests": 1,
@@ -548,6 +611,16 @@ class Ledger:
             if since_ts <= rec.timestamp < until_ts and (kind is None or rec.kind == kind):
                 found.append(rec)
         return found
+
+    async def find(self, tenant: str, request_id: str) -> list[LedgerRecord]:
+        """The tenant's stored records that carry the caller's ``x-request-id``, oldest first.
+
+        A caller that sent the same id twice (a retry, say) gets the records of both requests: group them
+        by ``request_key``. Records are found for ``dedup_ttl_s`` after they were stored, and only while the
+        stream still holds them; records still in the queue or the spool are not found yet.
+        """
+        payloads = await self._require_store().payloads_for_request(tenant, request_id)
+        return [LedgerRecord.from_json(p) for p in payloads]
 
     async def request_records(self, since_ts: float, until_ts: float) -> list[LedgerRecord]:
         return await self.records(since_ts, until_ts, kind="request")

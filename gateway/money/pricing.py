@@ -8,7 +8,7 @@ Vendors are priced per unit from the price book entries given to PriceBook.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from pathlib import Path
 
 import yaml
@@ -71,7 +71,7 @@ class PriceBook:
         return min(costs) if costs else None
 
     def _compute_cost(self, seconds: float) -> Decimal:
-        return (self.local_usd_per_hour * _dec(seconds) / _SECONDS_PER_HOUR).quantize(_QUANTUM)
+        return _to_quantum(self.local_usd_per_hour * _dec(seconds) / _SECONDS_PER_HOUR)
 
 
 def price_units(prices: UnitPrices, usage: Usage) -> Decimal:
@@ -82,7 +82,14 @@ def price_units(prices: UnitPrices, usage: Usage) -> Decimal:
         + prices.per_audio_input_token * usage.audio_input_tokens
         + prices.per_output_token * usage.output_tokens
     )
-    return total.quantize(_QUANTUM)
+    return _to_quantum(total)
+
+
+def _to_quantum(amount: Decimal) -> Decimal:
+    # The default context keeps 28 digits, so a large amount would not quantize to nano-dollars at all:
+    # give it the digits it needs, so no finite amount fails here.
+    digits = max(amount.adjusted(), 0) + 12
+    return amount.quantize(_QUANTUM, context=Context(prec=max(digits, 28)))
 
 
 def estimated_usage(operation: Operation, audio_s: float, characters: int) -> Usage:
@@ -92,8 +99,9 @@ def estimated_usage(operation: Operation, audio_s: float, characters: int) -> Us
         # prompt about 10 audio tokens per second, and answers are short.
         return Usage(
             audio_seconds=audio_s,
-            input_tokens=_PROMPT_TOKENS + int(audio_s * _TRANSCRIPT_TOKENS_PER_S),
-            audio_input_tokens=int(audio_s * _AUDIO_TOKENS_PER_S),
+            # In Decimal: a float product can overflow to inf, which no int can hold.
+            input_tokens=_PROMPT_TOKENS + int(_dec(audio_s) * _TRANSCRIPT_TOKENS_PER_S),
+            audio_input_tokens=int(_dec(audio_s) * _AUDIO_TOKENS_PER_S),
             output_tokens=_ANSWER_TOKENS,
         )
     return Usage(audio_seconds=audio_s, characters=characters)

@@ -17,7 +17,13 @@ import structlog
 from gateway.core import errors
 from gateway.core.provider_types import Locality, Operation, Usage
 from gateway.health.book import breaker_gauge_value
-from gateway.ledger.store import LedgerRecord, PricesUsed, attempt_record_id, request_record_id
+from gateway.ledger.store import (
+    LedgerRecord,
+    PricesUsed,
+    attempt_record_id,
+    new_request_key,
+    request_record_id,
+)
 from gateway.money.counterfactual import counterfactual
 
 if TYPE_CHECKING:
@@ -47,6 +53,9 @@ class RequestScope:
     audio_s: float = 0.0
     characters: int = 0
     cache: CacheResult | None = None  # None: the request failed before the cache was consulted
+    # The server's own id for this request, which its ledger records are keyed by. request_id is the
+    # caller's, who may reuse it; a fresh key per request means no record ever collides with another.
+    request_key: str = field(default_factory=new_request_key)
 
 
 class Accounting:
@@ -100,6 +109,7 @@ class Accounting:
             "provider": route.provider,
             "model": route.model,
             "policy": route.policy,
+            "request_key": scope.request_key,
             "cost_usd": str(route.cost_usd),
             "saved_usd": str(route.saved_usd),
             "cache_hit": route.cache_hit,
@@ -120,7 +130,8 @@ class Accounting:
     ) -> LedgerRecord:
         return LedgerRecord(
             kind="attempt",
-            record_id=attempt_record_id(scope.request_id, number),
+            record_id=attempt_record_id(scope.request_key, number),
+            request_key=scope.request_key,
             request_id=scope.request_id,
             tenant=scope.tenant.name,
             operation=attempt.operation.value,
@@ -135,6 +146,8 @@ class Accounting:
             price_book_version=self._prices.version,
             cost_usd=attempt.cost_usd,
             saved_usd=Decimal(0),
+            billing_unknown=attempt.billing_unknown,
+            possibly_billed_usd=attempt.possibly_billed_usd,
             cache_hit=False,
             latency_ms=attempt.latency_ms,
             timestamp=now,
@@ -157,7 +170,8 @@ class Accounting:
             cloud, local = what_if.cloud_usd, what_if.local_usd
         return LedgerRecord(
             kind="request",
-            record_id=request_record_id(scope.request_id),
+            record_id=request_record_id(scope.request_key),
+            request_key=scope.request_key,
             request_id=scope.request_id,
             tenant=scope.tenant.name,
             operation=scope.operation.value,
@@ -176,6 +190,7 @@ class Accounting:
             price_book_version=self._prices.version,
             cost_usd=route.cost_usd,
             saved_usd=route.saved_usd,
+            possibly_billed_usd=sum((a.possibly_billed_usd for a in route.attempts), Decimal(0)),
             cache_hit=route.cache_hit,
             latency_ms=route.latency_ms,
             timestamp=now,

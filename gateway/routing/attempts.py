@@ -6,6 +6,10 @@ follow, an attempt gets only the policy's ``attempt_share`` of the remaining dea
 its provider's own timeout), so a hang is a timeout against that provider and the fallback still has time.
 The caller's own bad input (an unknown voice) is never the provider's fault: it surfaces as
 INVALID_ARGUMENT and leaves the breaker alone.
+
+A call that is cancelled (the caller hung up, a deadline cancelled it) or times out may still be billed by its
+vendor. Its attempt is recorded all the same, with ``billing_unknown`` set, no cost, and the ranking's
+estimate of its cost kept apart as ``possibly_billed_usd``.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ log = structlog.get_logger(__name__)
 # many seconds, and at most this share of what remains.
 _WRAP_UP_S = 0.05
 _WRAP_UP_SHARE = 0.1
-
+# The outcome of an attempt whose call was cancelled before the provider answered.
+CANCELLED = "cancelled"
 # How far each locality lets audio travel: a request's locality is its least private step.
 EXPOSURE = {Locality.LOCAL: 0, Locality.ON_PREM: 1, Locality.CLOUD: 2}
 
@@ -141,9 +146,11 @@ class Attempts:
             )
             started = time.perf_counter()
             try:
-                result = await _bounded(call, provider, limit)
+                result = await self._watched(call, provider, limit, route, operation, kept.estimated_cost_usd)
             except ProviderError as exc:
-                self._failed(route, provider, operation, exc, started, audio_s, characters)
+                self._failed(
+                    route, provider, operation, exc, started, audio_s, characters, kept.estimated_cost_usd
+                )
                 if isinstance(exc, ProviderInputError):
                     raise InvalidInput(str(exc)) from exc
                 errors.append(exc)
@@ -165,6 +172,41 @@ class Attempts:
             )
         raise AllAttemptsFailed(errors)
 
+    async def _watched(
+        self,
+        call: Call[R],
+        provider: Provider,
+        timeout_s: float,
+        route: RouteInfo,
+        operation: Operation,
+        estimate: Decimal,
+    ) -> R:
+        """One provider call, ended at ``timeout_s`` even if the provider does not honour the timeout it is
+        given, that leaves its attempt record even when it is cancelled mid-flight."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call(provider, timeout_s)
+        except asyncio.CancelledError:
+            # Not the provider's fault, so the health book is left alone; but the vendor may have done
+            # (and may bill) the work.
+            _record(
+                route,
+                provider,
+                operation,
+                CANCELLED,
+                "cancelled before the provider answered",
+                started,
+                Decimal(0),
+                Usage(),
+                possibly_billed=estimate,
+            )
+            raise
+        except TimeoutError as exc:
+            # The attempt's own limit, or a timeout the provider did not map itself: either way its timeout,
+            # recorded against it, and the walk moves on.
+            raise ProviderTimeout(provider.name, f"no answer within the attempt's {timeout_s:.2f} s") from exc
+
     def _failed(
         self,
         route: RouteInfo,
@@ -174,8 +216,21 @@ class Attempts:
         started: float,
         audio_s: float,
         characters: int,
+        estimate: Decimal = Decimal(0),
     ) -> None:
-        attempt = _record(route, provider, operation, exc.kind, str(exc), started, Decimal(0), Usage())
+        # The vendor may have done the work of a call we stopped waiting for: it may bill it.
+        possibly_billed = estimate if isinstance(exc, ProviderTimeout) else None
+        attempt = _record(
+            route,
+            provider,
+            operation,
+            exc.kind,
+            str(exc),
+            started,
+            Decimal(0),
+            Usage(),
+            possibly_billed=possibly_billed,
+        )
         # The caller's bad input says nothing about the provider's health, nor does a full queue.
         self._health.record(
             provider.name,
@@ -242,18 +297,6 @@ def attempt_timeout_s(remaining_s: float, provider_timeout_s: float | None, shar
     return max(limit, 0.001)
 
 
-async def _bounded(call: Call[R], provider: Provider, limit_s: float) -> R:
-    """One attempt, ended at its limit even if the provider does not honour the timeout it is given."""
-    timer = asyncio.timeout(limit_s)
-    try:
-        async with timer:
-            return await call(provider, limit_s)
-    except TimeoutError as exc:
-        if not timer.expired():
-            raise
-        raise ProviderTimeout(provider.name, f"no answer within the attempt's {limit_s:.2f} s") from exc
-
-
 def _record(
     route: RouteInfo,
     provider: Provider,
@@ -263,7 +306,10 @@ def _record(
     started: float,
     cost: Decimal,
     usage: Usage,
+    *,
+    possibly_billed: Decimal | None = None,
 ) -> AttemptRecord:
+    """Append the attempt to the route. ``possibly_billed``: its billing is unknown (cancelled, timeout)."""
     attempt = AttemptRecord(
         provider=provider.name,
         model=provider.model,
@@ -274,6 +320,8 @@ def _record(
         cost_usd=cost,
         locality=provider.capabilities.locality,
         usage=usage,
+        billing_unknown=possibly_billed is not None,
+        possibly_billed_usd=possibly_billed or Decimal(0),
     )
     route.attempts.append(attempt)
     return attempt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Operation
 from gateway.health.book import BreakerState
 from gateway.routing.operations import synthesize, transcribe, understand
+from gateway.settings import LimitSettings
 
 if TYPE_CHECKING:
     from gateway.health.book import HealthBook
@@ -21,22 +23,28 @@ if TYPE_CHECKING:
 
 class Explainer:
     def __init__(
-        self, pipeline: Pipeline, catalogue: Catalogue, health: HealthBook, open_audio: AudioOpener
+        self,
+        pipeline: Pipeline,
+        catalogue: Catalogue,
+        health: HealthBook,
+        open_audio: AudioOpener,
+        limits: LimitSettings | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._catalogue = catalogue
         self._health = health
         self._open_audio = open_audio
+        self._limits = limits or LimitSettings()
 
     async def explain(self, req: ExplainRequest, ctx: RequestContext) -> Explanation:
         pipeline = self._pipeline
         policy = pipeline.policy(req.routing, ctx.tenant)
         audio_s = req.audio_s or 0.0
-        if audio_s < 0 or (req.characters or 0) < 0:
-            raise InvalidInput("audio_duration_s and characters must not be negative")
+        self._check_size(audio_s, req.characters or 0)
         if req.audio is not None:
             audio_s = (await self._open_audio(req.audio)).duration_s
         characters = req.characters or len((req.text or "").strip())
+        self._check_size(audio_s, characters)
         rank_ctx: RankContext
         if req.operation is Operation.TRANSCRIBE:
             rank_ctx = transcribe.rank_context(audio_s, req.language, req.word_timestamps, req.routing)
@@ -67,6 +75,22 @@ class Explainer:
             transcription_candidates=transcription,
             remaining_budget_usd=await pipeline.remaining_budget(ctx.tenant),
         )
+
+    def _check_size(self, audio_s: float, characters: int) -> None:
+        """Refuse sizes no real request could have: the estimates would be meaningless (or overflow)."""
+        limits = self._limits
+        if not math.isfinite(audio_s) or audio_s < 0 or characters < 0:
+            raise InvalidInput("audio_duration_s and characters must be finite and not negative")
+        if audio_s > limits.max_audio_s:
+            raise InvalidInput(
+                f"audio_duration_s is {audio_s:g} s; this gateway accepts recordings of at most "
+                f"{limits.max_audio_s:g} s (GATEWAY_LIMITS__MAX_AUDIO_S): explain a shorter one"
+            )
+        if characters > limits.max_text_chars:
+            raise InvalidInput(
+                f"the text is {characters} characters; this gateway speaks at most {limits.max_text_chars} "
+                "per request (GATEWAY_LIMITS__MAX_TEXT_CHARS): explain a shorter one"
+            )
 
     def _explained(self, ranking: Ranking) -> tuple[ExplainedCandidate, ...]:
         snapshot = self._health.snapshot()

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from gateway.cache.results import CachedEntry
-from gateway.core.domain import CacheMode, Privacy, RouteInfo, Routing
-from gateway.core.errors import DeadlineExceeded, InvalidInput, PermissionDenied, ProviderTimeout, clip
+from gateway.cache.codec import PayloadError
+from gateway.cache.results import CachedEntry, digest_bytes, digest_text
+from gateway.core.domain import CacheMode, Objective, Privacy, RouteInfo, Routing
+from gateway.core.errors import InvalidInput, PermissionDenied, clip
 from gateway.core.provider_types import Locality, Operation
 from gateway.routing.accounting import RequestScope
-from policies.model import ANONYMOUS, Policy, Tenant
-from policies.rank import RankContext, Ranking, rank
+from policies.model import ANONYMOUS, Policy, Tenant, stricter_privacy
+from policies.rank import RankContext, Ranking, locality_allowed, policy_exclusion, rank
 
 if TYPE_CHECKING:
     from gateway.cache.results import ResultCache
@@ -66,28 +68,52 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """What identifies a request's result in the cache: a digest of the input itself and every option that
+    changes the output (never a filename), and how to rank the request once its audio length is known."""
+
+    content: bytes | str
+    cache_options: Mapping[str, object]
+    # From the audio seconds, which only the probe, or a cached entry's billing, knows.
+    rank_context: Callable[[float], RankContext]
+
+    @functools.cached_property
+    def input_digest(self) -> str:
+        """Computed once, and only for a request that uses the cache (hashing audio is not free)."""
+        return digest_bytes(self.content) if isinstance(self.content, bytes) else digest_text(self.content)
+
+
+@dataclass(frozen=True)
 class Job:
     """An operation's checked and measured input, and the provider work that answers it."""
 
-    rank_context: RankContext
-    # What identifies the result in the cache: a digest of the input itself and every option that changes
-    # the output. Never a filename.
-    input_digest: str
-    cache_options: Mapping[str, object]
+    identity: Identity
     compute: Callable[[Step], Awaitable[bytes]]
     audio_s: float = 0.0
     characters: int = 0
+
+    @property
+    def rank_context(self) -> RankContext:
+        return self.identity.rank_context(self.audio_s)
 
 
 class OperationPlug(Protocol[Req_contra, Res_co]):
     operation: Operation
 
+    def identify(self, request: Req_contra) -> Identity | None:
+        """The cache identity when it comes cheap, before the input is probed (inline audio), else None.
+
+        Only a request whose input already passed ``prepare`` once can have an entry under it, so a hit
+        found this way needs no probe.
+        """
+        ...
+
     async def prepare(self, request: Req_contra) -> Job:
         """Check and measure the request (bounded work: no decode, no provider call)."""
         ...
 
-    def result(self, payload: bytes, job: Job, route: RouteInfo) -> Res_co:
-        """The operation's result from its payload (fresh or cached)."""
+    def result(self, payload: bytes, audio_s: float, route: RouteInfo) -> Res_co:
+        """The operation's result from its payload (fresh or cached); PayloadError if it cannot read it."""
         ...
 
 
@@ -132,16 +158,29 @@ class Pipeline:
         async with self._admission.admit(plug.operation), self._accounted(scope):
             policy = self.policy(routing, ctx.tenant)
             scope.route.policy = policy.name
+            privacy = stricter_privacy(policy.privacy, routing.privacy)
+            mode = routing.cache
+            identity = None if mode is CacheMode.BYPASS else plug.identify(request)
+            key = self._cache_key(scope, mode, policy, privacy, identity)
+            if key is not None and mode is CacheMode.DEFAULT:
+                # A hit is answered before the probe: the digest finds it, its billing ranks it.
+                served = await self._early_hit(plug, scope, key, identity, policy)
+                if served is not None:
+                    return served
+                read_first = False
+            else:
+                read_first = True
             job = await plug.prepare(request)
             scope.audio_s, scope.characters = job.audio_s, job.characters
+            if identity is None:
+                key = self._cache_key(scope, mode, policy, privacy, job.identity)
             ranking = await self.rank(job.rank_context, policy, ctx.tenant)
-            key = self._cache_key(scope, routing, policy, ranking, job)
+            if not ranking.kept:
+                key = None
             step = Step(policy, ranking, scope, ctx)
-            payload, billed_audio_s = await self._cached(scope, key, routing, job, lambda: job.compute(step))
-            if billed_audio_s != job.audio_s:
-                job = replace(job, audio_s=billed_audio_s)
-                scope.audio_s = billed_audio_s
-            return plug.result(payload, job, scope.route)
+            return await self._cached(
+                plug, scope, key, mode, job, lambda: job.compute(step), ranking, policy, read_first
+            )
 
     # -- authorise and policy ---------------------------------------------------------------------------
 
@@ -181,59 +220,133 @@ class Pipeline:
     # -- cache --------------------------------------------------------------------------------------------
 
     def _cache_key(
-        self, scope: RequestScope, routing: Routing, policy: Policy, ranking: Ranking, job: Job
+        self,
+        scope: RequestScope,
+        mode: CacheMode,
+        policy: Policy,
+        privacy: Privacy,
+        identity: Identity | None,
     ) -> str | None:
-        """None when this request must not touch the cache (asked, policy, privacy, or nothing to rank)."""
-        if routing.cache is CacheMode.BYPASS or not policy.cache or not ranking.kept:
+        """None when this request must not touch the cache (asked, policy, privacy) or has no identity yet."""
+        if identity is None or mode is CacheMode.BYPASS or not policy.cache:
             return None
-        if ranking.privacy is Privacy.LOCAL_ONLY and not policy.cache_local_only:
+        if privacy is Privacy.LOCAL_ONLY and not policy.cache_local_only:
             return None
-        top = self._catalogue.get(ranking.kept[0].name)
         return self._cache.key(
-            scope.tenant.name,
-            scope.operation.value,
-            job.input_digest,
-            job.cache_options,
-            f"{top.name}/{top.model}",
+            scope.tenant.name, scope.operation.value, identity.input_digest, identity.cache_options
         )
+
+    async def _early_hit(
+        self,
+        plug: OperationPlug[Req_contra, Res_co],
+        scope: RequestScope,
+        key: str,
+        identity: Identity,
+        policy: Policy,
+    ) -> Res_co | None:
+        entry = await self._cache.get(key)
+        if entry is None:
+            return None
+        ranking = await self.rank(identity.rank_context(entry.audio_s), policy, scope.tenant)
+        if not self.serves(entry, ranking, policy):
+            return None
+        try:
+            return self._from_hit(plug, scope, entry)
+        except PayloadError:
+            return None  # the flight after the probe re-reads it, and overwrites it
+
+    def serves(self, entry: CachedEntry, ranking: Ranking, policy: Policy) -> bool:
+        """Whether this request's own ranking would accept the result's producers.
+
+        The answering provider must be one the ranking keeps; every provider whose output went into the
+        result (Understand's transcriber too) must pass the policy's rules on where audio may go; and the
+        least private step's locality must be allowed. Under the ``quality`` objective only a producer
+        ranked as good as the best kept candidate will do: a fallback's lesser result is recomputed, not
+        served for the whole TTL.
+        """
+        kept = {k.name: k for k in ranking.kept}
+        answered = kept.get(entry.provider)
+        if answered is None:
+            return False
+        if entry.locality and not locality_allowed(ranking.privacy, Locality(entry.locality)):
+            return False
+        for name in entry.producers:
+            try:
+                caps = self._catalogue.get(name).capabilities
+            except KeyError:
+                return False  # no longer configured: nothing vouches for where its audio went
+            if policy_exclusion(name, caps, policy, ranking.privacy) is not None:
+                return False
+        return ranking.objective is not Objective.QUALITY or answered.score <= ranking.kept[0].score
 
     async def _cached(
         self,
+        plug: OperationPlug[Req_contra, Res_co],
         scope: RequestScope,
         key: str | None,
-        routing: Routing,
+        mode: CacheMode,
         job: Job,
         compute: Callable[[], Awaitable[bytes]],
-    ) -> tuple[bytes, float]:
-        """The payload, and the audio seconds it was billed for (a hit's are the original call's)."""
+        ranking: Ranking,
+        policy: Policy,
+        read_first: bool,
+    ) -> Res_co:
+        route = scope.route
         if key is None:
             scope.cache = "bypass"
-            return await compute(), job.audio_s
-        route = scope.route
+            return plug.result(await compute(), job.audio_s, route)
 
         async def entry() -> CachedEntry:
             before = route.cost_usd
             payload = await compute()
-            cost = route.cost_usd - before
-            return CachedEntry(payload, cost, route.provider, route.model, time.time(), job.audio_s)
+            return CachedEntry(
+                payload,
+                route.cost_usd - before,
+                route.provider,
+                route.model,
+                time.time(),
+                job.audio_s,
+                locality=route.locality.value if route.locality else "",
+                producers=tuple(dict.fromkeys(a.provider for a in route.attempts if a.outcome == "ok")),
+            )
 
-        mode = CacheMode.REFRESH if routing.cache is CacheMode.REFRESH else CacheMode.DEFAULT
+        flight_mode = CacheMode.REFRESH if mode is CacheMode.REFRESH else CacheMode.DEFAULT
+        cached, hit = await self._cache.single_flight(
+            key,
+            entry,
+            flight_mode,
+            accept=lambda e: self.serves(e, ranking, policy),
+            deadline=scope.deadline,
+            read_first=read_first,
+        )
+        if not hit:
+            scope.cache = "miss"
+            return plug.result(cached.payload, job.audio_s, route)
         try:
-            async with asyncio.timeout(max(scope.deadline - time.monotonic(), 0.001)):
-                cached, hit = await self._cache.single_flight(key, entry, mode)
-        except TimeoutError as exc:
-            waited = ProviderTimeout("cache", "the deadline passed waiting for an identical request")
-            raise DeadlineExceeded([waited]) from exc
-        scope.cache = "hit" if hit else "miss"
-        if hit:
-            route.cache_hit = True
-            route.cost_usd = Decimal(0)
-            route.saved_usd = cached.cost_usd
-            route.provider, route.model = cached.provider, cached.model
-            route.locality = self._locality(cached.provider)
-            # Entries from before durations were stored carry none: the probe's measure stands.
-            return cached.payload, cached.audio_s or job.audio_s
-        return cached.payload, job.audio_s
+            return self._from_hit(plug, scope, cached)
+        except PayloadError:
+            # Written by a deploy with another payload format: compute afresh and overwrite it.
+            scope.cache = "miss"
+            route.cache_hit, route.saved_usd, route.locality = False, Decimal(0), None
+            fresh, _ = await self._cache.single_flight(key, entry, CacheMode.REFRESH, deadline=scope.deadline)
+            return plug.result(fresh.payload, job.audio_s, route)
+
+    def _from_hit(
+        self, plug: OperationPlug[Req_contra, Res_co], scope: RequestScope, cached: CachedEntry
+    ) -> Res_co:
+        """The result of a hit, reported as the original call billed it; PayloadError if unreadable."""
+        route = scope.route
+        # Entries from before durations were stored carry none: the probe's measure stands.
+        audio_s = cached.audio_s or scope.audio_s
+        result = plug.result(cached.payload, audio_s, route)
+        scope.cache = "hit"
+        scope.audio_s = audio_s
+        route.cache_hit = True
+        route.cost_usd = Decimal(0)
+        route.saved_usd = cached.cost_usd
+        route.provider, route.model = cached.provider, cached.model
+        route.locality = Locality(cached.locality) if cached.locality else self._locality(cached.provider)
+        return result
 
     def _locality(self, provider: str) -> Locality | None:
         try:

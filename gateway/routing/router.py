@@ -71,7 +71,7 @@ class Router:
             default_answer_tokens=default_answer_tokens,
             max_question_chars=limits.max_question_chars,
         )
-        self._explainer = Explainer(self.pipeline, catalogue, health, audio.open)
+        self._explainer = Explainer(self.pipeline, catalogue, health, audio.open, limits)
         self._admission = admission
 
     async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:

@@ -221,3 +221,66 @@ def test_mutated_files_raise_only_our_input_errors_and_return_promptly():
     # The mutations exercise both sides: plenty still decode, plenty are refused.
     assert outcomes.get("decoded", 0) > FUZZ_CASES // 5
     assert outcomes.get("UnsupportedAudio", 0) > FUZZ_CASES // 5
+
+
+# -- the header-only probe of plain PCM WAV -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [8, 16, 24, 32])
+@pytest.mark.parametrize(("channels", "rate"), [(1, 8_000), (2, 44_100), (1, 16_000)])
+@pytest.mark.parametrize("streamed", [False, True], ids=["sized", "streamed size"])
+def test_a_plain_pcm_wav_is_measured_from_its_header_as_the_full_probe_measures_it(
+    bits, channels, rate, streamed
+):
+    frames = int(rate * 0.75)
+    body = bytes(random.Random(bits).randrange(256) for _ in range(64)) * (frames * channels * bits // 512)
+    data = hostile.wav(body, channels=channels, rate=rate, bits=bits)
+    if streamed:  # what a writer to a pipe leaves: a data size of 0
+        at = data.index(b"data") + 4
+        data = data[:at] + b"\x00\x00\x00\x00" + data[at + 4 :]
+    quick = audio.quick_pcm_wav(data, LIMITS)
+    assert quick is not None
+    assert quick == audio.probe(data, "", LIMITS)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: hostile.float_wav(tone(0.5).astype(np.float32) / 32768),
+        hostile.extensible_wav,
+        hostile.zero_bits_wav,
+        lambda: hostile.wav(hostile.pcm16(0.5), channels=0, block_align=2),
+        lambda: encode(tone(0.5), 16_000, "flac"),
+        # Real files have a handful of chunks before the audio; hundreds are left to FFmpeg.
+        lambda: hostile.wav(hostile.pcm16(0.5)).replace(b"data", b"JUNK\x00\x00\x00\x00" * 300 + b"data", 1),
+    ],
+    ids=["float", "extensible", "0 bits", "0 channels", "flac", "300 chunks before the data"],
+)
+def test_what_the_header_probe_does_not_recognise_is_left_to_the_full_probe(make):
+    assert audio.quick_pcm_wav(make(), LIMITS) is None
+
+
+def test_the_header_probe_refuses_what_the_full_probe_refuses():
+    for make in (hostile.gigahertz_wav, hostile.one_hertz_wav):
+        with pytest.raises(UnsupportedAudio, match="accepted rates are"):
+            audio.quick_pcm_wav(make(), LIMITS)
+    truncated = hostile.wav(hostile.pcm16(1.0))[:-8000]
+    with pytest.raises(UnsupportedAudio, match="truncated"):
+        audio.quick_pcm_wav(truncated, LIMITS)
+
+
+def test_mutated_wavs_get_the_full_probes_verdict_from_the_header_probe():
+    rng = random.Random(11)
+    original = hostile.wav(hostile.pcm16(0.5), channels=1)
+    for _ in range(2_000):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(0, 64)] = rng.randrange(256)
+        try:
+            quick = audio.quick_pcm_wav(bytes(data), LIMITS)
+        except GatewayError as exc:
+            with pytest.raises(type(exc)):
+                audio.probe(bytes(data), "", LIMITS)
+            continue
+        if quick is not None:
+            assert quick == audio.probe(bytes(data), "", LIMITS)

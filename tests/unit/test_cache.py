@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from gateway.cache.results import CachedEntry, ResultCache, cache_key, digest_bytes, digest_text, lock_key
 from gateway.core.domain import AudioInput, CacheMode
+from gateway.core.errors import WaitTimedOut
 from gateway.core.provider_types import Operation
 from gateway.settings import CacheSettings
 from tests.conftest import throwaway_redis
@@ -67,7 +68,6 @@ def key_of(**changes: object) -> str:
         "operation": "transcribe",
         "input_digest": digest_bytes(AUDIO),
         "options": OPTIONS,
-        "model_class": "whisper-tiny",
     }
     args.update(changes)
     return cache_key(**args)  # type: ignore[arg-type]
@@ -105,7 +105,7 @@ def cache(redis_client: redis.asyncio.Redis, prefix: str) -> ResultCache:
 
 @pytest.fixture
 def key(cache: ResultCache) -> str:
-    return cache.key("acme", "transcribe", digest_bytes(AUDIO), OPTIONS, "whisper-tiny")
+    return cache.key("acme", "transcribe", digest_bytes(AUDIO), OPTIONS)
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_the_key_is_namespaced_by_tenant_and_prefix():
     namespace, digest = key.rsplit(":", 1)
     assert namespace == "cache:acme"
     assert len(digest) == 64 and int(digest, 16) >= 0
-    assert cache_key("acme", "transcribe", "d", {}, "m", prefix="gw:").startswith("gw:cache:acme:")
+    assert cache_key("acme", "transcribe", "d", {}, prefix="gw:").startswith("gw:cache:acme:")
     # The digest itself depends on the tenant too, not just the namespace in front of it.
     assert key_of(tenant="acme").rsplit(":", 1)[1] != key_of(tenant="globex").rsplit(":", 1)[1]
 
@@ -159,7 +159,6 @@ def test_the_key_is_namespaced_by_tenant_and_prefix():
         {"operation": "understand"},
         {"input_digest": digest_bytes(AUDIO + b"!")},
         {"input_digest": digest_text("hello")},
-        {"model_class": "whisper-base"},
         {"options": {**OPTIONS, "language": "fr"}},
         {"options": {**OPTIONS, "language": None}},
         {"options": {**OPTIONS, "word_timestamps": True}},
@@ -204,7 +203,7 @@ def test_non_finite_numbers_are_refused(bad: object):
         key_of(options={"speed": bad})
 
 
-@pytest.mark.parametrize("field", ["tenant", "input_digest", "model_class"])
+@pytest.mark.parametrize("field", ["tenant", "input_digest"])
 def test_empty_key_parts_are_refused(field: str):
     with pytest.raises(ValueError, match=field):
         key_of(**{field: ""})
@@ -343,9 +342,39 @@ async def test_fifty_concurrent_identical_requests_compute_once(
     assert not await redis_client.exists(lock_key(key))
 
 
+async def test_an_entry_the_caller_refuses_is_a_miss_and_is_overwritten(cache: ResultCache, key: str):
+    await cache.single_flight(key, Compute(payload=b"from the cloud"))
+    only_local = Compute(payload=b"from the engine")
+    refuses_cloud = lambda e: e.payload != b"from the cloud"  # noqa: E731
+    served, hit = await cache.single_flight(key, only_local, accept=refuses_cloud)
+    assert (served.payload, hit, only_local.calls) == (b"from the engine", False, 1)
+    assert (await cache.get(key)).payload == b"from the engine"
+
+
+async def test_a_follower_refusing_the_flights_producer_computes_its_own(cache: ResultCache, key: str):
+    leader, follower = Compute(payload=b"cloud"), Compute(payload=b"local", delay_s=0.0)
+    results = await asyncio.gather(
+        cache.single_flight(key, leader),
+        cache.single_flight(key, follower, accept=lambda e: e.payload == b"local"),
+    )
+    assert [(e.payload, hit) for e, hit in results] == [(b"cloud", False), (b"local", False)]
+    assert (leader.calls, follower.calls) == (1, 1)
+
+
+async def test_only_the_wait_for_another_flight_is_bounded_by_the_deadline(cache: ResultCache, key: str):
+    slow = Compute(delay_s=0.5)
+    leader = asyncio.create_task(cache.single_flight(key, slow, deadline=time.monotonic() + 0.05))
+    await asyncio.sleep(0.01)
+    with pytest.raises(WaitTimedOut):
+        await cache.single_flight(key, Compute(), deadline=time.monotonic() + 0.1)
+    # The leader's own deadline passed too, but its computation is never cut short by the cache.
+    entry, hit = await leader
+    assert (entry.payload, hit, slow.calls) == (b"result", False, 1)
+
+
 async def test_different_keys_do_not_share_a_flight(cache: ResultCache):
     one, two = Compute(payload=b"one"), Compute(payload=b"two")
-    keys = [cache.key("acme", "synthesize", digest_text(t), {}, "piper") for t in ("hi", "bye")]
+    keys = [cache.key("acme", "synthesize", digest_text(t), {}) for t in ("hi", "bye")]
     results = await asyncio.gather(cache.single_flight(keys[0], one), cache.single_flight(keys[1], two))
     assert [e.payload for e, _ in results] == [b"one", b"two"]
     assert (one.calls, two.calls) == (1, 1)
@@ -544,7 +573,7 @@ async def test_nothing_computed_or_stored_is_logged(
     question = "SECRET question"
     with capture_logs() as logs:
         small = ResultCache(redis_client, prefix, CacheSettings(timeout_s=2.0, max_entry_bytes=4))
-        k = small.key("acme", "understand", digest_bytes(AUDIO), {"question": question}, "smollm")
+        k = small.key("acme", "understand", digest_bytes(AUDIO), {"question": question})
         await small.single_flight(k, Compute(payload=secret, delay_s=0))
         await redis_client.set(k, b"garbage " + secret)
         await small.get(k)
@@ -613,7 +642,7 @@ async def test_a_stopped_redis_degrades_and_a_paused_one_recovers():
     with throwaway_redis() as url:
         client = redis.asyncio.Redis.from_url(url)
         cache = ResultCache(client, "test:", CacheSettings(timeout_s=0.2, down_backoff_s=0.3))
-        k = cache.key("acme", "synthesize", digest_text("hello"), {"voice": "joe"}, "piper")
+        k = cache.key("acme", "synthesize", digest_text("hello"), {"voice": "joe"})
         await cache.put(k, entry(b"before"))
         assert (await cache.get(k)).payload == b"before"
 

@@ -8,10 +8,10 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from uuid import uuid4
+from uuid import RFC_4122, UUID, uuid4
 
 import pytest
 import redis.asyncio
@@ -26,6 +26,7 @@ from gateway.ledger.store import (
     PricesUsed,
     RollupRow,
     attempt_record_id,
+    new_request_key,
     request_record_id,
 )
 from gateway.money.pricing import PriceBook, UnitPrices
@@ -309,7 +310,7 @@ async def test_records_reach_the_stream_and_rollups_exactly_once(
             ledger.record(record)
         await eventually(settled(ledger))
     assert sorted(await stream_ids(client, prefix)) == ["r1:att:1", "r1:att:2", "r1:req"]
-    assert FORTY_DAYS - 60 < await client.ttl(f"{prefix}ledger:seen:r1:req") <= FORTY_DAYS
+    assert FORTY_DAYS - 60 < await client.ttl(f"{prefix}ledger:seen:acme:r1:req") <= FORTY_DAYS
     rows = {row.provider: row for row in await ledger.rollups(DAY1, DAY1)}
     assert rows["deepgram"].attempts == 1 and rows["deepgram"].failures == 1
     assert rows["deepgram"].requests == 0 and rows["deepgram"].cost_usd == 0
@@ -465,6 +466,116 @@ async def test_request_records_are_read_back_by_time(
         "t1:att:1",
         "t2:att:1",
     ]
+
+
+# -- identity: the server's keys, the caller's id ------------------------------------------------------------
+
+
+def keyed(record: LedgerRecord, key: str) -> LedgerRecord:
+    """The record as the gateway makes it now: keyed by a server key, the caller's id kept alongside."""
+    if record.kind == "request":
+        record_id = request_record_id(key)
+    else:
+        record_id = attempt_record_id(key, int(record.record_id.rpartition(":")[2]))
+    return LedgerRecord(**{**record.__dict__, "request_key": key, "record_id": record_id})
+
+
+def test_request_keys_are_unique_time_ordered_uuid7s():
+    keys = [new_request_key() for _ in range(2000)]
+    assert len(set(keys)) == len(keys)
+    parsed = [UUID(k) for k in keys]
+    assert {u.version for u in parsed} == {7} and {u.variant for u in parsed} == {RFC_4122}
+    millis = [u.int >> 80 for u in parsed]
+    assert millis == sorted(millis) and abs(millis[0] - time.time() * 1000) < 5000
+
+
+def test_version_1_records_still_load_keyed_by_the_callers_id():
+    new = request("old-1", cost="0.5")
+    raw = json.loads(new.to_json())
+    for name in ("request_key", "billing_unknown", "possibly_billed_usd"):
+        del raw[name]
+    raw["v"] = 1
+    old = LedgerRecord.from_json(json.dumps(raw))
+    assert (old.request_key, old.request_id, old.record_id) == ("old-1", "old-1", "old-1:req")
+    assert old.legacy_id and not old.billing_unknown and old.possibly_billed_usd == 0
+    assert old == new
+
+
+def test_possibly_billed_needs_billing_unknown_and_round_trips():
+    unknown = LedgerRecord(
+        **{
+            **attempt("r1", 1, outcome="timeout").__dict__,
+            "billing_unknown": True,
+            "possibly_billed_usd": D("0.000200000"),
+        }
+    )
+    assert LedgerRecord.from_json(unknown.to_json()) == unknown
+    with pytest.raises(ValueError, match="billing_unknown"):
+        LedgerRecord(**{**unknown.__dict__, "billing_unknown": False})
+
+
+async def test_a_reused_request_id_stores_every_request_and_is_found_per_tenant(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path
+):
+    ledger = make_ledger(client, prefix, tmp_path / "spool")
+    # A failed try and its retry under one caller id, and another tenant that chose the same id.
+    failed_key, retry_key, other_key = new_request_key(), new_request_key(), new_request_key()
+    made = [
+        keyed(attempt("job", 1, outcome="unavailable"), failed_key),
+        keyed(request("job", outcome="all_attempts_failed"), failed_key),
+        keyed(attempt("job", 1, cost="0.006000000", ts=T0 + 1), retry_key),
+        keyed(request("job", cost="0.006000000", ts=T0 + 1), retry_key),
+        keyed(attempt("job", 1, tenant="globex", cost="0.001000000"), other_key),
+        keyed(request("job", tenant="globex", cost="0.001000000"), other_key),
+    ]
+    async with running(ledger):
+        for record in made + made:  # sent twice: still stored once each
+            ledger.record(record)
+        await eventually(settled(ledger))
+    assert sorted(await stream_ids(client, prefix)) == sorted(r.record_id for r in made)
+    rows = {row.tenant: row for row in await ledger.rollups(DAY1, DAY1)}
+    assert (rows["acme"].requests, rows["acme"].failed_requests, rows["acme"].attempts) == (2, 1, 2)
+    assert (rows["globex"].requests, rows["globex"].cost_usd) == (1, D("0.001"))
+    acme = await ledger.find("acme", "job")
+    assert acme == made[:4]
+    assert await ledger.find("globex", "job") == made[4:]
+    assert await ledger.find("initech", "job") == []
+
+
+async def test_two_tenants_records_with_one_id_are_not_each_others_duplicates(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path
+):
+    # The seen marks are per tenant: even a record id both share cannot make one tenant's record vanish.
+    ledger = make_ledger(client, prefix, tmp_path / "spool")
+    key = new_request_key()
+    made = [keyed(request("x", tenant="acme"), key), keyed(request("x", tenant="globex"), key)]
+    async with running(ledger):
+        for record in made:
+            ledger.record(record)
+        await eventually(settled(ledger))
+    assert {row.tenant: row.requests for row in await ledger.rollups(DAY1, DAY1)} == {"acme": 1, "globex": 1}
+
+
+async def test_old_records_replayed_after_the_upgrade_are_not_counted_twice(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path
+):
+    # Stored by the previous version, whose seen mark had no tenant, and still in a spool segment.
+    old = request("legacy-1", cost="0.5")
+    await client.set(f"{prefix}ledger:seen:{old.record_id}", "1")
+    ledger = make_ledger(client, prefix, tmp_path / "spool")
+    fresh = request("legacy-2", cost="0.25")
+    async with running(ledger):
+        ledger.record(old)
+        ledger.record(fresh)
+        await eventually(settled(ledger))
+    assert await stream_ids(client, prefix) == ["legacy-2:req"]
+    (row,) = await ledger.rollups(DAY1, DAY1)
+    assert (row.requests, row.cost_usd) == (1, D("0.25"))
+
+
+async def test_rollups_reach_the_last_day_there_is(client: redis.asyncio.Redis, prefix: str, tmp_path: Path):
+    ledger = make_ledger(client, prefix, tmp_path / "spool")
+    assert await ledger.rollups(date.max - timedelta(days=3), date.max) == []
 
 
 # -- outages ------------------------------------------------------------------------------------------------

@@ -187,6 +187,54 @@ def test_csv_writes_tiny_amounts_in_fixed_point():
     assert record["saved_vs_cloud_usd"] == "0.000209972"
 
 
+def possibly_billed_report() -> pb.CostReport:
+    """A timed-out call to openai that deepgram then answered, and a clean day."""
+    return pb.CostReport(
+        group_by=DAY_PROVIDER,
+        rows=[
+            row("2025-03-01", "deepgram", requests=1, attempts=1, cost_usd="0.2"),
+            row(
+                "2025-03-01",
+                "openai",
+                attempts=1,
+                failures=1,
+                cost_usd="0",
+                possibly_billed_usd="0.1",
+                billing_unknown_attempts=1,
+            ),
+            row(
+                "2025-03-02",
+                "openai",
+                requests=1,
+                attempts=2,
+                failures=1,
+                cost_usd="0.3",
+                possibly_billed_usd="0.0000002",
+                billing_unknown_attempts=1,
+            ),
+        ],
+    )
+
+
+def test_possibly_billed_shows_apart_from_the_cost_wherever_there_is_any():
+    report = possibly_billed_report()
+    columns = table_columns(report_table(report))
+    assert columns["possibly billed"] == ["0.0000", "0.1000", "0.00000020", "0.1000"]
+    assert columns["cost"][-1] == "0.5000"  # never added in
+    # Without any, the table keeps its usual columns.
+    assert "possibly billed" not in table_columns(report_table(daily_report()))
+
+    records = list(csv.DictReader(io.StringIO(report_csv(report))))
+    assert [r["possibly_billed_usd"] for r in records] == ["0", "0.1", "0.0000002", "0.1000002"]
+    assert [r["billing_unknown_attempts"] for r in records] == ["0", "1", "1", "2"]
+    assert records[-1]["cost_usd"] == "0.5"
+
+    page = report_html(report)
+    assert "Possibly billed" in page and "$0.1000" in page
+    assert "2 provider call(s) were cancelled or timed out" in page
+    assert "cancelled or timed out" not in report_html(daily_report())
+
+
 def test_ungrouped_report_labels_its_single_row_and_the_total():
     report = pb.CostReport(
         rows=[row(requests=3, cost_usd="0.3", counterfactual_cloud_usd="0.9")],

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgateway/api/v1/common.proto\x12\x0egateway.api.v1\"F\n\x05\x41udio\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"\x90\x02\n\x0eRoutingOptions\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12(\n\x07privacy\x18\x02 \x01(\x0e\x32\x17.gateway.api.v1.Privacy\x12,\n\tobjective\x18\x03 \x01(\x0e\x32\x19.gateway.api.v1.Objective\x12\x19\n\x0cmax_cost_usd\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0emax_latency_ms\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x10\n\x08provider\x18\x06 \x01(\t\x12(\n\x05\x63\x61\x63he\x18\x07 \x01(\x0e\x32\x19.gateway.api.v1.CacheModeB\x0f\n\r_max_cost_usdB\x11\n\x0f_max_latency_ms\"\x83\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\t\"\xf3\x01\n\tRouteInfo\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x08locality\x18\x04 \x01(\x0e\x32\x18.gateway.api.v1.Locality\x12\x11\n\tcache_hit\x18\x05 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\t\x12\x11\n\tsaved_usd\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12)\n\x08\x61ttempts\x18\t \x03(\x0b\x32\x17.gateway.api.v1.Attempt\x12\x0e\n\x06policy\x18\n \x01(\t*`\n\x07Privacy\x12\x17\n\x13PRIVACY_UNSPECIFIED\x10\x00\x12\x16\n\x12PRIVACY_LOCAL_ONLY\x10\x01\x12\x13\n\x0fPRIVACY_ON_PREM\x10\x02\x12\x0f\n\x0bPRIVACY_ANY\x10\x03*h\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x12\n\x0eOBJECTIVE_COST\x10\x01\x12\x15\n\x11OBJECTIVE_LATENCY\x10\x02\x12\x15\n\x11OBJECTIVE_QUALITY\x10\x03*V\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x16\n\x12\x43\x41\x43HE_MODE_REFRESH\x10\x02*b\n\x08Locality\x12\x18\n\x14LOCALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOCALITY_LOCAL\x10\x01\x12\x14\n\x10LOCALITY_ON_PREM\x10\x02\x12\x12\n\x0eLOCALITY_CLOUD\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgateway/api/v1/common.proto\x12\x0egateway.api.v1\"F\n\x05\x41udio\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"\x90\x02\n\x0eRoutingOptions\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12(\n\x07privacy\x18\x02 \x01(\x0e\x32\x17.gateway.api.v1.Privacy\x12,\n\tobjective\x18\x03 \x01(\x0e\x32\x19.gateway.api.v1.Objective\x12\x19\n\x0cmax_cost_usd\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0emax_latency_ms\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x10\n\x08provider\x18\x06 \x01(\t\x12(\n\x05\x63\x61\x63he\x18\x07 \x01(\x0e\x32\x19.gateway.api.v1.CacheModeB\x0f\n\r_max_cost_usdB\x11\n\x0f_max_latency_ms\"\xb9\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\t\x12\x17\n\x0f\x62illing_unknown\x18\x08 \x01(\x08\x12\x1b\n\x13possibly_billed_usd\x18\t \x01(\t\"\xf3\x01\n\tRouteInfo\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x08locality\x18\x04 \x01(\x0e\x32\x18.gateway.api.v1.Locality\x12\x11\n\tcache_hit\x18\x05 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\t\x12\x11\n\tsaved_usd\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12)\n\x08\x61ttempts\x18\t \x03(\x0b\x32\x17.gateway.api.v1.Attempt\x12\x0e\n\x06policy\x18\n \x01(\t*`\n\x07Privacy\x12\x17\n\x13PRIVACY_UNSPECIFIED\x10\x00\x12\x16\n\x12PRIVACY_LOCAL_ONLY\x10\x01\x12\x13\n\x0fPRIVACY_ON_PREM\x10\x02\x12\x0f\n\x0bPRIVACY_ANY\x10\x03*h\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x12\n\x0eOBJECTIVE_COST\x10\x01\x12\x15\n\x11OBJECTIVE_LATENCY\x10\x02\x12\x15\n\x11OBJECTIVE_QUALITY\x10\x03*V\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x16\n\x12\x43\x41\x43HE_MODE_REFRESH\x10\x02*b\n\x08Locality\x12\x18\n\x14LOCALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOCALITY_LOCAL\x10\x01\x12\x14\n\x10LOCALITY_ON_PREM\x10\x02\x12\x12\n\x0eLOCALITY_CLOUD\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.api.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIVACY']._serialized_start=774
-  _globals['_PRIVACY']._serialized_end=870
-  _globals['_OBJECTIVE']._serialized_start=872
-  _globals['_OBJECTIVE']._serialized_end=976
-  _globals['_CACHEMODE']._serialized_start=978
-  _globals['_CACHEMODE']._serialized_end=1064
-  _globals['_LOCALITY']._serialized_start=1066
-  _globals['_LOCALITY']._serialized_end=1164
+  _globals['_PRIVACY']._serialized_start=828
+  _globals['_PRIVACY']._serialized_end=924
+  _globals['_OBJECTIVE']._serialized_start=926
+  _globals['_OBJECTIVE']._serialized_end=1030
+  _globals['_CACHEMODE']._serialized_start=1032
+  _globals['_CACHEMODE']._serialized_end=1118
+  _globals['_LOCALITY']._serialized_start=1120
+  _globals['_LOCALITY']._serialized_end=1218
   _globals['_AUDIO']._serialized_start=47
   _globals['_AUDIO']._serialized_end=117
   _globals['_ROUTINGOPTIONS']._serialized_start=120
   _globals['_ROUTINGOPTIONS']._serialized_end=392
   _globals['_ATTEMPT']._serialized_start=395
-  _globals['_ATTEMPT']._serialized_end=526
-  _globals['_ROUTEINFO']._serialized_start=529
-  _globals['_ROUTEINFO']._serialized_end=772
+  _globals['_ATTEMPT']._serialized_end=580
+  _globals['_ROUTEINFO']._serialized_start=583
+  _globals['_ROUTEINFO']._serialized_end=826
 # @@protoc_insertion_point(module_scope)

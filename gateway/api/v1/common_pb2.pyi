@@ -78,7 +78,7 @@ class RoutingOptions(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., privacy: _Optional[_Union[Privacy, str]] = ..., objective: _Optional[_Union[Objective, str]] = ..., max_cost_usd: _Optional[float] = ..., max_latency_ms: _Optional[int] = ..., provider: _Optional[str] = ..., cache: _Optional[_Union[CacheMode, str]] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("provider", "model", "operation", "outcome", "error", "latency_ms", "cost_usd")
+    __slots__ = ("provider", "model", "operation", "outcome", "error", "latency_ms", "cost_usd", "billing_unknown", "possibly_billed_usd")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,8 @@ class Attempt(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    BILLING_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    POSSIBLY_BILLED_USD_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     operation: str
@@ -93,7 +95,9 @@ class Attempt(_message.Message):
     error: str
     latency_ms: float
     cost_usd: str
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., operation: _Optional[str] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., cost_usd: _Optional[str] = ...) -> None: ...
+    billing_unknown: bool
+    possibly_billed_usd: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., operation: _Optional[str] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., latency_ms: _Optional[float] = ..., cost_usd: _Optional[str] = ..., billing_unknown: _Optional[bool] = ..., possibly_billed_usd: _Optional[str] = ...) -> None: ...
 
 class RouteInfo(_message.Message):
     __slots__ = ("request_id", "provider", "model", "locality", "cache_hit", "cost_usd", "saved_usd", "latency_ms", "attempts", "policy")

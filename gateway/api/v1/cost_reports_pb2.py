@@ -24,23 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!gateway/api/v1/cost_reports.proto\x12\x0egateway.api.v1\"o\n\x14GetCostReportRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\t\x12\r\n\x05until\x18\x03 \x01(\t\x12)\n\x08group_by\x18\x04 \x03(\x0e\x32\x17.gateway.api.v1.GroupBy\"\x94\x01\n\x05Units\x12\x15\n\raudio_seconds\x18\x01 \x01(\x01\x12\x12\n\ncharacters\x18\x02 \x01(\x04\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x04\x12\x1a\n\x12\x61udio_input_tokens\x18\x04 \x01(\x04\x12\x15\n\routput_tokens\x18\x05 \x01(\x04\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\"\xaa\x02\n\rCostReportRow\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x04\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\x04\x12\x12\n\ncache_hits\x18\x08 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\t \x01(\t\x12\x11\n\tsaved_usd\x18\n \x01(\t\x12 \n\x18\x63ounterfactual_cloud_usd\x18\x0b \x01(\t\x12 \n\x18\x63ounterfactual_local_usd\x18\x0c \x01(\t\x12$\n\x05units\x18\r \x01(\x0b\x32\x15.gateway.api.v1.Units\"\xcc\x01\n\nCostReport\x12\r\n\x05since\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\x12)\n\x08group_by\x18\x03 \x03(\x0e\x32\x17.gateway.api.v1.GroupBy\x12+\n\x04rows\x18\x04 \x03(\x0b\x32\x1d.gateway.api.v1.CostReportRow\x12,\n\x05total\x18\x05 \x01(\x0b\x32\x1d.gateway.api.v1.CostReportRow\x12\x1a\n\x12price_book_version\x18\x06 \x01(\t*y\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x10\n\x0cGROUP_BY_DAY\x10\x01\x12\x13\n\x0fGROUP_BY_TENANT\x10\x02\x12\x15\n\x11GROUP_BY_PROVIDER\x10\x03\x12\x16\n\x12GROUP_BY_OPERATION\x10\x04\x32`\n\x0b\x43ostReports\x12Q\n\rGetCostReport\x12$.gateway.api.v1.GetCostReportRequest\x1a\x1a.gateway.api.v1.CostReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!gateway/api/v1/cost_reports.proto\x12\x0egateway.api.v1\"o\n\x14GetCostReportRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\t\x12\r\n\x05until\x18\x03 \x01(\t\x12)\n\x08group_by\x18\x04 \x03(\x0e\x32\x17.gateway.api.v1.GroupBy\"\x94\x01\n\x05Units\x12\x15\n\raudio_seconds\x18\x01 \x01(\x01\x12\x12\n\ncharacters\x18\x02 \x01(\x04\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x04\x12\x1a\n\x12\x61udio_input_tokens\x18\x04 \x01(\x04\x12\x15\n\routput_tokens\x18\x05 \x01(\x04\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\"\xe9\x02\n\rCostReportRow\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x04\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\x04\x12\x12\n\ncache_hits\x18\x08 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\t \x01(\t\x12\x11\n\tsaved_usd\x18\n \x01(\t\x12 \n\x18\x63ounterfactual_cloud_usd\x18\x0b \x01(\t\x12 \n\x18\x63ounterfactual_local_usd\x18\x0c \x01(\t\x12$\n\x05units\x18\r \x01(\x0b\x32\x15.gateway.api.v1.Units\x12\x1b\n\x13possibly_billed_usd\x18\x0e \x01(\t\x12 \n\x18\x62illing_unknown_attempts\x18\x0f \x01(\x04\"\xcc\x01\n\nCostReport\x12\r\n\x05since\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\x12)\n\x08group_by\x18\x03 \x03(\x0e\x32\x17.gateway.api.v1.GroupBy\x12+\n\x04rows\x18\x04 \x03(\x0b\x32\x1d.gateway.api.v1.CostReportRow\x12,\n\x05total\x18\x05 \x01(\x0b\x32\x1d.gateway.api.v1.CostReportRow\x12\x1a\n\x12price_book_version\x18\x06 \x01(\t\"8\n\x12\x46indRecordsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\xd4\x02\n\x0cLedgerRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x13\n\x0brequest_key\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x11\n\toperation\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x10\n\x08locality\x18\t \x01(\t\x12\x0f\n\x07outcome\x18\n \x01(\t\x12\x10\n\x08\x63ost_usd\x18\x0b \x01(\t\x12\x11\n\tsaved_usd\x18\x0c \x01(\t\x12\x11\n\tcache_hit\x18\r \x01(\x08\x12\x17\n\x0f\x62illing_unknown\x18\x0e \x01(\x08\x12\x1b\n\x13possibly_billed_usd\x18\x0f \x01(\t\x12\x12\n\nlatency_ms\x18\x10 \x01(\x01\x12\x11\n\ttimestamp\x18\x11 \x01(\x01\"D\n\x13\x46indRecordsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.gateway.api.v1.LedgerRecord*y\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x10\n\x0cGROUP_BY_DAY\x10\x01\x12\x13\n\x0fGROUP_BY_TENANT\x10\x02\x12\x15\n\x11GROUP_BY_PROVIDER\x10\x03\x12\x16\n\x12GROUP_BY_OPERATION\x10\x04\x32\xb8\x01\n\x0b\x43ostReports\x12Q\n\rGetCostReport\x12$.gateway.api.v1.GetCostReportRequest\x1a\x1a.gateway.api.v1.CostReport\x12V\n\x0b\x46indRecords\x12\".gateway.api.v1.FindRecordsRequest\x1a#.gateway.api.v1.FindRecordsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.api.v1.cost_reports_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GROUPBY']._serialized_start=825
-  _globals['_GROUPBY']._serialized_end=946
+  _globals['_GROUPBY']._serialized_start=1359
+  _globals['_GROUPBY']._serialized_end=1480
   _globals['_GETCOSTREPORTREQUEST']._serialized_start=53
   _globals['_GETCOSTREPORTREQUEST']._serialized_end=164
   _globals['_UNITS']._serialized_start=167
   _globals['_UNITS']._serialized_end=315
   _globals['_COSTREPORTROW']._serialized_start=318
-  _globals['_COSTREPORTROW']._serialized_end=616
-  _globals['_COSTREPORT']._serialized_start=619
-  _globals['_COSTREPORT']._serialized_end=823
-  _globals['_COSTREPORTS']._serialized_start=948
-  _globals['_COSTREPORTS']._serialized_end=1044
+  _globals['_COSTREPORTROW']._serialized_end=679
+  _globals['_COSTREPORT']._serialized_start=682
+  _globals['_COSTREPORT']._serialized_end=886
+  _globals['_FINDRECORDSREQUEST']._serialized_start=888
+  _globals['_FINDRECORDSREQUEST']._serialized_end=944
+  _globals['_LEDGERRECORD']._serialized_start=947
+  _globals['_LEDGERRECORD']._serialized_end=1287
+  _globals['_FINDRECORDSRESPONSE']._serialized_start=1289
+  _globals['_FINDRECORDSRESPONSE']._serialized_end=1357
+  _globals['_COSTREPORTS']._serialized_start=1483
+  _globals['_COSTREPORTS']._serialized_end=1667
 # @@protoc_insertion_point(module_scope)

@@ -49,7 +49,7 @@ class Units(_message.Message):
     def __init__(self, audio_seconds: _Optional[float] = ..., characters: _Optional[int] = ..., input_tokens: _Optional[int] = ..., audio_input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
 class CostReportRow(_message.Message):
-    __slots__ = ("day", "tenant", "provider", "operation", "requests", "attempts", "failures", "cache_hits", "cost_usd", "saved_usd", "counterfactual_cloud_usd", "counterfactual_local_usd", "units")
+    __slots__ = ("day", "tenant", "provider", "operation", "requests", "attempts", "failures", "cache_hits", "cost_usd", "saved_usd", "counterfactual_cloud_usd", "counterfactual_local_usd", "units", "possibly_billed_usd", "billing_unknown_attempts")
     DAY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class CostReportRow(_message.Message):
     COUNTERFACTUAL_CLOUD_USD_FIELD_NUMBER: _ClassVar[int]
     COUNTERFACTUAL_LOCAL_USD_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    POSSIBLY_BILLED_USD_FIELD_NUMBER: _ClassVar[int]
+    BILLING_UNKNOWN_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     day: str
     tenant: str
     provider: str
@@ -76,7 +78,9 @@ class CostReportRow(_message.Message):
     counterfactual_cloud_usd: str
     counterfactual_local_usd: str
     units: Units
-    def __init__(self, day: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., operation: _Optional[str] = ..., requests: _Optional[int] = ..., attempts: _Optional[int] = ..., failures: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cost_usd: _Optional[str] = ..., saved_usd: _Optional[str] = ..., counterfactual_cloud_usd: _Optional[str] = ..., counterfactual_local_usd: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ...) -> None: ...
+    possibly_billed_usd: str
+    billing_unknown_attempts: int
+    def __init__(self, day: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., operation: _Optional[str] = ..., requests: _Optional[int] = ..., attempts: _Optional[int] = ..., failures: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cost_usd: _Optional[str] = ..., saved_usd: _Optional[str] = ..., counterfactual_cloud_usd: _Optional[str] = ..., counterfactual_local_usd: _Optional[str] = ..., units: _Optional[_Union[Units, _Mapping]] = ..., possibly_billed_usd: _Optional[str] = ..., billing_unknown_attempts: _Optional[int] = ...) -> None: ...
 
 class CostReport(_message.Message):
     __slots__ = ("since", "until", "group_by", "rows", "total", "price_book_version")
@@ -93,3 +97,55 @@ class CostReport(_message.Message):
     total: CostReportRow
     price_book_version: str
     def __init__(self, since: _Optional[str] = ..., until: _Optional[str] = ..., group_by: _Optional[_Iterable[_Union[GroupBy, str]]] = ..., rows: _Optional[_Iterable[_Union[CostReportRow, _Mapping]]] = ..., total: _Optional[_Union[CostReportRow, _Mapping]] = ..., price_book_version: _Optional[str] = ...) -> None: ...
+
+class FindRecordsRequest(_message.Message):
+    __slots__ = ("request_id", "tenant")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    tenant: str
+    def __init__(self, request_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class LedgerRecord(_message.Message):
+    __slots__ = ("record_id", "request_key", "request_id", "kind", "tenant", "operation", "provider", "model", "locality", "outcome", "cost_usd", "saved_usd", "cache_hit", "billing_unknown", "possibly_billed_usd", "latency_ms", "timestamp")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    BILLING_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    POSSIBLY_BILLED_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    request_key: str
+    request_id: str
+    kind: str
+    tenant: str
+    operation: str
+    provider: str
+    model: str
+    locality: str
+    outcome: str
+    cost_usd: str
+    saved_usd: str
+    cache_hit: bool
+    billing_unknown: bool
+    possibly_billed_usd: str
+    latency_ms: float
+    timestamp: float
+    def __init__(self, record_id: _Optional[str] = ..., request_key: _Optional[str] = ..., request_id: _Optional[str] = ..., kind: _Optional[str] = ..., tenant: _Optional[str] = ..., operation: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., locality: _Optional[str] = ..., outcome: _Optional[str] = ..., cost_usd: _Optional[str] = ..., saved_usd: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., billing_unknown: _Optional[bool] = ..., possibly_billed_usd: _Optional[str] = ..., latency_ms: _Optional[float] = ..., timestamp: _Optional[float] = ...) -> None: ...
+
+class FindRecordsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[LedgerRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[LedgerRecord, _Mapping]]] = ...) -> None: ...

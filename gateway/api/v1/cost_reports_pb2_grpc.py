@@ -41,6 +41,11 @@ class CostReportsStub:
                 request_serializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.GetCostReportRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.CostReport.FromString,
                 _registered_method=True)
+        self.FindRecords = channel.unary_unary(
+                '/gateway.api.v1.CostReports/FindRecords',
+                request_serializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.FindRecordsRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.FindRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class CostReportsServicer:
@@ -56,6 +61,16 @@ class CostReportsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindRecords(self, request, context):
+        """The ledger records of the requests a caller sent with one `x-request-id`.
+        Record ids are the gateway's own: a caller that reused an id gets the
+        records of every request that carried it. A tenant's key finds only its
+        own records; an admin key names the tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CostReportsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +78,11 @@ def add_CostReportsServicer_to_server(servicer, server):
                     servicer.GetCostReport,
                     request_deserializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.GetCostReportRequest.FromString,
                     response_serializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.CostReport.SerializeToString,
+            ),
+            'FindRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindRecords,
+                    request_deserializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.FindRecordsRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_v1_dot_cost__reports__pb2.FindRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +114,33 @@ class CostReports:
             '/gateway.api.v1.CostReports/GetCostReport',
             gateway_dot_api_dot_v1_dot_cost__reports__pb2.GetCostReportRequest.SerializeToString,
             gateway_dot_api_dot_v1_dot_cost__reports__pb2.CostReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.api.v1.CostReports/FindRecords',
+            gateway_dot_api_dot_v1_dot_cost__reports__pb2.FindRecordsRequest.SerializeToString,
+            gateway_dot_api_dot_v1_dot_cost__reports__pb2.FindRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,7 +10,7 @@ from gateway.core.audio.decode import decode_pcm16, decode_samples
 from gateway.core.audio.encode import encode_pcm16, encode_wav, resample_pcm16
 from gateway.core.audio.intake import AudioIntake
 from gateway.core.audio.limits import ASR_SAMPLE_RATE, AudioLimits
-from gateway.core.audio.probe import ProbeResult, probe
+from gateway.core.audio.probe import ProbeResult, probe, quick_pcm_wav
 from gateway.core.audio.recording import Recording
 from gateway.core.audio.uri import read_uri
 
@@ -25,6 +25,7 @@ __all__ = [
     "encode_pcm16",
     "encode_wav",
     "probe",
+    "quick_pcm_wav",
     "read_uri",
     "resample_pcm16",
 ]

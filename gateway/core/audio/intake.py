@@ -11,7 +11,7 @@ import numpy as np
 
 from gateway.core.audio.decode import decode_samples
 from gateway.core.audio.limits import AudioLimits
-from gateway.core.audio.probe import ProbeResult, probe
+from gateway.core.audio.probe import ProbeResult, probe, quick_pcm_wav
 from gateway.core.audio.recording import Recording
 from gateway.core.audio.uri import read_uri
 from gateway.core.domain import AudioInput
@@ -44,6 +44,9 @@ class AudioIntake:
             data = source.content
         else:
             raise InvalidInput("audio is missing: set audio.content (or audio.uri)")
+        # A plain PCM WAV needs only its header read: no thread hop for the commonest upload.
+        if (quick := quick_pcm_wav(data, self.limits)) is not None:
+            return Recording(data, source.mime_type, quick, self._decode)
         return await asyncio.to_thread(self.recording, data, source.mime_type)
 
     def recording(self, data: bytes, mime_type: str = "") -> Recording:

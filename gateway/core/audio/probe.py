@@ -3,12 +3,19 @@
 The duration the gateway bills is the media actually present: for PCM in WAV, the data bytes in the
 file divided by the size of one sample frame; otherwise the span of the packets' timestamps. A header's
 own claim (a duration, a data size, a byte rate) is only ever used to refuse an upload, never to bill it.
+
+A plain PCM WAV is measured from its header alone (:func:`quick_pcm_wav`): the standard library's
+:mod:`wave` reads the format chunk, and the duration is the data present. That costs microseconds, so it
+runs on the event loop; anything it does not recognise goes to the full probe, which demuxes with FFmpeg in
+a worker thread.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import time
+import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -53,6 +60,11 @@ _STREAMED_WAV_SIZE = 0x7FFF0000
 _MAX_LEADING_SKIP_S = 0.25
 # How often the demux loop looks at the clock.
 _CPU_CHECK_EVERY = 256
+# Real WAV files carry a handful of chunks before their audio (fmt, fact, LIST, bext, JUNK): a file that
+# needs more to reach its data is left to the FFmpeg probe, so no walk over crafted chunks is long.
+_MAX_WAV_CHUNKS = 64
+# Sample widths FFmpeg has a PCM codec for (8 to 32 bits); others get its verdict.
+_PCM_WIDTHS = frozenset({1, 2, 3, 4})
 _PCM_CODEC = re.compile(r"pcm_[suf](8|16|24|32|64)(le|be)?")
 _COMPANDED_PCM = frozenset({"pcm_alaw", "pcm_mulaw"})
 
@@ -124,10 +136,40 @@ def _measure(container: av.container.InputContainer, data: bytes, limits: AudioL
         measured = _packet_duration(container, stream, limits)
         if measured.complete:
             measured = _reconcile_declared(container, stream, data, measured)
-    duration_s, stream_bytes = measured.duration_s, measured.stream_bytes
     if name == "ogg" and not _ogg_ends(data):
         raise UnsupportedAudio("the audio is truncated: the Ogg stream ends without its end-of-stream page")
+    return _checked(name, ctx.name, ctx.sample_rate, ctx.channels, measured, limits)
 
+
+def quick_pcm_wav(data: bytes, limits: AudioLimits) -> ProbeResult | None:
+    """The probe of a plain PCM WAV from its header alone, or None for anything else.
+
+    Bounded work (a few chunk headers), so it may run on the event loop. None means "not recognised",
+    never "invalid": the full :func:`probe` then decides, with its precise errors.
+    """
+    if not data.startswith(b"RIFF") or data[8:12] != b"WAVE" or len(data) > limits.max_bytes:
+        return None
+    chunk = _wav_data_chunk(data)
+    if chunk is None:
+        return None
+    try:
+        # Up to the data chunk's header: wave stops there, and never reads the audio.
+        with wave.open(io.BytesIO(data[: chunk[0]])) as header:
+            channels, width, rate = header.getnchannels(), header.getsampwidth(), header.getframerate()
+    except (wave.Error, EOFError, ValueError):
+        return None  # not format 1 PCM (float, extensible, companded), or a header only FFmpeg judges
+    if width not in _PCM_WIDTHS:
+        return None
+    codec = "pcm_u8" if width == 1 else f"pcm_s{8 * width}le"
+    limits.check_format(rate, channels, "the header declares")
+    return _checked("wav", codec, rate, channels, _pcm_duration(data, chunk, channels * width, rate), limits)
+
+
+def _checked(
+    container: str, codec: str, rate: int, channels: int, measured: _Measured, limits: AudioLimits
+) -> ProbeResult:
+    """Refuse what no recording looks like, and what is over the limits; else the probe's result."""
+    duration_s, stream_bytes = measured.duration_s, measured.stream_bytes
     if duration_s <= 0:
         raise InvalidInput("the audio has zero length: it holds no samples")
     if stream_bytes < duration_s * limits.min_bytes_per_s:
@@ -147,11 +189,7 @@ def _measure(container: av.container.InputContainer, data: bytes, limits: AudioL
             "split it into shorter recordings"
         )
     return ProbeResult(
-        container=name,
-        codec=ctx.name,
-        sample_rate=ctx.sample_rate,
-        channels=ctx.channels,
-        duration_s=duration_s,
+        container=container, codec=codec, sample_rate=rate, channels=channels, duration_s=duration_s
     )
 
 
@@ -164,9 +202,11 @@ def _pcm_frame_bytes(ctx: av.audio.codeccontext.AudioCodecContext) -> int | None
 
 
 def _wav_data_chunk(data: bytes) -> tuple[int, int] | None:
-    """Offset and declared size of a RIFF file's data chunk, walking the chunks from the start."""
+    """Offset and declared size of a RIFF file's data chunk, walking the first chunks from the start."""
     at = 12
-    while at + 8 <= len(data):
+    for _ in range(_MAX_WAV_CHUNKS):
+        if at + 8 > len(data):
+            return None
         size = int.from_bytes(data[at + 4 : at + 8], "little")
         if data[at : at + 4] == b"data":
             return at + 8, size

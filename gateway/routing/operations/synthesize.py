@@ -6,13 +6,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.cache.results import digest_text
 from gateway.core import audio
 from gateway.core.domain import OutputFormat, RouteInfo, Routing, SynthesizeRequest, SynthesizeResult
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Operation, Speech, SynthesizeOptions
 from gateway.core.text import refuse_control_characters
-from gateway.routing.pipeline import Job, Step
+from gateway.routing.pipeline import Identity, Job, Step
 from policies.rank import RankContext
 from providers.base import Provider, Synthesizer
 
@@ -31,6 +30,9 @@ class SynthesizePlug:
     def __init__(self, attempts: Attempts, max_text_chars: int) -> None:
         self._attempts = attempts
         self._max_text_chars = max_text_chars
+
+    def identify(self, request: SynthesizeRequest) -> Identity | None:
+        return None  # checking the text is the whole of prepare: nothing to save
 
     async def prepare(self, request: SynthesizeRequest) -> Job:
         # Before stripping, so the position named is the one the caller sent.
@@ -55,19 +57,21 @@ class SynthesizePlug:
             return codec.encode_speech(await _encoded(speech, request))
 
         return Job(
-            rank_context=rank_context(len(text), request.voice, request.routing),
-            input_digest=digest_text(text),
-            cache_options={
-                "voice": request.voice,
-                "format": request.format.value,
-                "sample_rate": request.sample_rate,
-                "speed": request.speed,
-            },
+            identity=Identity(
+                content=text,
+                cache_options={
+                    "voice": request.voice,
+                    "format": request.format.value,
+                    "sample_rate": request.sample_rate,
+                    "speed": request.speed,
+                },
+                rank_context=lambda _: rank_context(len(text), request.voice, request.routing),
+            ),
             compute=compute,
             characters=len(text),
         )
 
-    def result(self, payload: bytes, job: Job, route: RouteInfo) -> SynthesizeResult:
+    def result(self, payload: bytes, audio_s: float, route: RouteInfo) -> SynthesizeResult:
         speech = codec.decode_speech(payload)
         return SynthesizeResult(
             audio=speech.audio,

@@ -6,11 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.cache.results import digest_bytes
 from gateway.core.domain import AudioInput, RouteInfo, Routing, TranscribeRequest, TranscribeResult
 from gateway.core.provider_types import Operation, TranscribeOptions, Transcript
 from gateway.core.text import refuse_control_characters
-from gateway.routing.pipeline import Job, Step
+from gateway.routing.pipeline import Identity, Job, Step
 from policies.rank import RankContext
 from providers.base import Provider, Transcriber
 
@@ -59,6 +58,10 @@ class TranscribePlug:
         self._open_audio = open_audio
         self._attempts = attempts
 
+    def identify(self, request: TranscribeRequest) -> Identity | None:
+        content = request.audio.content
+        return None if content is None else self._identity(request, content)
+
     async def prepare(self, request: TranscribeRequest) -> Job:
         options = request.options
         if options.prompt:
@@ -72,25 +75,32 @@ class TranscribePlug:
             return codec.encode_transcript(transcript)
 
         return Job(
-            rank_context=rank_context(
-                recording.duration_s, options.language, options.word_timestamps, request.routing
-            ),
-            input_digest=digest_bytes(recording.original),
+            identity=self._identity(request, recording.original),
+            compute=compute,
+            audio_s=recording.duration_s,
+        )
+
+    def result(self, payload: bytes, audio_s: float, route: RouteInfo) -> TranscribeResult:
+        transcript = codec.decode_transcript(payload)
+        return TranscribeResult(
+            text=transcript.text,
+            language=transcript.language,
+            duration_s=audio_s,
+            segments=transcript.segments,
+            route=route,
+        )
+
+    @staticmethod
+    def _identity(request: TranscribeRequest, audio: bytes) -> Identity:
+        options = request.options
+        return Identity(
+            content=audio,
             cache_options={
                 "language": options.language,
                 "word_timestamps": options.word_timestamps,
                 "prompt": options.prompt,
             },
-            compute=compute,
-            audio_s=recording.duration_s,
-        )
-
-    def result(self, payload: bytes, job: Job, route: RouteInfo) -> TranscribeResult:
-        transcript = codec.decode_transcript(payload)
-        return TranscribeResult(
-            text=transcript.text,
-            language=transcript.language,
-            duration_s=job.audio_s,
-            segments=transcript.segments,
-            route=route,
+            rank_context=lambda audio_s: rank_context(
+                audio_s, options.language, options.word_timestamps, request.routing
+            ),
         )

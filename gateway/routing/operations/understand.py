@@ -12,13 +12,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.cache.results import digest_bytes
 from gateway.core.domain import Routing, UnderstandRequest, UnderstandResult
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Answer, AnswerOptions, Operation, TranscribeOptions, Transcript
 from gateway.core.text import refuse_control_characters
 from gateway.routing.operations import transcribe as transcribe_op
-from gateway.routing.pipeline import Job, Step
+from gateway.routing.pipeline import Identity, Job, Step
 from policies.rank import RankContext
 from providers.base import Answerer, Provider
 
@@ -65,7 +64,32 @@ class UnderstandPlug:
         self._default_answer_tokens = default_answer_tokens
         self._max_question_chars = max_question_chars
 
+    def identify(self, request: UnderstandRequest) -> Identity | None:
+        content = request.audio.content
+        return None if content is None else self._identity(request, self._question(request), content)
+
     async def prepare(self, request: UnderstandRequest) -> Job:
+        question = self._question(request)
+        recording = await self._open_audio(request.audio)
+        max_tokens = self._max_tokens(request)
+
+        async def compute(step: Step) -> bytes:
+            answer, transcript = await self._answer(recording, question, request, max_tokens, step)
+            return codec.encode_answer(codec.AnswerPayload(answer, transcript))
+
+        return Job(
+            identity=self._identity(request, question, recording.original),
+            compute=compute,
+            audio_s=recording.duration_s,
+        )
+
+    def result(self, payload: bytes, audio_s: float, route: RouteInfo) -> UnderstandResult:
+        answer = codec.decode_answer(payload)
+        return UnderstandResult(
+            answer=answer.answer, transcript=answer.transcript, duration_s=audio_s, route=route
+        )
+
+    def _question(self, request: UnderstandRequest) -> str:
         # Before stripping, so the position named is the one the caller sent.
         refuse_control_characters(request.question, "question")
         question = request.question.strip()
@@ -75,29 +99,20 @@ class UnderstandPlug:
             raise InvalidInput(
                 f"question is {len(question)} characters; the limit is {self._max_question_chars}"
             )
-        recording = await self._open_audio(request.audio)
-        max_tokens = request.max_answer_tokens or self._default_answer_tokens
+        return question
 
-        async def compute(step: Step) -> bytes:
-            answer, transcript = await self._answer(recording, question, request, max_tokens, step)
-            return codec.encode_answer(codec.AnswerPayload(answer, transcript))
+    def _max_tokens(self, request: UnderstandRequest) -> int:
+        return request.max_answer_tokens or self._default_answer_tokens
 
-        return Job(
-            rank_context=rank_context(recording.duration_s, request.language, request.routing),
-            input_digest=digest_bytes(recording.original),
+    def _identity(self, request: UnderstandRequest, question: str, audio: bytes) -> Identity:
+        return Identity(
+            content=audio,
             cache_options={
                 "question": question,
                 "language": request.language,
-                "max_answer_tokens": max_tokens,
+                "max_answer_tokens": self._max_tokens(request),
             },
-            compute=compute,
-            audio_s=recording.duration_s,
-        )
-
-    def result(self, payload: bytes, job: Job, route: RouteInfo) -> UnderstandResult:
-        answer = codec.decode_answer(payload)
-        return UnderstandResult(
-            answer=answer.answer, transcript=answer.transcript, duration_s=job.audio_s, route=route
+            rank_context=lambda audio_s: rank_context(audio_s, request.language, request.routing),
         )
 
     async def _answer(
