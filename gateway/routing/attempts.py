@@ -56,6 +56,7 @@ log = structlog.get_logger(__name__)
 # many seconds, and at most this share of what remains.
 _WRAP_UP_S = 0.05
 _WRAP_UP_SHARE = 0.1
+
 # The outcome of an attempt whose call was cancelled before the provider answered.
 CANCELLED = "cancelled"
 # How far each locality lets audio travel: a request's locality is its least private step.
