@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -50,11 +52,13 @@ def build_app(
     settings: Settings,
     providers: list[Provider] | None = None,
     prices: dict[tuple[str, str], UnitPrices] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> App:
     """Wire the gateway from settings.
 
     ``providers`` replaces the configured ones and ``prices`` adds unit prices by (name, model), for
-    embedding the gateway with providers built in code (and for tests).
+    embedding the gateway with providers built in code (and for tests). ``clock`` (epoch seconds) is what
+    breaker cool-downs are measured by.
     """
     configs = load_providers_file(settings.providers_file) if settings.providers_file else []
     if providers is None:
@@ -63,7 +67,7 @@ def build_app(
     book = build_price_book(settings, configs)
     prices = replace(book, vendor_prices={**book.vendor_prices, **(prices or {})})
     policies = PolicyStore(settings.policies_file)
-    health = HealthBook(settings.breaker)
+    health = HealthBook(settings.breaker, clock)
     redis = _redis_client(settings)
     budgets: Budgets = (
         RedisBudgets(

@@ -24,6 +24,10 @@ class Policy(BaseModel):
     deny_providers: frozenset[str] = frozenset()
     fallback: bool = True
     max_attempts: int = Field(3, ge=1)
+    # The share of the request's remaining deadline one attempt may use while another candidate could still
+    # follow it, so a provider that hangs leaves time for the fallback. The last attempt gets what remains.
+    # Each attempt is also bounded by its provider's own timeout_s.
+    attempt_share: float = Field(0.5, gt=0, le=1)
     # Serve identical requests from the result cache.
     cache: bool = True
     # Whether results of local_only requests may be cached (in Redis, outside the process).

@@ -71,6 +71,8 @@ class Ranking:
     objective: Objective
     # The request as it was ranked, so what runs the ranking can price it again (its worst case).
     context: RankContext | None = None
+    # Of the remaining deadline, what one attempt may use while another could follow (the policy's).
+    attempt_share: float = 0.5
 
 
 _Num = TypeVar("_Num", Decimal, float)
@@ -139,7 +141,9 @@ def rank(
             kept.append(Kept(candidate.name, cost, latency, _score(candidate, objective, cost, latency)))
     kept.sort(key=lambda k: k.score)
     attempts = policy.max_attempts if policy.fallback else 1
-    return Ranking(policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective, ctx)
+    return Ranking(
+        policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective, ctx, policy.attempt_share
+    )
 
 
 def _exclusion(

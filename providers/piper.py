@@ -112,6 +112,11 @@ class PiperSynthesizer:
         try:
             chunks = [chunk.audio_int16_array for chunk in voice.synthesize(text, syn_config=config)]
         except (RuntimeError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not _speakable(text):
+                # The engine refused the caller's text (espeak takes C strings): not the engine's failure.
+                raise ProviderInputError(
+                    self.name, "the text holds characters the engine cannot take (NUL or lone surrogates)"
+                ) from exc
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
         return samples, voice.config.sample_rate
@@ -119,3 +124,14 @@ class PiperSynthesizer:
     async def close(self) -> None:
         self._pool.close()
         self._voices.clear()
+
+
+def _speakable(text: str) -> bool:
+    """Whether espeak can be handed ``text`` at all: a C string of UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -28,6 +28,7 @@ def capabilities_from(
         features=config.features or features,
         max_audio_s=config.max_audio_s,
         published_wer=config.published_wer,
+        timeout_s=config.timeout_s,
     )
 
 

@@ -47,3 +47,20 @@ def normalize(text: str) -> str:
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
     return jiwer.wer([normalize(r) for r in references], [normalize(h) for h in hypotheses])
+
+
+def padded(clip: bytes, silence_s: float) -> bytes:
+    """The WAV ``clip`` with ``silence_s`` of silence after it: the same speech in different bytes.
+
+    Identical requests are merged into one engine call (single-flight) and answered from the cache, so a
+    test or benchmark of concurrent work needs a distinct clip per request.
+    """
+    with wave.open(io.BytesIO(clip)) as w:
+        params = w.getparams()
+        frames = w.readframes(w.getnframes())
+    silence = b"\0" * (round(silence_s * params.framerate) * params.sampwidth * params.nchannels)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames + silence)
+    return buffer.getvalue()

@@ -49,6 +49,8 @@ class Capabilities:
     # Published quality figure (e.g. WER on LibriSpeech test-clean) for the
     # "quality" objective; None when unknown.
     published_wer: float | None = None
+    # The longest one attempt may take, whatever the request's deadline; None: only the deadline bounds it.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,10 @@ class HealthBook:
 
     # -- request path (no I/O) ---------------------------------------------
 
+    def now(self) -> float:
+        """The book's clock (epoch seconds): what breaker cool-downs are measured against."""
+        return self._clock()
+
     def snapshot(self) -> HealthSnapshot:
         if self._snapshot is None:
             self._snapshot = HealthSnapshot(

@@ -1,9 +1,11 @@
 """The attempt walk: one attempt per ranked candidate, under a budget reservation, each priced and recorded.
 
 The router owns retries and fallback. A provider makes one attempt; a retryable failure moves the walk to
-the next candidate, a final one (a refusal the vendor would repeat) stops it. The caller's own bad input
-(an unknown voice) is never the provider's fault: it surfaces as INVALID_ARGUMENT and leaves the breaker
-alone.
+the next candidate, a final one (a refusal the vendor would repeat) stops it. While another candidate could
+follow, an attempt gets only the policy's ``attempt_share`` of the remaining deadline (and never more than
+its provider's own timeout), so a hang is a timeout against that provider and the fallback still has time.
+The caller's own bad input (an unknown voice) is never the provider's fault: it surfaces as
+INVALID_ARGUMENT and leaves the breaker alone.
 
 A call that is cancelled (the caller hung up, a deadline cancelled it) or times out may still be billed by its
 vendor. Its attempt is recorded all the same, with ``billing_unknown`` set, no cost, and the ranking's
@@ -53,6 +55,11 @@ if TYPE_CHECKING:
     from providers.base import Provider
 
 log = structlog.get_logger(__name__)
+
+# What an attempt leaves of the request's remaining deadline to record its outcome and answer: at most this
+# many seconds, and at most this share of what remains.
+_WRAP_UP_S = 0.05
+_WRAP_UP_SHARE = 0.1
 
 # The outcome of an attempt whose call was cancelled before the provider answered.
 CANCELLED = "cancelled"
@@ -158,7 +165,7 @@ class Attempts:
     ) -> tuple[R, Provider]:
         errors: list[ProviderError] = []
         attempted = 0
-        for kept in ranking.kept:
+        for index, kept in enumerate(ranking.kept):
             if attempted >= ranking.max_attempts:
                 break
             provider = self._catalogue.get(kept.name)
@@ -172,11 +179,13 @@ class Attempts:
                     ProviderTimeout(provider.name, "the request deadline passed before this attempt")
                 )
                 break
+            may_follow = attempted < ranking.max_attempts and index + 1 < len(ranking.kept)
+            limit = attempt_timeout_s(
+                remaining, provider.capabilities.timeout_s, ranking.attempt_share if may_follow else 1.0
+            )
             started = time.perf_counter()
             try:
-                result = await self._watched(
-                    call, provider, remaining, route, operation, kept.estimated_cost_usd
-                )
+                result = await self._watched(call, provider, limit, route, operation, kept.estimated_cost_usd)
             except ProviderError as exc:
                 self._failed(
                     route, provider, operation, exc, started, audio_s, characters, kept.estimated_cost_usd
@@ -211,10 +220,12 @@ class Attempts:
         operation: Operation,
         estimate: Decimal,
     ) -> R:
-        """One provider call that leaves its attempt record even when it is cancelled mid-flight."""
+        """One provider call, ended at ``timeout_s`` even if the provider does not honour the timeout it is
+        given, that leaves its attempt record even when it is cancelled mid-flight."""
         started = time.perf_counter()
         try:
-            return await call(provider, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await call(provider, timeout_s)
         except asyncio.CancelledError:
             # Not the provider's fault, so the health book is left alone; but the vendor may have done
             # (and may bill) the work.
@@ -231,8 +242,9 @@ class Attempts:
             )
             raise
         except TimeoutError as exc:
-            # A timeout the provider did not map itself is still its timeout: recorded, and the walk moves on.
-            raise ProviderTimeout(provider.name, f"no answer within {timeout_s:.1f} s") from exc
+            # The attempt's own limit, or a timeout the provider did not map itself: either way its timeout,
+            # recorded against it, and the walk moves on.
+            raise ProviderTimeout(provider.name, f"no answer within the attempt's {timeout_s:.2f} s") from exc
 
     def _failed(
         self,
@@ -310,6 +322,18 @@ class Attempts:
             f"no provider can {operation.value} this request under policy {ranking.policy!r}",
             tuple(Rejection(r.name, r.reason) for r in ranking.rejected),
         )
+
+
+def attempt_timeout_s(remaining_s: float, provider_timeout_s: float | None, share: float) -> float:
+    """How long one attempt may take: its share of the remaining deadline, within the provider's timeout.
+
+    A sliver of the deadline is always kept back, so the attempt's own timeout, not the caller's deadline,
+    ends a hang: the walk then records the timeout against the provider and still answers in time.
+    """
+    limit = min(remaining_s * share, remaining_s - min(_WRAP_UP_S, remaining_s * _WRAP_UP_SHARE))
+    if provider_timeout_s is not None:
+        limit = min(limit, provider_timeout_s)
+    return max(limit, 0.001)
 
 
 def _record(

@@ -206,7 +206,7 @@ class Pipeline:
             policy,
             self._prices.estimate,
             self._health.snapshot(),
-            time.time(),
+            self._health.now(),
             budget_remaining_usd=remaining,
         )
 

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import common_pb2 as common
+from gateway.grpc.server import GatewayServer
 from tests import speech
 
 pytestmark = pytest.mark.engines
@@ -140,10 +141,22 @@ async def test_understand_answers_with_the_transcript(stub):
     assert float(reply.route.cost_usd) == pytest.approx(sum(float(a.cost_usd) for a in reply.route.attempts))
 
 
-async def test_health_answers_quickly_during_ten_transcriptions(stub, channel):
-    clip = speech.piper_wav(" ".join(speech.SENTENCES[:3]))
+def whisper_calls(server: GatewayServer) -> float:
+    count = server.app.metrics.registry.get_sample_value(
+        "audio_gateway_attempt_latency_seconds_count",
+        {"provider": "faster-whisper", "operation": "transcribe"},
+    )
+    return count or 0.0
+
+
+async def test_health_answers_quickly_during_ten_transcriptions(stub, channel, engine_server):
+    speech_clip = speech.piper_wav(" ".join(speech.SENTENCES[:3]))
+    # Ten different clips: identical ones would be merged into one engine call.
+    clips = [speech.padded(speech_clip, 0.02 * n) for n in range(10)]
+    assert len(set(clips)) == 10
     health = health_pb2_grpc.HealthStub(channel)
-    calls = [stub.Transcribe(pb.TranscribeRequest(audio=audio(clip))) for _ in range(10)]
+    before = whisper_calls(engine_server)
+    calls = [stub.Transcribe(pb.TranscribeRequest(audio=audio(clip))) for clip in clips]
     gathered = asyncio.gather(*calls)
     # Probe early and often: on an idle machine the ten finish in about a second.
     await asyncio.sleep(0.1)
@@ -156,6 +169,8 @@ async def test_health_answers_quickly_during_ten_transcriptions(stub, channel):
         await asyncio.sleep(0.05)
     replies = await gathered
     assert all("fox" in r.text.lower() for r in replies)
+    assert not any(r.route.cache_hit for r in replies)
+    assert whisper_calls(engine_server) - before == 10
     assert len(latencies) >= 3, "the transcriptions finished before health was probed under load"
     latencies.sort()
     assert latencies[len(latencies) // 2] < 0.1, latencies

@@ -52,6 +52,13 @@ def test_presets_load_and_leave_auth_off():
     assert all(anonymous.may_use(name) for name in book.policies)
 
 
+def test_the_attempt_share_is_read_from_the_file_and_defaults_to_half(tmp_path):
+    book = load_policy_file(write(tmp_path, "policies:\n  - name: a\n    attempt_share: 0.8\n  - name: b\n"))
+    assert book.policies["a"].attempt_share == 0.8
+    assert book.policies["b"].attempt_share == 0.5
+    assert load_policy_file(PRESETS).policies["default"].attempt_share == 0.5
+
+
 def test_tenants_are_found_by_key_hash_only(tmp_path):
     book = load_policy_file(write(tmp_path, FILE))
     acme = book.tenant_for_key(ACME_KEY)
@@ -83,6 +90,8 @@ def test_authentication_failures(tmp_path, metadata, message):
         ("policies:\n  - name: a\n  - name: b\n    privacy: secret\n", "policies.yaml:3: privacy:"),
         ("policies:\n  - name: a\n  - name: a\n", "policies.yaml:3: policy 'a' is declared twice"),
         ("policies:\n  - name: a\n    max_attempts: 0\n", "policies.yaml:2: max_attempts:"),
+        ("policies:\n  - name: a\n    attempt_share: 0\n", "policies.yaml:2: attempt_share:"),
+        ("policies:\n  - name: a\n    attempt_share: 1.5\n", "policies.yaml:2: attempt_share:"),
         (
             "policies:\n  - name: a\ntenants:\n  - name: t\n    key_sha256: "
             + "a" * 64

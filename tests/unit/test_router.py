@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -30,6 +31,7 @@ from gateway.core.errors import (
 )
 from gateway.core.provider_types import Locality, TranscribeOptions
 from gateway.money.pricing import UnitPrices
+from gateway.routing.attempts import attempt_timeout_s
 from gateway.routing.router import RequestContext
 from gateway.settings import Settings
 from providers.testing import FakeAnswerer, FakeSynthesizer, FakeTranscriber
@@ -113,12 +115,66 @@ async def test_a_slow_provider_times_out_and_the_next_one_serves():
     slow = FakeTranscriber(name="slow", delay_s=5.0)
     fast = FakeTranscriber(name="fast")
     router = await started(slow, fast)
-    # The slow one gets the whole remaining deadline, so nothing is left for the next.
-    with pytest.raises(DeadlineExceeded, match="timeout"):
-        await router.transcribe(transcribe_request(), ctx(timeout_s=0.3))
-    assert fast.calls == 0
-    result = await router.transcribe(transcribe_request(provider="fast"), ctx())
+    began = time.monotonic()
+    # The slow one gets only its share of the deadline, which leaves the rest to the next candidate.
+    result = await router.transcribe(transcribe_request(), ctx(timeout_s=1.0))
+    assert time.monotonic() - began < 1.0
     assert result.route.provider == "fast"
+    assert [(a.provider, a.outcome) for a in result.route.attempts] == [("slow", "timeout"), ("fast", "ok")]
+    assert result.route.attempts[0].latency_ms == pytest.approx(500, abs=150)
+    assert (slow.calls, fast.calls) == (1, 1)
+
+
+class _Deaf(FakeTranscriber):
+    """A provider that ignores the timeout it is given and simply hangs."""
+
+    async def transcribe(self, audio, options, timeout_s):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        await asyncio.sleep(60)
+        raise AssertionError("the walk should have ended this attempt")
+
+
+async def test_a_provider_that_ignores_its_timeout_is_cut_off_by_the_walk():
+    deaf, fast = _Deaf(name="deaf"), FakeTranscriber(name="fast")
+    router = await started(deaf, fast)
+    began = time.monotonic()
+    result = await router.transcribe(transcribe_request(), ctx(timeout_s=1.0))
+    assert time.monotonic() - began < 1.0
+    assert [(a.provider, a.outcome) for a in result.route.attempts] == [("deaf", "timeout"), ("fast", "ok")]
+
+
+async def test_the_providers_own_timeout_bounds_an_attempt_below_its_share():
+    slow = FakeTranscriber(name="slow", delay_s=30.0)
+    slow.capabilities = replace(slow.capabilities, timeout_s=0.2)
+    fast = FakeTranscriber(name="fast")
+    router = await started(slow, fast)
+    began = time.monotonic()
+    result = await router.transcribe(transcribe_request(), ctx(timeout_s=30.0))
+    assert time.monotonic() - began < 2.0
+    assert [(a.provider, a.outcome) for a in result.route.attempts] == [("slow", "timeout"), ("fast", "ok")]
+
+
+async def test_a_hang_on_the_last_candidate_is_a_deadline_error_before_the_deadline():
+    only = _Deaf(name="deaf")
+    router = await started(only)
+    began = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"\[timeout\] deaf"):
+        await router.transcribe(transcribe_request(), ctx(timeout_s=0.5))
+    assert time.monotonic() - began < 0.5
+
+
+@pytest.mark.parametrize(
+    ("remaining", "provider_timeout", "share", "expected"),
+    [
+        (10.0, None, 0.5, 5.0),  # another candidate could follow: half the deadline
+        (10.0, 2.0, 0.5, 2.0),  # the provider's own timeout is shorter
+        (10.0, None, 1.0, 9.95),  # the last attempt: all but the wrap-up sliver
+        (0.2, None, 1.0, 0.18),  # the sliver shrinks with the deadline
+        (0.0, None, 0.5, 0.001),  # never zero or negative
+    ],
+)
+def test_attempt_timeout(remaining, provider_timeout, share, expected):
+    assert attempt_timeout_s(remaining, provider_timeout, share) == pytest.approx(expected)
 
 
 async def test_synthesis_is_resampled_encoded_and_priced():
@@ -145,6 +201,29 @@ async def test_understand_transcribes_then_answers_and_sums_the_cost():
     assert llm.calls == 1 and stt.calls == 1
 
 
+class _Listener(FakeAnswerer):
+    listens = True
+
+
+async def test_a_hanging_listener_falls_back_to_a_text_model_with_a_transcript():
+    ears = _Listener(name="ears", delay_s=5.0)
+    stt, text = FakeTranscriber(text="we meet on thursday"), FakeAnswerer(name="text", answer="Thursday.")
+    router = await started(ears, stt, text)
+    request = UnderstandReq(
+        audio=CLIP, question="When?", language=None, max_answer_tokens=None, routing=Routing()
+    )
+    began = time.monotonic()
+    result = await router.understand(request, ctx(timeout_s=2.0))
+    assert time.monotonic() - began < 2.0
+    assert (result.answer, result.transcript) == ("Thursday.", "we meet on thursday")
+    assert [(a.provider, a.operation.value, a.outcome) for a in result.route.attempts] == [
+        ("ears", "understand", "timeout"),
+        ("fake-stt", "transcribe", "ok"),
+        ("text", "understand", "ok"),
+    ]
+    assert text.last_transcript == "we meet on thursday"
+
+
 async def test_a_non_retryable_refusal_stops_the_walk():
     first = FakeTranscriber(
         name="a", fail_with=ProviderRejected("a", "HTTP 401 (check the provider's api_key_env)")
@@ -159,14 +238,16 @@ async def test_a_non_retryable_refusal_stops_the_walk():
 async def test_a_failing_provider_is_cut_off_by_its_breaker_and_readmitted_when_it_recovers():
     settings = Settings()
     settings.breaker.failure_threshold = 3
-    settings.breaker.cooldown_s = 2.0
+    settings.breaker.cooldown_s = 30.0
     flaky = FakeTranscriber(name="a", fail_with=ProviderUnavailable("a", "HTTP 503"))
     # b is a pricier cloud vendor, so a is preferred whenever its breaker lets it be.
     steady = FakeTranscriber(name="b", text="from b", locality=Locality.CLOUD)
+    now = [1_700_000_000.0]
     app = build_app(
         settings,
         providers=[flaky, steady],
         prices={("b", "fake-stt-1"): UnitPrices(per_audio_second=Decimal("0.01"))},
+        clock=lambda: now[0],
     )
     await app.catalogue.start()
     router = app.router
@@ -183,7 +264,10 @@ async def test_a_failing_provider_is_cut_off_by_its_breaker_and_readmitted_when_
     assert app.health.snapshot()["a"].state.value == "open"
 
     flaky.fail_with = None
-    await asyncio.sleep(2.1)
+    now[0] += 29.0
+    still_open = await router.transcribe(transcribe_request(), ctx())
+    assert [a.provider for a in still_open.route.attempts] == ["b"] and flaky.calls == 3
+    now[0] += 1.0
     probe = await router.transcribe(transcribe_request(), ctx())
     assert [a.provider for a in probe.route.attempts] == ["a"] and probe.route.provider == "a"
     assert app.health.snapshot()["a"].state.value == "closed"

@@ -10,6 +10,7 @@ from gateway.core import audio
 from gateway.core.domain import OutputFormat, RouteInfo, Routing, SynthesizeRequest, SynthesizeResult
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Operation, Speech, SynthesizeOptions
+from gateway.core.text import refuse_control_characters
 from gateway.routing.pipeline import Identity, Job, Step
 from policies.rank import RankContext
 from providers.base import Provider, Synthesizer
@@ -36,6 +37,8 @@ class SynthesizePlug:
         return None  # checking the text is the whole of prepare: nothing to save
 
     async def prepare(self, request: SynthesizeRequest) -> Job:
+        # Before stripping, so the position named is the one the caller sent.
+        refuse_control_characters(request.text, "text")
         text = request.text.strip()
         if not text:
             raise InvalidInput("text is empty: give the words to speak")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from gateway.cache import codec
 from gateway.core.domain import AudioInput, RouteInfo, Routing, TranscribeRequest, TranscribeResult
 from gateway.core.provider_types import Operation, TranscribeOptions, Transcript
+from gateway.core.text import refuse_control_characters
 from gateway.routing.pipeline import Identity, Job, Step
 from policies.rank import RankContext
 from providers.base import Provider, Transcriber
@@ -62,8 +63,10 @@ class TranscribePlug:
         return None if content is None else self._identity(request, content)
 
     async def prepare(self, request: TranscribeRequest) -> Job:
-        recording = await self._open_audio(request.audio)
         options = request.options
+        if options.prompt:
+            refuse_control_characters(options.prompt, "prompt")
+        recording = await self._open_audio(request.audio)
 
         async def compute(step: Step) -> bytes:
             transcript = await transcribe(

@@ -7,6 +7,7 @@ answerer is asked. RouteInfo lists both steps' attempts; the cost is their sum.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from gateway.cache import codec
 from gateway.core.domain import Routing, UnderstandRequest, UnderstandResult
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Answer, AnswerOptions, Operation, TranscribeOptions, Transcript
+from gateway.core.text import refuse_control_characters
 from gateway.routing.operations import transcribe as transcribe_op
 from gateway.routing.pipeline import Identity, Job, Step
 from policies.rank import RankContext
@@ -97,6 +99,8 @@ class UnderstandPlug:
         )
 
     def _question(self, request: UnderstandRequest) -> str:
+        # Before stripping, so the position named is the one the caller sent.
+        refuse_control_characters(request.question, "question")
         question = request.question.strip()
         if not question:
             raise InvalidInput("question is empty: ask something about the recording")
@@ -148,10 +152,12 @@ class UnderstandPlug:
             assert isinstance(provider, Answerer)
             if provider.listens:
                 return await provider.answer(question, None, recording, options, timeout_s)
+            ends = time.monotonic() + timeout_s
             if transcript is None:
+                # A fallback text model: the transcription it needs is part of its attempt's time.
                 transcript = await transcribed()
             return await provider.answer(
-                question, transcript.text, None, options, max(ctx.remaining_s(), 0.001)
+                question, transcript.text, None, options, max(ends - time.monotonic(), 0.001)
             )
 
         kept = step.ranking.kept
