@@ -25,10 +25,16 @@ lists the ones it implements in ``capabilities.operations``:
 - :class:`Synthesizer`: text in, PCM samples out.
 - :class:`Answerer`: a question about a recording. ``listens=False`` answerers
   (text LLMs) get the transcript; the router transcribes first.
+- :class:`StreamingTranscriber`: live audio in, interim and final results out, over one
+  :class:`TranscriptionStream` per attempt. It declares the ``streaming`` feature. The stream receives
+  16-bit mono PCM at ``config.sample_rate`` (see :mod:`gateway.core.streaming`), and reports every time
+  on its own timeline. A failure mid-stream is raised from :meth:`TranscriptionStream.events` as a
+  ProviderError; the gateway then opens the next candidate and replays the audio since the last final.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gateway.core.provider_types import (
@@ -43,6 +49,8 @@ from gateway.core.provider_types import (
 
 if TYPE_CHECKING:
     from gateway.core.audio import Recording
+    from gateway.core.provider_types import Usage
+    from gateway.core.streaming import StreamConfig, StreamEvent
 
 
 @runtime_checkable
@@ -89,3 +97,44 @@ class Answerer(Provider, Protocol):
         options: AnswerOptions,
         timeout_s: float | None,
     ) -> Answer: ...
+
+
+class TranscriptionStream(Protocol):
+    """One attempt at live transcription: audio goes in with ``send``, events come out of ``events``.
+
+    ``send``, ``finalize`` and ``keepalive`` may be called while ``events`` is being iterated (from another
+    task). ``close`` ends the input: the provider flushes finals for what it heard, then ``events`` ends.
+    ``abort`` drops everything at once (the caller left, or the gateway failed over). Any failure (the
+    vendor hung up, an error event, a stall the provider detects) is raised from ``events`` as a
+    :class:`~gateway.core.errors.ProviderError`, never swallowed.
+    """
+
+    async def send(self, pcm: bytes) -> None:
+        """Audio: s16le mono PCM at the stream's sample rate, any whole number of samples."""
+
+    async def finalize(self) -> None:
+        """Flush: turn what has been heard so far into final results now (the caller's FINALIZE)."""
+
+    async def keepalive(self) -> None:
+        """The caller is still there, though it sends no audio (vendors close idle sockets)."""
+
+    async def close(self) -> None:
+        """No more audio: flush finals, then let ``events`` end."""
+
+    async def abort(self) -> None:
+        """Stop now, without flushing; ``events`` ends or raises soon after."""
+
+    def events(self) -> AsyncIterator[StreamEvent]:
+        """Results and speech events, in order, until the stream ends."""
+        ...
+
+    def usage(self) -> Usage:
+        """What this attempt has consumed so far (audio seconds received, compute seconds)."""
+        ...
+
+
+@runtime_checkable
+class StreamingTranscriber(Provider, Protocol):
+    async def open_stream(self, config: StreamConfig, timeout_s: float | None) -> TranscriptionStream:
+        """Connect (a vendor's websocket) or reserve an engine slot; ``timeout_s`` bounds the opening."""
+        ...

@@ -54,6 +54,7 @@ async def gateway(tmp_path, redis_url):
     settings.redis.key_prefix = f"test:{uuid.uuid4().hex}:"
     settings.policies_file = policies
     settings.ledger.flush_interval_s = 0.05
+    settings.limits.uri_roots = [tmp_path]
     # Cheapest first: the local engines lead, the cloud ones are the fallback.
     local = with_wer(FakeTranscriber(name="local-stt", text="local words"), 0.2)
     cloud = with_wer(FakeTranscriber(name="cloud-stt", text="cloud words", locality=Locality.CLOUD), 0.05)
@@ -189,3 +190,24 @@ async def test_a_wait_for_an_identical_request_never_blames_the_provider(gateway
     health = server.app.health.snapshot()["local-stt"]
     assert health.failures == 0 and health.consecutive_failures == 0
     assert local.calls == 1
+
+
+async def test_a_filename_is_never_part_of_the_cache_identity(gateway, tmp_path):
+    _, stub, local, _, _ = gateway
+    audio = clip(hz=600.0).content
+    (tmp_path / "a.wav").write_bytes(audio)
+    (tmp_path / "b.wav").write_bytes(audio)
+
+    def by_name(name: str) -> pb.TranscribeRequest:
+        return pb.TranscribeRequest(audio=common.Audio(uri=(tmp_path / name).as_uri()))
+
+    first = await stub.Transcribe(by_name("a.wav"), metadata=auth())
+    renamed = await stub.Transcribe(by_name("b.wav"), metadata=auth())
+    inline = await stub.Transcribe(transcribe(common.Audio(content=audio)), metadata=auth())
+    assert (first.route.cache_hit, renamed.route.cache_hit, inline.route.cache_hit) == (False, True, True)
+    assert local.calls == 1
+
+    # Another recording under a name already seen is another result.
+    (tmp_path / "a.wav").write_bytes(clip(hz=650.0).content)
+    replaced = await stub.Transcribe(by_name("a.wav"), metadata=auth())
+    assert not replaced.route.cache_hit and local.calls == 2

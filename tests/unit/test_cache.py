@@ -20,7 +20,7 @@ import redis.asyncio
 from structlog.testing import capture_logs
 
 from gateway.cache.results import CachedEntry, ResultCache, cache_key, digest_bytes, digest_text, lock_key
-from gateway.core.domain import AudioInput, CacheMode
+from gateway.core.domain import CacheMode
 from gateway.core.errors import WaitTimedOut
 from gateway.core.provider_types import Operation
 from gateway.settings import CacheSettings
@@ -178,17 +178,6 @@ def test_questions_differing_in_one_character_get_different_keys():
     first = key_of(operation="understand", options={"question": "who spoke first?"})
     assert first != key_of(operation="understand", options={"question": "who spoke first!"})
     assert "who spoke" not in first  # hashed, never spelled out
-
-
-def test_a_filename_is_never_part_of_the_key():
-    """The peer's bug: keying on the file name. The same bytes under two names are one entry."""
-    named_a = AudioInput(content=AUDIO, uri="file:///srv/a.wav", mime_type="audio/wav")
-    named_b = AudioInput(content=AUDIO, uri="file:///srv/b.wav", mime_type="audio/wav")
-    other_content_same_name = AudioInput(content=AUDIO + b"x", uri=named_a.uri, mime_type="audio/wav")
-    keys = [key_of(input_digest=digest_bytes(a.content or b"")) for a in (named_a, named_b)]
-    assert keys[0] == keys[1]
-    assert "a.wav" not in keys[0]
-    assert key_of(input_digest=digest_bytes(other_content_same_name.content or b"")) != keys[0]
 
 
 @pytest.mark.parametrize("bad", [object(), b"raw bytes", {1: "int key"}, {1, 2}])
