@@ -418,7 +418,10 @@ class Ledger:
         self._accepted = 0
         self._stored = 0
         self._wake = asyncio.Event()
-        self._progress = asyncio.Condition()
+        # Requests waiting for their records, as (records accepted when it asked, future), oldest first.
+        # _accepted only grows, so the targets are in order and a flush resolves a prefix: no lock, and no
+        # waking every waiter to re-check a condition after each batch.
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._running = False
 
     # -- the request path ----------------------------------------------------------------------------------
@@ -448,12 +451,13 @@ class Ledger:
             return True
         if not self._running:
             return False  # no writer (the ledger is used without run()): nothing to wait for
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
         self._wake.set()
-        async with self._progress:
-            try:
-                await asyncio.wait_for(self._progress.wait_for(lambda: self._stored >= target), timeout_s)
-            except TimeoutError:
-                return False
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return False
         return True
 
     @property
@@ -488,16 +492,29 @@ class Ledger:
             self._spool.close()
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            await self._guarded(self._flush(), "flush")
-            # Sleep until the interval ends, a request waits for its records, or shutdown.
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(
-                waits, timeout=self._settings.flush_interval_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waits:
-                waiter.cancel()
+        # Shutdown wakes the loop like a waiting request does, so each round waits on one event under a
+        # timeout (no futures made and cancelled per round: this runs once per reply at low load).
+        waker = asyncio.create_task(self._wake_on(stop))
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                await self._guarded(self._flush(), "flush")
+                # Sleep until the interval ends, a request waits for its records, or shutdown.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.flush_interval_s):
+                        await self._wake.wait()
+        finally:
+            waker.cancel()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    def _release_waiters(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self._stored:
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():  # a waiter that timed out was cancelled
+                waiter.set_result(None)
 
     async def _replay_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -528,8 +545,7 @@ class Ledger:
             for _ in batch:
                 self._queue.popleft()
             self._stored += len(batch)
-            async with self._progress:
-                self._progress.notify_all()
+            self._release_waiters()
 
     async def _replay_segment(self) -> bool:
         """Replay the oldest spool segment; True if one was stored and deleted."""
