@@ -37,6 +37,7 @@ from gateway.api.v1 import common_pb2 as common
 
 CLIP_SECONDS = 5.8
 GOAL_RATIO = 0.4
+MAX_MISS_SHARE = 0.05
 MAX_MESSAGE = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
 
 
@@ -70,10 +71,15 @@ async def measure(plan: Plan, gateway_target: str, noop_target: str, request: pb
     ):
         gateway, noop = pb_grpc.AudioGatewayStub(gateway_channel), pb_grpc.AudioGatewayStub(noop_channel)
 
+        calls = misses = 0
+
         async def through_gateway() -> None:
+            nonlocal calls, misses
             reply = await gateway.Transcribe(request, timeout=60)
-            if not reply.route.cache_hit:
-                raise RuntimeError(f"a gateway call missed the cache: {reply.route}")
+            calls += 1
+            # A miss is the cache degrading (Redis slower than GATEWAY_CACHE__TIMEOUT_S on a loaded box): it
+            # is served by the provider, which only lowers the gateway's rate. Many of them mean a bug.
+            misses += not reply.route.cache_hit
 
         async def no_op() -> None:
             await noop.Transcribe(request, timeout=60)
@@ -81,7 +87,10 @@ async def measure(plan: Plan, gateway_target: str, noop_target: str, request: pb
         sides = {"gateway": through_gateway, "no-op": no_op}
         for concurrency, per_round in plan.per_round.items():
             await interleaved_throughput(sides, concurrency, concurrency * 2, 1)  # warm both paths
+            calls = misses = 0
             rps = await interleaved_throughput(sides, concurrency, per_round, plan.rounds)
+            if misses > MAX_MISS_SHARE * calls:
+                raise RuntimeError(f"{misses} of {calls} gateway calls missed the cache")
             ratio = median_ratio(rps["gateway"], rps["no-op"])
             report(
                 f"c={concurrency} cache-hit throughput ratio gateway/no-op",
@@ -89,7 +98,8 @@ async def measure(plan: Plan, gateway_target: str, noop_target: str, request: pb
                 f">= {GOAL_RATIO:g}",
                 ratio >= GOAL_RATIO,
                 f"median of {plan.rounds} rounds of {per_round} requests a side; best gateway "
-                f"{max(rps['gateway']):.0f} req/s, best no-op {max(rps['no-op']):.0f} req/s",
+                f"{max(rps['gateway']):.0f} req/s, best no-op {max(rps['no-op']):.0f} req/s; "
+                f"{misses} of {calls} gateway calls missed",
             )
 
 
