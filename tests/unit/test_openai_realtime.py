@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from gateway.core.errors import ProviderRejected, ProviderTimeout, ProviderUnavailable
 from gateway.core.provider_types import Locality
 from gateway.core.streaming import SpeechEvent, SpeechEventKind, StreamConfig, StreamEvent, StreamResult
+from gateway.money.pricing import PriceList, default_price_list_path, price_units
 from providers.base import StreamingTranscriber, TranscriptionStream
 from providers.config import ProviderConfig
 from providers.openai import OpenAIProvider
@@ -405,3 +407,15 @@ async def test_an_openai_compatible_entry_streams_only_when_its_options_say_so(f
 def test_a_bad_realtime_sample_rate_is_refused_at_load(fake):
     with pytest.raises(ValueError, match="realtime_sample_rate"):
         openai_provider(fake, options={"realtime_sample_rate": 1_000_000})
+
+
+@pytest.mark.parametrize("model", ["gpt-realtime-whisper", "gpt-live-transcribe", "gpt-4o-transcribe"])
+async def test_a_streamed_minute_is_priced_from_the_price_book(fake, model):
+    fake.script = []
+    provider = openai_provider(fake, model)
+    stream = await provider.open_stream(StreamConfig(sample_rate=8_000, interim_results=False), 5.0)
+    await stream_all(stream, chunks(silence(60.0, 8_000), 8_000, chunk_s=1.0))
+    await provider.close()
+    book = PriceList.load(default_price_list_path())
+    cost = price_units(book.prices[f"openai/{model}"], stream.usage())
+    assert cost == {"gpt-4o-transcribe": Decimal("0.006")}.get(model, Decimal("0.017"))
