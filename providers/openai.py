@@ -157,7 +157,15 @@ class OpenAIProvider:
             return None
         if not bool(config.options.get("realtime", self.streams_by_default)):
             return None
-        rate = int(config.options.get("realtime_sample_rate", REALTIME_SAMPLE_RATE))
+        protocol = str(config.options.get("realtime_protocol", "openai"))
+        if protocol not in ("openai", "vllm"):
+            raise ValueError(
+                f"provider {config.name!r}: options.realtime_protocol must be 'openai' or 'vllm', "
+                f"not {protocol!r}"
+            )
+        # vLLM's realtime models take 16 kHz PCM; OpenAI's API only 24 kHz.
+        default_rate = 16_000 if protocol == "vllm" else REALTIME_SAMPLE_RATE
+        rate = int(config.options.get("realtime_sample_rate", default_rate))
         stall_s = float(config.options.get("realtime_stall_s", 10.0))
         if not 8_000 <= rate <= 48_000 or stall_s <= 0:
             raise ValueError(
@@ -169,6 +177,7 @@ class OpenAIProvider:
             server_vad=bool(config.options.get("realtime_vad", not config.model.startswith(_NO_VAD_MODELS))),
             model_in_url=self.realtime_model_in_url,
             stall_s=stall_s,
+            protocol=protocol,
         )
 
     def _features(self) -> frozenset[str]:

@@ -9,7 +9,8 @@ started with, and it names its own voices: any voice is passed through unless th
 Live transcription goes through the Realtime protocol (``/v1/realtime?intent=transcription``), which not
 every such server speaks: an entry streams only with ``options.realtime: true``. The server is told the
 model in the URL as well as in the session; ``options.realtime_sample_rate`` (24000 by default, as OpenAI
-requires) and ``options.realtime_vad`` follow what the server was built for.
+requires) and ``options.realtime_vad`` follow what the server was built for, and
+``options.realtime_protocol: vllm`` selects vLLM's dialect of the protocol.
 """
 
 from __future__ import annotations

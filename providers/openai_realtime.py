@@ -8,8 +8,9 @@ input format and server VAD), then ``input_audio_buffer.append`` events carrying
 ``input_audio_buffer.committed``, ``conversation.item.input_audio_transcription.delta`` (text appended
 to an item) and ``…completed`` (the item's whole transcript), and ``error``.
 
-Self-hosted servers that speak the same protocol (Speaches, vLLM serving Voxtral Realtime) use the same
-code; their wire sample rate and whether they run VAD are options of the providers-file entry.
+Self-hosted servers that speak the same protocol (Speaches) use the same code; their wire sample rate and
+whether they run VAD are options of the providers-file entry. vLLM (Voxtral Realtime) speaks a dialect of
+its own, handled by :class:`VllmRealtimeStream`.
 
 The gateway hands us PCM at ``StreamConfig.sample_rate``; one stateful PyAV resampler per stream
 converts it to the wire rate, so no samples are lost or doubled at chunk boundaries. Times the server
@@ -74,6 +75,7 @@ class RealtimeSettings:
     server_vad: bool = True  # False: the server only transcribes what we commit (gpt-realtime-whisper)
     model_in_url: bool = False  # self-hosted servers pick the model from ?model=
     stall_s: float = 10.0  # how long an expected reply (a commit's, a transcript's) may take
+    protocol: str = "openai"  # or "vllm": vLLM's own dialect of the protocol (see VllmRealtimeStream)
 
 
 async def open_realtime_stream(
@@ -92,6 +94,8 @@ async def open_realtime_stream(
     try:
         async with asyncio.timeout(limit_s):
             connection = await client.realtime.connect(extra_query=query).enter()
+            if settings.protocol == "vllm":
+                return await VllmRealtimeStream.start(provider, connection, model, config, settings)
             await connection.session.update(session=_session(model, config, settings))
             while True:
                 event = await connection.recv()
@@ -263,7 +267,7 @@ class RealtimeTranscriptionStream:
         try:
             while not self._done():
                 if receive is None:
-                    receive = asyncio.ensure_future(self._conn.recv())
+                    receive = asyncio.ensure_future(self._receive())
                 wake = asyncio.ensure_future(self._wake.wait())
                 timeout = None
                 if self._waiting() and self._expect_since is not None:
@@ -295,6 +299,7 @@ class RealtimeTranscriptionStream:
                         ) from exc
                     for out in self._handle(event):
                         yield out
+                    await self._after_event()
                     # Any event is progress: the stall clock restarts while a reply is still owed.
                     self._expect_since = loop.time() if self._waiting() else None
                 elif not done:
@@ -305,6 +310,12 @@ class RealtimeTranscriptionStream:
             if receive is not None:
                 receive.cancel()
             await _close_quietly(self._conn)
+
+    async def _receive(self) -> Any:
+        return await self._conn.recv()
+
+    async def _after_event(self) -> None:
+        """What a dialect must send in answer to the event just handled (nothing, in OpenAI's)."""
 
     def _item(self, item_id: str) -> _Item:
         item = self._items.get(item_id)
@@ -379,6 +390,132 @@ class RealtimeTranscriptionStream:
                 raise _error_event(self._provider, event)
         except (AttributeError, TypeError, ValueError) as exc:
             raise ProviderBadResponse(self._provider, f"a malformed {clip(str(kind))} event") from exc
+
+
+class VllmRealtimeStream(RealtimeTranscriptionStream):
+    """vLLM's dialect (``vllm serve`` with a realtime model such as Voxtral Realtime).
+
+    It differs from OpenAI's: the session names the model at the top level (``session.update`` with
+    ``model``) and is not acknowledged; a plain ``input_audio_buffer.commit`` starts one transcription
+    that consumes the audio as it arrives, and ``commit`` with ``final: true`` ends it. The server then
+    answers ``transcription.delta`` events (``delta``) and one ``transcription.done`` (``text``) for all
+    of it: there is no VAD, no items and no speech events. Errors are ``{"type": "error", "error":
+    <message>, "code": ...}``. The server drops audio that arrives between the final commit and the
+    ``done``, so a FINALIZE holds the caller's audio back until the next transcription has started.
+    """
+
+    # Codes of vLLM's error events that are the request's own fault.
+    _REJECTED_CODES = frozenset({"invalid_audio", "model_not_validated", "unknown_event", "invalid_json"})
+
+    @classmethod
+    async def start(
+        cls,
+        provider: str,
+        connection: AsyncRealtimeConnection,
+        model: str,
+        config: StreamConfig,
+        settings: RealtimeSettings,
+    ) -> VllmRealtimeStream:
+        stream = cls(provider, connection, config, settings)
+        created = await stream._receive()
+        if created.get("type") == "error":
+            raise stream._vllm_error(created)
+        await connection.send_raw(json.dumps({"type": "session.update", "model": model}))
+        await connection.send_raw(json.dumps({"type": "input_audio_buffer.commit"}))
+        return stream
+
+    def __init__(
+        self,
+        provider: str,
+        connection: AsyncRealtimeConnection,
+        config: StreamConfig,
+        settings: RealtimeSettings,
+    ) -> None:
+        super().__init__(provider, connection, config, settings)
+        self._text = ""
+        self._span_start_s = 0.0
+        self._ending_at_s: float | None = None  # the final commit was sent with this much audio
+        self._held: list[bytes] = []  # wire audio that waits for the next transcription to start
+        self._restart_due = False
+
+    async def _receive(self) -> Any:
+        try:
+            event = json.loads(await self._conn.recv_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ProviderBadResponse(self._provider, "an event is not valid JSON") from exc
+        if not isinstance(event, dict):
+            raise ProviderBadResponse(self._provider, "an event is not a JSON object")
+        return event
+
+    async def _append(self, wire: bytes) -> None:
+        if self._ending_at_s is not None:
+            self._held.append(wire)
+            return
+        await super()._append(wire)
+
+    async def _commit(self) -> None:
+        if self._ending_at_s is not None or self._sent_s <= self._span_start_s:
+            return
+        self._ending_at_s = self._sent_s
+        self._commits.append(("final", self._sent_s))
+        self._expect()
+        with contextlib.suppress(ConnectionClosed, openai.OpenAIError):
+            await self._conn.send_raw(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
+        self._wake.set()
+
+    def _handle(self, event: Any) -> Iterator[StreamEvent]:
+        kind = event.get("type")
+        if kind == "transcription.delta":
+            self._text += str(event.get("delta") or "")
+            text = self._text.strip()
+            if self._config.interim_results and text:
+                yield StreamResult(
+                    text=text,
+                    is_final=False,
+                    start_s=self._span_start_s,
+                    end_s=self._ending_at_s if self._ending_at_s is not None else self._sent_s,
+                    stability=_INTERIM_STABILITY,
+                )
+        elif kind == "transcription.done":
+            end_s = self._ending_at_s if self._ending_at_s is not None else self._sent_s
+            text = str(event.get("text") or self._text).strip()
+            self._commits.clear()
+            self._ending_at_s = None
+            if text:
+                yield StreamResult(
+                    text=text, is_final=True, start_s=self._span_start_s, end_s=end_s, stability=1.0
+                )
+            self._text = ""
+            self._span_start_s = end_s
+            if self._config.single_utterance and text:
+                self._closing = True
+                self._held.clear()
+            else:
+                self._restart_due = True
+        elif kind == "error":
+            raise self._vllm_error(event)
+
+    async def _after_event(self) -> None:
+        if not self._restart_due:
+            return
+        self._restart_due = False
+        if self._closing and not self._held and self._sent_s <= self._span_start_s:
+            return
+        # Start the next transcription, then send what was held back while the last one ended.
+        with contextlib.suppress(ConnectionClosed, openai.OpenAIError):
+            await self._conn.send_raw(json.dumps({"type": "input_audio_buffer.commit"}))
+        held, self._held = self._held, []
+        for wire in held:
+            await super()._append(wire)
+        if self._closing:
+            await self._commit()
+
+    def _vllm_error(self, event: dict[str, Any]) -> ProviderError:
+        code = str(event.get("code") or "")
+        detail = f"error event ({code}): {clip(str(event.get('error', '')))}"
+        if code in self._REJECTED_CODES:
+            return ProviderRejected(self._provider, detail)
+        return ProviderUnavailable(self._provider, detail)
 
 
 def _error_event(provider: str, event: Any) -> ProviderError:

@@ -59,7 +59,9 @@ class Connection:
     sessions: list[dict[str, Any]] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)
     commits: int = 0
+    dropped: int = 0  # audio bytes the server threw away (vLLM, between a final commit and its done)
     closed_by_client: bool = False
+    default_rate: int = DEFAULT_RATE
 
     @property
     def audio_s(self) -> float:
@@ -69,7 +71,7 @@ class Connection:
     def rate(self) -> int:
         session = self.sessions[-1] if self.sessions else {}
         fmt = session.get("audio", {}).get("input", {}).get("format") or {}
-        return int(fmt.get("rate", DEFAULT_RATE))
+        return int(fmt.get("rate", self.default_rate))
 
 
 class _Session:
@@ -269,6 +271,75 @@ class _Session:
         self.delta_item = self.speech_item = None
 
 
+class _VllmSession(_Session):
+    """vLLM's dialect: ``session.update`` names the model at the top level and is not answered; a plain
+    commit starts one transcription of the audio as it arrives, ``commit`` with ``final: true`` ends it
+    with ``transcription.done``; deltas are ``transcription.delta``; there is no VAD. Audio that arrives
+    after the final commit and before the ``done`` is dropped, as vLLM drops it (``done_delay_s`` widens
+    that window; ``conn.dropped`` counts the bytes)."""
+
+    def __init__(self, fake: FakeOpenAIRealtime, conn: Connection, ws: ServerConnection) -> None:
+        super().__init__(fake, conn, ws)
+        self.vad = None
+        self.generating = False
+        self.ending = False
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "session.update":
+            self.conn.sessions.append({k: v for k, v in event.items() if k != "type"})
+        elif kind == "input_audio_buffer.append":
+            if self.ending:
+                self.conn.dropped += len(base64.b64decode(event.get("audio", "")))
+                return
+            await self.append(base64.b64decode(event.get("audio", "")))
+        elif kind == "input_audio_buffer.commit":
+            self.conn.commits += 1
+            if event.get("final"):
+                if self.generating:
+                    self.ending = True
+                    asyncio.get_running_loop().create_task(self.done())
+            elif not self.generating:
+                self.generating = True
+                self.item_start = self.samples
+                self.words_sent = 0
+        else:
+            await self.error("", f"Unknown event type: {kind}", event, code="unknown_event")
+
+    async def error(
+        self, type_: str, message: str, cause: dict[str, Any] | None, code: str | None = None
+    ) -> None:
+        await self.emit({"type": "error", "error": message, "code": code or type_})
+
+    async def send_due_words(self) -> None:
+        if self.generating and not self.ending:
+            await super().send_due_words()
+
+    async def delta(self, text: str) -> None:
+        prefix = " " if self.words_sent else ""
+        await self.emit({"type": "transcription.delta", "delta": prefix + text})
+
+    async def done(self) -> None:
+        await asyncio.sleep(self.fake.done_delay_s)
+        words = self.script_text().split()
+        if self.words_sent < len(words):
+            await self.delta(" ".join(words[self.words_sent :]))
+        await self.emit(
+            {
+                "type": "transcription.done",
+                "text": " ".join(words),
+                "usage": {
+                    "prompt_tokens": 10,
+                    "completion_tokens": len(words),
+                    "total_tokens": 10 + len(words),
+                },
+            }
+        )
+        self.fake.items_completed += 1
+        self.generating = self.ending = False
+        self.words_sent = 0
+
+
 class FakeOpenAIRealtime:
     """Start with ``with FakeOpenAIRealtime() as fake:``; point the SDK at ``fake.base_url``."""
 
@@ -284,6 +355,8 @@ class FakeOpenAIRealtime:
         self.error_after_s: float | None = None
         self.error_type = "server_error"
         self.error_code: str | None = None
+        self.protocol = "openai"
+        self.done_delay_s = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: Server | None = None
@@ -297,6 +370,8 @@ class FakeOpenAIRealtime:
         self.drop_after_s = self.stall_after_s = self.error_after_s = None
         self.error_type = "server_error"
         self.error_code = None
+        self.protocol = "openai"
+        self.done_delay_s = 0.0
 
     @property
     def base_url(self) -> str:
@@ -358,12 +433,20 @@ class FakeOpenAIRealtime:
             path=parts.path,
             query=parse_qs(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in request.headers.raw_items()},
+            # vLLM's realtime models take 16 kHz; its session does not say.
+            default_rate=16_000 if self.protocol == "vllm" else DEFAULT_RATE,
         )
         self.connections.append(conn)
-        session = _Session(self, conn, ws)
-        await session.emit(
-            {"type": "session.created", "session": {"type": "transcription", "id": session.new_id("sess")}}
-        )
+        session = (_VllmSession if self.protocol == "vllm" else _Session)(self, conn, ws)
+        if self.protocol == "vllm":
+            await session.emit({"type": "session.created", "id": session.new_id("sess"), "created": 0})
+        else:
+            await session.emit(
+                {
+                    "type": "session.created",
+                    "session": {"type": "transcription", "id": session.new_id("sess")},
+                }
+            )
         try:
             async for message in ws:
                 event = json.loads(message)

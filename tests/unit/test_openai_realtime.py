@@ -419,3 +419,107 @@ async def test_a_streamed_minute_is_priced_from_the_price_book(fake, model):
     book = PriceList.load(default_price_list_path())
     cost = price_units(book.prices[f"openai/{model}"], stream.usage())
     assert cost == {"gpt-4o-transcribe": Decimal("0.006")}.get(model, Decimal("0.017"))
+
+
+# -- vLLM's dialect ------------------------------------------------------------------------------
+
+
+def vllm_provider(fake: FakeOpenAIRealtime, **options: object) -> OpenAICompatibleProvider:
+    config = ProviderConfig.model_validate(
+        {
+            "name": "voxtral-live",
+            "kind": "openai_compatible",
+            "operation": "transcribe",
+            "model": "voxtral-realtime",
+            "base_url": fake.base_url,
+            "api_key": KEY,
+            "options": {"realtime": True, "realtime_protocol": "vllm", **options},
+        }
+    )
+    return OpenAICompatibleProvider(config)
+
+
+async def test_vllm_names_the_model_starts_with_a_commit_and_ends_with_a_final_commit(fake):
+    fake.protocol = "vllm"
+    provider = vllm_provider(fake)
+    assert provider.capabilities.locality is Locality.ON_PREM
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    samples = tone(1.5, 16_000)
+    events = await stream_all(stream, chunks(samples, 16_000))
+    await provider.close()
+
+    conn = fake.connections[0]
+    assert conn.sessions == [{"model": "voxtral-realtime"}]
+    assert [e["type"] for e in conn.events] == [
+        "session.update",
+        "input_audio_buffer.commit",
+        "input_audio_buffer.commit",
+    ]
+    assert conn.events[-1].get("final") is True
+    assert bytes(conn.audio) == samples.tobytes()  # 16 kHz: the server's own rate
+    texts = [r.text for r in interims(events)]
+    assert texts[:2] == ["hello", "hello there"]
+    (final,) = finals(events)
+    assert (final.text, final.start_s, final.end_s) == (FIRST, 0.0, pytest.approx(1.5))
+    assert speech(events) == []
+
+
+async def test_vllm_finalize_holds_audio_until_the_next_transcription_starts(fake):
+    fake.protocol = "vllm"
+    fake.done_delay_s = 0.2  # audio sent before the done would be dropped by the server
+    provider = vllm_provider(fake)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    out: list[StreamEvent] = []
+    changed = asyncio.Condition()
+    reader = asyncio.create_task(collect(stream, out, changed))
+    for chunk in chunks(tone(1.0, 16_000), 16_000):
+        await stream.send(chunk)
+    await stream.finalize()
+    for chunk in chunks(tone(1.0, 16_000), 16_000):
+        await stream.send(chunk)
+    await until(changed, lambda: finals(out))
+    await stream.close()
+    await asyncio.wait_for(reader, 5)
+    await provider.close()
+
+    conn = fake.connections[0]
+    assert conn.dropped == 0
+    assert len(conn.audio) == 2 * 16_000 * 2
+    first, second = finals(out)
+    assert (first.text, first.start_s, first.end_s) == (FIRST, 0.0, pytest.approx(1.0))
+    assert (second.text, second.start_s, second.end_s) == (SECOND, pytest.approx(1.0), pytest.approx(2.0))
+    assert [e.get("final", False) for e in conn.events if e["type"] == "input_audio_buffer.commit"] == [
+        False,
+        True,
+        False,
+        True,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"), [("processing_error", ProviderUnavailable), ("invalid_audio", ProviderRejected)]
+)
+async def test_vllm_error_events_raise_by_code(fake, code, expected):
+    fake.protocol = "vllm"
+    fake.error_after_s = 0.5
+    fake.error_code = code
+    provider = vllm_provider(fake)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    with pytest.raises(expected, match=code):
+        await stream_all(stream, chunks(tone(1.0, 16_000), 16_000))
+    await provider.close()
+
+
+async def test_vllm_stall_and_drop_raise_timeout_and_unavailable(fake):
+    fake.protocol = "vllm"
+    fake.done_delay_s = 2.0
+    provider = vllm_provider(fake, realtime_stall_s=0.3)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    with pytest.raises(ProviderTimeout):
+        await stream_all(stream, chunks(tone(0.5, 16_000), 16_000))
+    fake.done_delay_s = 0.0
+    fake.drop_after_s = 0.5
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    with pytest.raises(ProviderUnavailable):
+        await stream_all(stream, chunks(tone(1.0, 16_000), 16_000))
+    await provider.close()
