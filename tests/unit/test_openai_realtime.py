@@ -48,7 +48,7 @@ def entry(fake: FakeOpenAIRealtime, model: str = "gpt-4o-transcribe", **extra: o
         "model": model,
         "base_url": fake.base_url,
         "api_key": KEY,
-        "timeout_s": 5.0,
+        "timeout_s": 20.0,
         **extra,
     }
     return ProviderConfig.model_validate(fields)
@@ -96,7 +96,7 @@ async def stream_all(stream: TranscriptionStream, pcm: list[bytes]) -> list[Stre
     for chunk in pcm:
         await stream.send(chunk)
     await stream.close()
-    await asyncio.wait_for(reader, 10)
+    await asyncio.wait_for(reader, 20)
     return out
 
 
@@ -126,7 +126,7 @@ async def test_a_transcribe_entry_streams_and_configures_a_transcription_session
     assert isinstance(provider, StreamingTranscriber)
     assert "streaming" in provider.capabilities.features
     config = StreamConfig(sample_rate=24_000, language="en", endpointing_ms=700)
-    stream = await provider.open_stream(config, timeout_s=5.0)
+    stream = await provider.open_stream(config, timeout_s=20.0)
     await stream_all(stream, chunks(tone(0.5, 24_000), 24_000))
     await provider.close()
 
@@ -144,7 +144,7 @@ async def test_a_transcribe_entry_streams_and_configures_a_transcription_session
 
 async def test_deltas_are_interims_completions_are_finals_and_vad_gives_speech_events(fake):
     provider = openai_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000, endpointing_ms=500), timeout_s=5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000, endpointing_ms=500), timeout_s=20.0)
     events = await stream_all(stream, chunks(two_utterances(16_000), 16_000))
     await provider.close()
 
@@ -179,7 +179,9 @@ async def test_deltas_are_interims_completions_are_finals_and_vad_gives_speech_e
 async def test_interim_results_off_sends_only_finals(fake):
     provider = openai_provider(fake)
     config = StreamConfig(sample_rate=16_000, interim_results=False)
-    events = await stream_all(await provider.open_stream(config, 5.0), chunks(two_utterances(16_000), 16_000))
+    events = await stream_all(
+        await provider.open_stream(config, 20.0), chunks(two_utterances(16_000), 16_000)
+    )
     await provider.close()
     assert interims(events) == []
     assert [r.text for r in finals(events)] == [FIRST, SECOND]
@@ -187,7 +189,7 @@ async def test_interim_results_off_sends_only_finals(fake):
 
 async def test_single_utterance_ends_the_stream_after_the_first_final(fake):
     provider = openai_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000, single_utterance=True), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000, single_utterance=True), 20.0)
     out: list[StreamEvent] = []
     reader = asyncio.create_task(collect(stream, out))
     for chunk in chunks(two_utterances(16_000), 16_000):
@@ -205,7 +207,7 @@ async def test_single_utterance_ends_the_stream_after_the_first_final(fake):
 async def test_finalize_commits_and_the_completion_arrives_as_a_final(fake):
     # gpt-realtime-whisper refuses server VAD: only commits end items.
     provider = openai_provider(fake, "gpt-realtime-whisper")
-    stream = await provider.open_stream(StreamConfig(sample_rate=24_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=24_000), 20.0)
     out: list[StreamEvent] = []
     changed = asyncio.Condition()
     reader = asyncio.create_task(collect(stream, out, changed))
@@ -232,7 +234,7 @@ async def test_finalize_commits_and_the_completion_arrives_as_a_final(fake):
 
 async def test_finalize_in_mid_speech_closes_the_utterance_under_vad(fake):
     provider = openai_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     out: list[StreamEvent] = []
     changed = asyncio.Condition()
     reader = asyncio.create_task(collect(stream, out, changed))
@@ -252,7 +254,7 @@ async def test_finalize_in_mid_speech_closes_the_utterance_under_vad(fake):
 
 async def test_a_commit_of_nothing_is_answered_by_the_empty_buffer_error_and_is_not_a_failure(fake):
     provider = openai_provider(fake, "gpt-realtime-whisper")
-    stream = await provider.open_stream(StreamConfig(sample_rate=24_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=24_000), 20.0)
     # 50 ms: less than the 100 ms a commit needs.
     events = await stream_all(stream, chunks(tone(0.05, 24_000), 24_000))
     await provider.close()
@@ -268,7 +270,7 @@ async def test_a_commit_of_nothing_is_answered_by_the_empty_buffer_error_and_is_
 @pytest.mark.parametrize("rate", [8_000, 16_000, 44_100, 48_000])
 async def test_audio_is_resampled_to_24_khz_without_losing_or_adding_samples(fake, rate):
     provider = openai_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=rate), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=rate), 20.0)
     # Ragged chunks: the resampler must carry its state across boundaries that fall anywhere.
     samples = tone(2.0, rate, hz=1_000.0)
     pieces = [samples[i : i + 1_237].tobytes() for i in range(0, len(samples), 1_237)]
@@ -290,7 +292,7 @@ async def test_audio_is_resampled_to_24_khz_without_losing_or_adding_samples(fak
 async def test_a_connection_dropped_mid_stream_raises_unavailable(fake):
     fake.drop_after_s = 1.0
     provider = openai_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     with pytest.raises(ProviderUnavailable, match="dropped") as caught:
         await stream_all(stream, chunks(two_utterances(16_000), 16_000))
     assert caught.value.retryable
@@ -300,7 +302,7 @@ async def test_a_connection_dropped_mid_stream_raises_unavailable(fake):
 async def test_a_server_that_stops_answering_raises_timeout(fake):
     fake.stall_after_s = 0.5
     provider = openai_provider(fake, options={"realtime_stall_s": 0.3})
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     started = asyncio.get_running_loop().time()
     with pytest.raises(ProviderTimeout):
         await stream_all(stream, chunks(tone(1.0, 16_000), 16_000))
@@ -316,7 +318,7 @@ async def test_an_error_event_raises_by_its_type(fake, error_type, expected):
     fake.error_after_s = 0.5
     fake.error_type = error_type
     provider = openai_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     with pytest.raises(expected, match=error_type):
         await stream_all(stream, chunks(tone(1.0, 16_000), 16_000))
     await provider.close()
@@ -326,7 +328,7 @@ async def test_a_refused_key_is_rejected_at_open_without_echoing_it(fake):
     fake.reject_auth = True
     provider = openai_provider(fake)
     with pytest.raises(ProviderRejected, match="401") as caught:
-        await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+        await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     assert not caught.value.retryable
     assert KEY not in str(caught.value)
     await provider.close()
@@ -338,13 +340,13 @@ async def test_no_server_listening_is_unavailable(fake):
         port = sock.getsockname()[1]
     provider = OpenAIProvider(entry(fake).model_copy(update={"base_url": f"http://127.0.0.1:{port}/v1"}))
     with pytest.raises(ProviderUnavailable, match="could not connect"):
-        await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+        await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     await provider.close()
 
 
 async def test_abort_ends_the_events_without_an_error(fake):
     provider = openai_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     out: list[StreamEvent] = []
     reader = asyncio.create_task(collect(stream, out))
     for chunk in chunks(tone(0.5, 16_000), 16_000):
@@ -373,7 +375,7 @@ async def test_an_on_prem_openai_compatible_server_streams_through_the_same_adap
     provider = OpenAICompatibleProvider(config)
     assert provider.capabilities.locality is Locality.ON_PREM
     assert "streaming" in provider.capabilities.features
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     samples = two_utterances(16_000)
     events = await stream_all(stream, chunks(samples, 16_000))
     await provider.close()
@@ -399,7 +401,7 @@ async def test_an_openai_compatible_entry_streams_only_when_its_options_say_so(f
     provider = OpenAICompatibleProvider(config)
     assert "streaming" not in provider.capabilities.features
     with pytest.raises(ProviderRejected, match=r"options\.realtime"):
-        await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+        await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     await provider.close()
     assert fake.connections == []
 
@@ -413,7 +415,7 @@ def test_a_bad_realtime_sample_rate_is_refused_at_load(fake):
 async def test_a_streamed_minute_is_priced_from_the_price_book(fake, model):
     fake.script = []
     provider = openai_provider(fake, model)
-    stream = await provider.open_stream(StreamConfig(sample_rate=8_000, interim_results=False), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=8_000, interim_results=False), 20.0)
     await stream_all(stream, chunks(silence(60.0, 8_000), 8_000, chunk_s=1.0))
     await provider.close()
     book = PriceList.load(default_price_list_path())
@@ -443,7 +445,7 @@ async def test_vllm_names_the_model_starts_with_a_commit_and_ends_with_a_final_c
     fake.protocol = "vllm"
     provider = vllm_provider(fake)
     assert provider.capabilities.locality is Locality.ON_PREM
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     samples = tone(1.5, 16_000)
     events = await stream_all(stream, chunks(samples, 16_000))
     await provider.close()
@@ -468,7 +470,7 @@ async def test_vllm_finalize_holds_audio_until_the_next_transcription_starts(fak
     fake.protocol = "vllm"
     fake.done_delay_s = 0.2  # audio sent before the done would be dropped by the server
     provider = vllm_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     out: list[StreamEvent] = []
     changed = asyncio.Condition()
     reader = asyncio.create_task(collect(stream, out, changed))
@@ -504,7 +506,7 @@ async def test_vllm_error_events_raise_by_code(fake, code, expected):
     fake.error_after_s = 0.5
     fake.error_code = code
     provider = vllm_provider(fake)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     with pytest.raises(expected, match=code):
         await stream_all(stream, chunks(tone(1.0, 16_000), 16_000))
     await provider.close()
@@ -514,12 +516,12 @@ async def test_vllm_stall_and_drop_raise_timeout_and_unavailable(fake):
     fake.protocol = "vllm"
     fake.done_delay_s = 2.0
     provider = vllm_provider(fake, realtime_stall_s=0.3)
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     with pytest.raises(ProviderTimeout):
         await stream_all(stream, chunks(tone(0.5, 16_000), 16_000))
     fake.done_delay_s = 0.0
     fake.drop_after_s = 0.5
-    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 5.0)
+    stream = await provider.open_stream(StreamConfig(sample_rate=16_000), 20.0)
     with pytest.raises(ProviderUnavailable):
         await stream_all(stream, chunks(tone(1.0, 16_000), 16_000))
     await provider.close()
