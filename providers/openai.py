@@ -49,10 +49,17 @@ from gateway.core.provider_types import (
     Usage,
     WordTiming,
 )
+from providers.openai_realtime import (
+    REALTIME_SAMPLE_RATE,
+    RealtimeSettings,
+    RealtimeTranscriptionStream,
+    open_realtime_stream,
+)
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
     from gateway.core.audio import Recording
+    from gateway.core.streaming import StreamConfig
     from providers.config import ProviderConfig
 
 T = TypeVar("T")
@@ -71,6 +78,8 @@ _INPUT_AUDIO_CONTAINERS = ("wav", "mp3")
 _MIME = {"mp3": "audio/mpeg", "mp4": "audio/mp4", "m4a": "audio/mp4", "mpga": "audio/mpeg"}
 # These transcription models answer json or text only: no segments, no words, no language.
 _JSON_ONLY_PREFIXES = ("gpt-4o", "gpt-transcribe")
+# Realtime transcription models that refuse server VAD: the client commits every item itself.
+_NO_VAD_MODELS = ("gpt-realtime-whisper",)
 
 _LATENCY = {
     Operation.TRANSCRIBE: LatencyModel(fixed_ms=600.0, rtf=0.08),
@@ -115,6 +124,10 @@ class OpenAIProvider:
     listens = True
     #: Voices the speech endpoint knows; None accepts any name (self-hosted servers name their own).
     known_voices: ClassVar[frozenset[str] | None] = OPENAI_VOICES
+    #: Whether a transcription entry streams (Realtime transcription sessions) unless its options say.
+    streams_by_default: ClassVar[bool] = True
+    #: Self-hosted Realtime servers choose the model from the URL; OpenAI's transcription intent does not.
+    realtime_model_in_url: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
@@ -127,6 +140,7 @@ class OpenAIProvider:
         self._verbose = bool(
             config.options.get("verbose_json", not config.model.startswith(_JSON_ONLY_PREFIXES))
         )
+        self._realtime = self._realtime_settings(config)
         self._client = openai.AsyncOpenAI(
             api_key=config.secret() or "unset",
             # Explicit, so the SDK never falls back to OPENAI_BASE_URL from the environment.
@@ -137,11 +151,41 @@ class OpenAIProvider:
         )
         self.capabilities = capabilities_from(config, self._features(), _LATENCY[config.operation])
 
+    def _realtime_settings(self, config: ProviderConfig) -> RealtimeSettings | None:
+        """How this entry streams, or None when it does not (``options.realtime: false``)."""
+        if config.operation is not Operation.TRANSCRIBE:
+            return None
+        if not bool(config.options.get("realtime", self.streams_by_default)):
+            return None
+        protocol = str(config.options.get("realtime_protocol", "openai"))
+        if protocol not in ("openai", "vllm"):
+            raise ValueError(
+                f"provider {config.name!r}: options.realtime_protocol must be 'openai' or 'vllm', "
+                f"not {protocol!r}"
+            )
+        # vLLM's realtime models take 16 kHz PCM; OpenAI's API only 24 kHz.
+        default_rate = 16_000 if protocol == "vllm" else REALTIME_SAMPLE_RATE
+        rate = int(config.options.get("realtime_sample_rate", default_rate))
+        stall_s = float(config.options.get("realtime_stall_s", 10.0))
+        if not 8_000 <= rate <= 48_000 or stall_s <= 0:
+            raise ValueError(
+                f"provider {config.name!r}: options.realtime_sample_rate must be 8000-48000 Hz and "
+                "options.realtime_stall_s positive"
+            )
+        return RealtimeSettings(
+            sample_rate=rate,
+            server_vad=bool(config.options.get("realtime_vad", not config.model.startswith(_NO_VAD_MODELS))),
+            model_in_url=self.realtime_model_in_url,
+            stall_s=stall_s,
+            protocol=protocol,
+        )
+
     def _features(self) -> frozenset[str]:
         if self._operation is Operation.TRANSCRIBE:
+            streaming = frozenset({"streaming"}) if self._realtime is not None else frozenset()
             if self._verbose:
-                return frozenset({"segments", "word_timestamps", "prompt", "language_detection"})
-            return frozenset({"prompt"})
+                return frozenset({"segments", "word_timestamps", "prompt", "language_detection"}) | streaming
+            return frozenset({"prompt"}) | streaming
         if self._operation is Operation.SYNTHESIZE:
             return frozenset({"voices", "speed"})
         return frozenset({"listens"})
@@ -185,6 +229,17 @@ class OpenAIProvider:
             raise ProviderBadResponse(self.name, "the transcription response is malformed") from exc
         return Transcript(
             text=text, language=language, segments=segments, usage=Usage(audio_seconds=audio.duration_s)
+        )
+
+    # -- stream --------------------------------------------------------------------
+
+    async def open_stream(self, config: StreamConfig, timeout_s: float | None) -> RealtimeTranscriptionStream:
+        """A Realtime transcription session; one per stream attempt."""
+        self._require(Operation.TRANSCRIBE)
+        if self._realtime is None:
+            raise ProviderRejected(self.name, "streaming is off for this entry (options.realtime)")
+        return await open_realtime_stream(
+            self._client, self.name, self.model, config, self._realtime, self._limit(timeout_s)
         )
 
     # -- synthesize ----------------------------------------------------------------

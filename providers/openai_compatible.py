@@ -5,6 +5,12 @@ differs is what the server is. It runs inside the organisation (``on_prem``, not
 the entry says otherwise), it must be given its ``base_url``, it serves whatever model names it was
 started with, and it names its own voices: any voice is passed through unless the entry lists
 ``voices``.
+
+Live transcription goes through the Realtime protocol (``/v1/realtime?intent=transcription``), which not
+every such server speaks: an entry streams only with ``options.realtime: true``. The server is told the
+model in the URL as well as in the session; ``options.realtime_sample_rate`` (24000 by default, as OpenAI
+requires) and ``options.realtime_vad`` follow what the server was built for, and
+``options.realtime_protocol: vllm`` selects vLLM's dialect of the protocol.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ if TYPE_CHECKING:
 
 class OpenAICompatibleProvider(OpenAIProvider):
     known_voices: ClassVar[frozenset[str] | None] = None
+    streams_by_default: ClassVar[bool] = False
+    realtime_model_in_url: ClassVar[bool] = True
 
     def __init__(self, config: ProviderConfig) -> None:
         if not config.base_url:
