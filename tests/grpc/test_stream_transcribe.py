@@ -435,3 +435,29 @@ async def test_per_tenant_stream_cap(tmp_path):
     assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "limit of 1 streams" in refused.details
     assert first.code == grpc.StatusCode.OK, first.details
+
+
+# -- the Python clients ------------------------------------------------------------------------------------
+
+
+async def test_python_clients_stream_and_get_interim_and_final_results(tmp_path):
+    from gateway.client import AsyncGatewayClient, GatewayClient
+
+    fake = FakeStreamingTranscriber()
+    pcm = speech(WORDS[:3], (2,))
+    chunks = [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+    async with gateway(tmp_path, [fake]) as gw:
+        target = f"127.0.0.1:{gw.server.port}"
+        async with AsyncGatewayClient(target, api_key=KEY) as client:
+            replies = [r async for r in client.stream_transcribe(chunks, linear16())]
+
+        def blocking() -> list[pb.StreamTranscribeResponse]:
+            with GatewayClient(target, api_key=KEY) as client:
+                return list(client.stream_transcribe([*chunks, pb.STREAM_CONTROL_FINALIZE], linear16()))
+
+        sync_replies = await asyncio.to_thread(blocking)
+    for responses in (replies, sync_replies):
+        out = Outcome(responses)
+        assert out.transcript == WORDS[:3]
+        assert out.interims
+        assert out.summary.route_info.provider == "fake-stream"
