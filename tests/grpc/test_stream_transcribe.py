@@ -461,3 +461,22 @@ async def test_python_clients_stream_and_get_interim_and_final_results(tmp_path)
         assert out.transcript == WORDS[:3]
         assert out.interims
         assert out.summary.route_info.provider == "fake-stream"
+
+
+async def test_reflection_lists_stream_transcribe(tmp_path):
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    async with gateway(tmp_path, [FakeStreamingTranscriber()]) as gw:
+        target = f"127.0.0.1:{gw.server.port}"
+
+        def methods() -> dict[str, tuple[bool, bool]]:
+            with grpc.insecure_channel(target) as channel:
+                pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+                service = pool.FindServiceByName("gateway.api.v1.AudioGateway")
+                return {m.name: (m.client_streaming, m.server_streaming) for m in service.methods}
+
+        found = await asyncio.to_thread(methods)
+    assert found["StreamTranscribe"] == (True, True)
