@@ -20,6 +20,7 @@ from gateway.routing.admission import Admission
 from gateway.routing.catalogue import Catalogue
 from gateway.routing.policy_store import PolicyStore
 from gateway.routing.router import Router
+from gateway.routing.streaming import StreamService
 from gateway.settings import Settings
 from gateway.telemetry.metrics import Metrics
 from providers.base import Provider
@@ -40,6 +41,7 @@ class App:
     metrics: Metrics
     audio: AudioIntake
     admission: Admission
+    streams: StreamService
 
     async def close(self) -> None:
         await self.catalogue.close()
@@ -99,6 +101,7 @@ def build_app(
         admission=admission,
         ledger_ack_s=settings.ledger.ack_timeout_s,
     )
+    streams = StreamService(router.pipeline, catalogue, prices, health, budgets, accounting, settings.streams)
     return App(
         settings=settings,
         catalogue=catalogue,
@@ -111,6 +114,7 @@ def build_app(
         metrics=metrics,
         audio=audio,
         admission=admission,
+        streams=streams,
     )
 
 

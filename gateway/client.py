@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self, TypeVar
@@ -182,6 +182,20 @@ async def _off_loop_if_path(audio: AudioSource, build: Callable[[], T]) -> T:
     return await asyncio.to_thread(build)
 
 
+def _stream_message(chunk: bytes | int) -> audio_gateway_pb2.StreamTranscribeRequest:
+    if isinstance(chunk, int):
+        return audio_gateway_pb2.StreamTranscribeRequest(control=chunk)  # type: ignore[arg-type]
+    return audio_gateway_pb2.StreamTranscribeRequest(audio=bytes(chunk))
+
+
+def _stream_requests(
+    config: audio_gateway_pb2.StreamTranscribeConfig, chunks: Iterable[bytes | int]
+) -> Iterator[audio_gateway_pb2.StreamTranscribeRequest]:
+    yield audio_gateway_pb2.StreamTranscribeRequest(config=config)
+    for chunk in chunks:
+        yield _stream_message(chunk)
+
+
 class _ClientBase:
     def __init__(
         self,
@@ -251,6 +265,16 @@ class GatewayClient(_ClientBase):
     ) -> audio_gateway_pb2.TranscribeResponse:
         request = _transcribe_request(audio, mime_type, language, word_timestamps, prompt, routing)
         return self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    def stream_transcribe(
+        self,
+        chunks: Iterable[bytes | int],
+        config: audio_gateway_pb2.StreamTranscribeConfig,
+    ) -> Iterator[audio_gateway_pb2.StreamTranscribeResponse]:
+        """Live transcription: ``chunks`` are audio bytes in ``config``'s encoding, or a
+        ``STREAM_CONTROL_*`` value; responses come as they are heard, the last one with ``route_info``."""
+        requests = _stream_requests(config, chunks)
+        yield from self._stub.StreamTranscribe(requests, timeout=self.timeout_s, metadata=self._metadata)
 
     def synthesize(
         self,
@@ -379,6 +403,26 @@ class AsyncGatewayClient(_ClientBase):
             audio, lambda: _transcribe_request(audio, mime_type, language, word_timestamps, prompt, routing)
         )
         return await self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def stream_transcribe(
+        self,
+        chunks: AsyncIterable[bytes | int] | Iterable[bytes | int],
+        config: audio_gateway_pb2.StreamTranscribeConfig,
+    ) -> AsyncIterator[audio_gateway_pb2.StreamTranscribeResponse]:
+        """As :meth:`GatewayClient.stream_transcribe`; ``chunks`` may be an async iterable."""
+
+        async def requests() -> AsyncIterator[audio_gateway_pb2.StreamTranscribeRequest]:
+            yield audio_gateway_pb2.StreamTranscribeRequest(config=config)
+            if isinstance(chunks, AsyncIterable):
+                async for chunk in chunks:
+                    yield _stream_message(chunk)
+            else:
+                for chunk in chunks:
+                    yield _stream_message(chunk)
+
+        call = self._stub.StreamTranscribe(requests(), timeout=self.timeout_s, metadata=self._metadata)
+        async for response in call:
+            yield response
 
     async def synthesize(
         self,

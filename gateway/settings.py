@@ -172,6 +172,34 @@ class AdmissionSettings(BaseModel):
     retry_after_s: float = Field(1.0, gt=0)
 
 
+class StreamSettings(BaseModel):
+    """Live transcription (StreamTranscribe): caps, limits, budget increments and failover."""
+
+    # Streams open at once on this gateway, and per tenant (0: no cap). A stream holds an engine slot or a
+    # vendor socket for as long as it runs, so these are kept well below the call caps.
+    max_streams: int = Field(32, ge=0)
+    max_streams_per_tenant: int = Field(4, ge=0)
+    # The longest stream, in seconds of audio; past it the stream is flushed and ends RESOURCE_EXHAUSTED.
+    max_duration_s: float = Field(4 * 3600.0, gt=0)
+    # The longest wait for the caller's next message (audio or KEEPALIVE) before the stream is ended.
+    max_idle_s: float = Field(30.0, gt=0)
+    # A budgeted tenant's stream reserves this many seconds of audio at a time, at its provider's price.
+    budget_increment_s: float = Field(60.0, gt=0)
+    # Audio kept since the last final result, to replay into the next provider after a failure. Older
+    # audio is dropped (its words are lost if the provider fails before finalizing them).
+    max_replay_s: float = Field(30.0, gt=0)
+    # A provider that has been sent this many seconds of audio with sound in it and said nothing at all is
+    # stalled: the stream fails over.
+    stall_audio_s: float = Field(10.0, gt=0)
+    # Opening a provider stream, and one send to it, may take at most this long.
+    open_timeout_s: float = Field(10.0, gt=0)
+    send_timeout_s: float = Field(5.0, gt=0)
+    # After the caller's last message, how long the provider may take to flush its last finals.
+    flush_timeout_s: float = Field(10.0, gt=0)
+    # The largest audio message; larger ones are refused (work per message stays bounded).
+    max_chunk_bytes: int = Field(1024 * 1024, ge=1024)
+
+
 class PricingSettings(BaseModel):
     # What an hour of this node's compute costs; local engines are billed as
     # compute seconds at this rate so cost routing stays honest.
@@ -217,6 +245,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     audio: AudioSettings = AudioSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    streams: StreamSettings = StreamSettings()
     whisper: WhisperSettings = WhisperSettings()
     piper: PiperSettings = PiperSettings()
     llama: LlamaSettings = LlamaSettings()

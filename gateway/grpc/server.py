@@ -64,7 +64,7 @@ class GatewayServer:
         interceptor = RequestInterceptor(authenticate=lambda metadata: authenticate(store.book, metadata))
         self._server = grpc.aio.server(interceptors=[interceptor], options=options)
         audio_gateway_pb2_grpc.add_AudioGatewayServicer_to_server(
-            AudioGatewayServicer(self.app.router, settings.default_timeout_s), self._server
+            AudioGatewayServicer(self.app.router, settings.default_timeout_s, self.app.streams), self._server
         )
         cost_reports_pb2_grpc.add_CostReportsServicer_to_server(
             CostReportsServicer(self.app.ledger, self.app.policies, self.app.prices), self._server

@@ -155,7 +155,7 @@ class Pipeline:
             deadline=ctx.deadline,
         )
         # Refused past the cap before anything is recorded: an overload must not grow the ledger either.
-        async with self._admission.admit(plug.operation), self._accounted(scope):
+        async with self._admission.admit(plug.operation), self.accounted(scope):
             policy = self.policy(routing, ctx.tenant)
             scope.route.policy = policy.name
             privacy = stricter_privacy(policy.privacy, routing.privacy)
@@ -357,7 +357,7 @@ class Pipeline:
     # -- ledger -------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _accounted(self, scope: RequestScope) -> AsyncIterator[None]:
+    async def accounted(self, scope: RequestScope) -> AsyncIterator[None]:
         try:
             yield
         except asyncio.CancelledError as exc:

@@ -20,6 +20,26 @@ class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATION_TRANSCRIBE: _ClassVar[Operation]
     OPERATION_SYNTHESIZE: _ClassVar[Operation]
     OPERATION_UNDERSTAND: _ClassVar[Operation]
+
+class StreamEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_ENCODING_UNSPECIFIED: _ClassVar[StreamEncoding]
+    STREAM_ENCODING_LINEAR16: _ClassVar[StreamEncoding]
+    STREAM_ENCODING_MULAW: _ClassVar[StreamEncoding]
+    STREAM_ENCODING_OGG_OPUS: _ClassVar[StreamEncoding]
+
+class StreamControl(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_CONTROL_UNSPECIFIED: _ClassVar[StreamControl]
+    STREAM_CONTROL_FINALIZE: _ClassVar[StreamControl]
+    STREAM_CONTROL_KEEPALIVE: _ClassVar[StreamControl]
+
+class SpeechEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPEECH_EVENT_TYPE_UNSPECIFIED: _ClassVar[SpeechEventType]
+    SPEECH_EVENT_SPEECH_BEGIN: _ClassVar[SpeechEventType]
+    SPEECH_EVENT_END_OF_UTTERANCE: _ClassVar[SpeechEventType]
+    SPEECH_EVENT_PROVIDER_CHANGED: _ClassVar[SpeechEventType]
 AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 AUDIO_FORMAT_WAV: AudioFormat
 AUDIO_FORMAT_PCM16: AudioFormat
@@ -27,6 +47,17 @@ OPERATION_UNSPECIFIED: Operation
 OPERATION_TRANSCRIBE: Operation
 OPERATION_SYNTHESIZE: Operation
 OPERATION_UNDERSTAND: Operation
+STREAM_ENCODING_UNSPECIFIED: StreamEncoding
+STREAM_ENCODING_LINEAR16: StreamEncoding
+STREAM_ENCODING_MULAW: StreamEncoding
+STREAM_ENCODING_OGG_OPUS: StreamEncoding
+STREAM_CONTROL_UNSPECIFIED: StreamControl
+STREAM_CONTROL_FINALIZE: StreamControl
+STREAM_CONTROL_KEEPALIVE: StreamControl
+SPEECH_EVENT_TYPE_UNSPECIFIED: SpeechEventType
+SPEECH_EVENT_SPEECH_BEGIN: SpeechEventType
+SPEECH_EVENT_END_OF_UTTERANCE: SpeechEventType
+SPEECH_EVENT_PROVIDER_CHANGED: SpeechEventType
 
 class TranscribeRequest(_message.Message):
     __slots__ = ("audio", "language", "word_timestamps", "prompt", "routing")
@@ -213,3 +244,97 @@ class ExplainRouteResponse(_message.Message):
     remaining_budget_usd: str
     tenant: str
     def __init__(self, policy: _Optional[str] = ..., privacy: _Optional[_Union[_common_pb2.Privacy, str]] = ..., objective: _Optional[_Union[_common_pb2.Objective, str]] = ..., max_attempts: _Optional[int] = ..., audio_duration_s: _Optional[float] = ..., characters: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[RouteCandidate, _Mapping]]] = ..., transcription_candidates: _Optional[_Iterable[_Union[RouteCandidate, _Mapping]]] = ..., remaining_budget_usd: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class Endpointing(_message.Message):
+    __slots__ = ("silence_ms", "max_turn_silence_ms")
+    SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TURN_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    silence_ms: int
+    max_turn_silence_ms: int
+    def __init__(self, silence_ms: _Optional[int] = ..., max_turn_silence_ms: _Optional[int] = ...) -> None: ...
+
+class StreamTranscribeConfig(_message.Message):
+    __slots__ = ("encoding", "sample_rate_hertz", "language", "interim_results", "word_timestamps", "endpointing", "single_utterance", "routing")
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    INTERIM_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTING_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    encoding: StreamEncoding
+    sample_rate_hertz: int
+    language: str
+    interim_results: bool
+    word_timestamps: bool
+    endpointing: Endpointing
+    single_utterance: bool
+    routing: _common_pb2.RoutingOptions
+    def __init__(self, encoding: _Optional[_Union[StreamEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., language: _Optional[str] = ..., interim_results: _Optional[bool] = ..., word_timestamps: _Optional[bool] = ..., endpointing: _Optional[_Union[Endpointing, _Mapping]] = ..., single_utterance: _Optional[bool] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+
+class StreamTranscribeRequest(_message.Message):
+    __slots__ = ("config", "audio", "control")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    config: StreamTranscribeConfig
+    audio: bytes
+    control: StreamControl
+    def __init__(self, config: _Optional[_Union[StreamTranscribeConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., control: _Optional[_Union[StreamControl, str]] = ...) -> None: ...
+
+class StreamAlternative(_message.Message):
+    __slots__ = ("text", "confidence", "words")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    confidence: float
+    words: _containers.RepeatedCompositeFieldContainer[Word]
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ...) -> None: ...
+
+class StreamResult(_message.Message):
+    __slots__ = ("alternatives", "is_final", "stability", "result_start_time_s", "result_end_time_s")
+    ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
+    IS_FINAL_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_START_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    RESULT_END_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    alternatives: _containers.RepeatedCompositeFieldContainer[StreamAlternative]
+    is_final: bool
+    stability: float
+    result_start_time_s: float
+    result_end_time_s: float
+    def __init__(self, alternatives: _Optional[_Iterable[_Union[StreamAlternative, _Mapping]]] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., result_start_time_s: _Optional[float] = ..., result_end_time_s: _Optional[float] = ...) -> None: ...
+
+class SpeechEvent(_message.Message):
+    __slots__ = ("type", "time_s")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
+    type: SpeechEventType
+    time_s: float
+    def __init__(self, type: _Optional[_Union[SpeechEventType, str]] = ..., time_s: _Optional[float] = ...) -> None: ...
+
+class StreamRoute(_message.Message):
+    __slots__ = ("provider", "model", "locality")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    locality: _common_pb2.Locality
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., locality: _Optional[_Union[_common_pb2.Locality, str]] = ...) -> None: ...
+
+class StreamTranscribeResponse(_message.Message):
+    __slots__ = ("result", "event", "route", "route_info", "billed_seconds")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_INFO_FIELD_NUMBER: _ClassVar[int]
+    BILLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    result: StreamResult
+    event: SpeechEvent
+    route: StreamRoute
+    route_info: _common_pb2.RouteInfo
+    billed_seconds: float
+    def __init__(self, result: _Optional[_Union[StreamResult, _Mapping]] = ..., event: _Optional[_Union[SpeechEvent, _Mapping]] = ..., route: _Optional[_Union[StreamRoute, _Mapping]] = ..., route_info: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ..., billed_seconds: _Optional[float] = ...) -> None: ...

@@ -57,6 +57,11 @@ class AudioGatewayStub:
                 request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteResponse.FromString,
                 _registered_method=True)
+        self.StreamTranscribe = channel.stream_stream(
+                '/gateway.api.v1.AudioGateway/StreamTranscribe',
+                request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeResponse.FromString,
+                _registered_method=True)
 
 
 class AudioGatewayServicer:
@@ -93,6 +98,17 @@ class AudioGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamTranscribe(self, request_iterator, context):
+        """Live speech to text. The first request carries only the config, later
+        ones audio or a control; results stream back as they are heard. The
+        route is named in the first response (and the x-route-* header
+        metadata); the last response carries RouteInfo with the billed seconds
+        and the cost. Streams are never cached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudioGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +131,11 @@ def add_AudioGatewayServicer_to_server(servicer, server):
                     servicer.ExplainRoute,
                     request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteRequest.FromString,
                     response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteResponse.SerializeToString,
+            ),
+            'StreamTranscribe': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamTranscribe,
+                    request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +249,33 @@ class AudioGateway:
             '/gateway.api.v1.AudioGateway/ExplainRoute',
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteRequest.SerializeToString,
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.ExplainRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTranscribe(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gateway.api.v1.AudioGateway/StreamTranscribe',
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeRequest.SerializeToString,
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
