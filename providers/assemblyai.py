@@ -349,6 +349,7 @@ class AssemblyAIStream:
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._single_close: asyncio.Task[None] | None = None
         client.on(live.RealTimeEvents.Begin, self._on_begin)
         client.on(live.RealTimeEvents.Turn, self._on_turn)
         client.on(live.RealTimeEvents.SpeechStarted, self._on_speech_started)
@@ -482,7 +483,8 @@ class AssemblyAIStream:
                 self._speaking = False
                 self._events.put(SpeechEvent(SpeechEventKind.END_OF_UTTERANCE, end))
                 if self._config.single_utterance and not self._closing:
-                    asyncio.get_running_loop().create_task(self.close())
+                    # Handlers cannot await: the close runs on its own task, kept until it is done.
+                    self._single_close = asyncio.get_running_loop().create_task(self.close())
             return
         if not self._config.interim_results or not words:
             return

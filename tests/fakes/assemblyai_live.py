@@ -60,6 +60,8 @@ class FakeAssemblyAILive(WsFake):
             {"type": "Begin", "id": str(uuid.uuid4()), "expires_at": int(time.time()) + 3600},
         )
         async for message in ws:
+            if session.closing:
+                continue
             if isinstance(message, bytes):
                 session.audio.extend(message)
                 session.audio_messages += 1
@@ -67,8 +69,8 @@ class FakeAssemblyAILive(WsFake):
                     self.drop(ws)
                     return
                 if self.should_error(session):
-                    await ws.close(3005, "Internal server error")
-                    return
+                    self.close(ws, session, 3005, "Internal server error")
+                    continue
                 await self._advance(ws, session, state)
                 continue
             control = json.loads(message)
@@ -89,8 +91,7 @@ class FakeAssemblyAILive(WsFake):
                     },
                 )
                 if not self.stalled(session):
-                    await ws.close(1000)
-                    return
+                    self.close(ws, session, 1000)
 
     def _heard_words(self, heard: float, state: _State) -> list[ScriptWord]:
         return [w for u in self.script for w in u if w.end <= heard and w not in state.consumed]

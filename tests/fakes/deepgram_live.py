@@ -64,6 +64,8 @@ class FakeDeepgramLive(WsFake):
     async def converse(self, ws: ServerConnection, session: Session) -> None:
         state = _State()
         async for message in ws:
+            if session.closing:
+                continue
             if isinstance(message, bytes):
                 session.audio.extend(message)
                 session.audio_messages += 1
@@ -72,8 +74,8 @@ class FakeDeepgramLive(WsFake):
                     return
                 if self.should_error(session):
                     await self.send(ws, session, _error())
-                    await ws.close(1011, "NET-0001")
-                    return
+                    self.close(ws, session, 1011, "NET-0001")
+                    continue
                 await self._advance(ws, session, state)
                 continue
             control = json.loads(message)
@@ -86,8 +88,7 @@ class FakeDeepgramLive(WsFake):
                 await self._flush(ws, session, state, from_finalize=False)
                 await self.send(ws, session, self._metadata(session))
                 if not self.stalled(session):
-                    await ws.close(1000)
-                    return
+                    self.close(ws, session, 1000)
 
     async def _advance(self, ws: ServerConnection, session: Session, state: _State) -> None:
         heard = session.heard_s

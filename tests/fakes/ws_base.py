@@ -70,6 +70,7 @@ class Session:
     control_at_s: list[float] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     audio_messages: int = 0
+    closing: bool = False  # the fake began to close: later messages are read and dropped
     closed: bool = False
     opened_at: float = field(default_factory=time.monotonic)
 
@@ -98,6 +99,7 @@ class WsFake:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: Server | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -203,3 +205,15 @@ class WsFake:
     @staticmethod
     def drop(ws: ServerConnection) -> None:
         ws.transport.abort()
+
+    def close(self, ws: ServerConnection, session: Session, code: int, reason: str = "") -> None:
+        """Start the closing handshake without waiting in the handler.
+
+        Awaiting ``ws.close()`` here would stop reading: the connection's incoming queue fills with the
+        audio the client keeps sending, reading pauses, and the client's close frame is never read.
+        The handler goes on draining until the connection is closed.
+        """
+        session.closing = True
+        task = asyncio.get_running_loop().create_task(ws.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

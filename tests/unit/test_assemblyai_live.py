@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -15,8 +16,12 @@ from providers.config import ProviderConfig
 from tests.fakes.assemblyai_live import FakeAssemblyAILive
 from tests.live_streams import RATE, Collector, pcm, send_all
 
-# The SDK still calls pydantic's v1-style methods in places.
-pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+# The SDK still calls pydantic's v1-style methods, and reads ConnectionClosed.code, which websockets
+# deprecates.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:websockets.exceptions"),
+]
 
 KEY = "aai-live-key-789"
 BEGIN, END = SpeechEventKind.SPEECH_BEGIN, SpeechEventKind.END_OF_UTTERANCE
@@ -237,3 +242,25 @@ async def test_abort_ends_events_without_terminating(
 def test_unknown_streaming_model_is_refused_at_start(fake: FakeAssemblyAILive) -> None:
     with pytest.raises(ValueError, match="streaming_model"):
         AssemblyAIProvider(entry(fake, options={"streaming_model": "nope"}))
+
+
+async def test_single_utterance_terminates_after_the_first_turn(
+    provider: AssemblyAIProvider, fake: FakeAssemblyAILive
+) -> None:
+    stream = await provider.open_stream(StreamConfig(sample_rate=RATE, single_utterance=True), 5.0)
+    collector = Collector(stream)
+    await send_all(stream, pcm(2.5))
+    await collector.finished()
+    assert collector.error is None
+    assert [r.text for r in collector.finals] == ["Hello from the gateway."]
+    assert fake.session.control_types() == ["Terminate"]
+
+
+async def test_nothing_listening_is_unavailable(fake: FakeAssemblyAILive) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    aai = AssemblyAIProvider(entry(fake, options={"streaming_url": f"http://127.0.0.1:{port}"}))
+    with pytest.raises(ProviderUnavailable):
+        await aai.open_stream(CONFIG, 2.0)
+    await aai.close()

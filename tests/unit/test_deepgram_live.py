@@ -17,6 +17,9 @@ from providers.deepgram import DeepgramProvider
 from tests.fakes.deepgram_live import FakeDeepgramLive
 from tests.live_streams import RATE, Collector, pcm, send_all
 
+# The SDK's websocket client is built on websockets' legacy API, which warns on import.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 KEY = "dg-live-key-456"
 BEGIN, END = SpeechEventKind.SPEECH_BEGIN, SpeechEventKind.END_OF_UTTERANCE
 
