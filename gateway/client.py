@@ -60,12 +60,16 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 AudioSource = bytes | str | Path
-OutputFormat = Literal["wav", "pcm16"]
+OutputFormat = Literal["wav", "pcm16", "mp3", "opus", "flac", "mulaw"]
 Metadata = tuple[tuple[str, str], ...]
 
 _FORMATS: dict[str, audio_gateway_pb2.AudioFormat] = {
     "wav": audio_gateway_pb2.AUDIO_FORMAT_WAV,
     "pcm16": audio_gateway_pb2.AUDIO_FORMAT_PCM16,
+    "mp3": audio_gateway_pb2.AUDIO_FORMAT_MP3,
+    "opus": audio_gateway_pb2.AUDIO_FORMAT_OGG_OPUS,
+    "flac": audio_gateway_pb2.AUDIO_FORMAT_FLAC,
+    "mulaw": audio_gateway_pb2.AUDIO_FORMAT_MULAW,
 }
 _HEALTH_STATUS = health_pb2.HealthCheckResponse.ServingStatus
 _HEALTH_POLL_S = 0.25

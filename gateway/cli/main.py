@@ -144,7 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, metavar="OUT", help="audio file to write"
     )
     synthesize.add_argument("--voice", default="", help="voice name (default: the provider's default)")
-    synthesize.add_argument("--format", choices=("wav", "pcm16"), default="wav", help="output encoding")
+    synthesize.add_argument(
+        "--format",
+        choices=("wav", "pcm16", "mp3", "opus", "flac", "mulaw"),
+        default="wav",
+        help="output encoding",
+    )
     synthesize.add_argument(
         "--sample-rate",
         type=_non_negative_int,

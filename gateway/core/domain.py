@@ -39,6 +39,10 @@ class CacheMode(enum.StrEnum):
 class OutputFormat(enum.StrEnum):
     WAV = "wav"
     PCM16 = "pcm16"
+    MP3 = "mp3"
+    OGG_OPUS = "opus"  # Opus in Ogg
+    FLAC = "flac"
+    MULAW = "mulaw"  # G.711 mu-law, 8 kHz, headerless (telephony)
 
 
 @dataclass(frozen=True)

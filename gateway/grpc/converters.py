@@ -35,6 +35,10 @@ _FORMAT = {
     pb.AUDIO_FORMAT_UNSPECIFIED: domain.OutputFormat.WAV,
     pb.AUDIO_FORMAT_WAV: domain.OutputFormat.WAV,
     pb.AUDIO_FORMAT_PCM16: domain.OutputFormat.PCM16,
+    pb.AUDIO_FORMAT_MP3: domain.OutputFormat.MP3,
+    pb.AUDIO_FORMAT_OGG_OPUS: domain.OutputFormat.OGG_OPUS,
+    pb.AUDIO_FORMAT_FLAC: domain.OutputFormat.FLAC,
+    pb.AUDIO_FORMAT_MULAW: domain.OutputFormat.MULAW,
 }
 _LOCALITY = {
     None: common.LOCALITY_UNSPECIFIED,

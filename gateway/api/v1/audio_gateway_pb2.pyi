@@ -13,6 +13,10 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_FORMAT_UNSPECIFIED: _ClassVar[AudioFormat]
     AUDIO_FORMAT_WAV: _ClassVar[AudioFormat]
     AUDIO_FORMAT_PCM16: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_MP3: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_OGG_OPUS: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_FLAC: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_MULAW: _ClassVar[AudioFormat]
 
 class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -23,6 +27,10 @@ class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 AUDIO_FORMAT_WAV: AudioFormat
 AUDIO_FORMAT_PCM16: AudioFormat
+AUDIO_FORMAT_MP3: AudioFormat
+AUDIO_FORMAT_OGG_OPUS: AudioFormat
+AUDIO_FORMAT_FLAC: AudioFormat
+AUDIO_FORMAT_MULAW: AudioFormat
 OPERATION_UNSPECIFIED: Operation
 OPERATION_TRANSCRIBE: Operation
 OPERATION_SYNTHESIZE: Operation
