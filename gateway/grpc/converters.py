@@ -261,6 +261,23 @@ def synthesize_response(result: domain.SynthesizeResult) -> pb.SynthesizeRespons
     )
 
 
+def synthesize_chunk(chunk: domain.SpeechChunk) -> pb.SynthesizeChunk:
+    return pb.SynthesizeChunk(
+        audio=chunk.audio,
+        sequence=chunk.sequence,
+        start_s=chunk.start_s,
+        duration_s=chunk.duration_s,
+        text_start=chunk.text_start,
+        text_end=chunk.text_end,
+        mime_type=chunk.mime_type,
+        sample_rate=chunk.sample_rate,
+        voice=chunk.voice,
+        voice_may_change=chunk.voice_may_change,
+        characters=chunk.characters,
+        route=route_info(chunk.route) if chunk.route is not None else None,
+    )
+
+
 def understand_response(result: domain.UnderstandResult) -> pb.UnderstandResponse:
     return pb.UnderstandResponse(
         answer=result.answer,
