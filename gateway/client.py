@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self, TypeVar
@@ -269,6 +269,21 @@ class GatewayClient(_ClientBase):
         request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
         return self._stub.Synthesize(request, timeout=self.timeout_s, metadata=self._metadata)
 
+    def stream_synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        format: OutputFormat = "wav",
+        sample_rate: int = 0,
+        speed: float = 0.0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> Iterator[audio_gateway_pb2.SynthesizeChunk]:
+        """Chunks as the engine speaks each sentence; their ``audio`` joined in order is one file. The last
+        chunk carries ``route`` (and the characters billed)."""
+        request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
+        yield from self._stub.StreamSynthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+
     def understand(
         self,
         audio: AudioSource,
@@ -396,6 +411,22 @@ class AsyncGatewayClient(_ClientBase):
     ) -> audio_gateway_pb2.SynthesizeResponse:
         request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
         return await self._stub.Synthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def stream_synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        format: OutputFormat = "wav",
+        sample_rate: int = 0,
+        speed: float = 0.0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> AsyncIterator[audio_gateway_pb2.SynthesizeChunk]:
+        """Chunks as the engine speaks each sentence (see :meth:`GatewayClient.stream_synthesize`)."""
+        request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
+        call = self._stub.StreamSynthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+        async for chunk in call:
+            yield chunk
 
     async def understand(
         self,

@@ -158,4 +158,22 @@ async def test_a_finished_stream_is_cached_and_a_hit_streams_at_once(make):
 
     unary = await pb_grpc.AudioGatewayStub(channel).Synthesize(request)
     assert unary.route.cache_hit and unary.audio == hit.audio
-    await asyncio.sleep(0)
+
+
+async def test_python_clients_stream_the_same_chunks(make):
+    from gateway.client import AsyncGatewayClient, GatewayClient
+
+    server, _, _, _ = await make()
+    target = f"127.0.0.1:{server.port}"
+    bypass = common.RoutingOptions(cache=common.CACHE_MODE_BYPASS)
+    async with AsyncGatewayClient(target) as client:
+        chunks = [c async for c in client.stream_synthesize(TEXT, format="mulaw", routing=bypass)]
+    assert [TEXT[c.text_start : c.text_end] for c in chunks[:-1]] == SENTENCES
+    assert chunks[-1].route.provider == "tts-a" and chunks[-1].sample_rate == 8000
+
+    def blocking() -> list[pb.SynthesizeChunk]:
+        with GatewayClient(target) as sync_client:
+            return list(sync_client.stream_synthesize(TEXT, format="mulaw", routing=bypass))
+
+    same = await asyncio.to_thread(blocking)
+    assert b"".join(c.audio for c in same) == b"".join(c.audio for c in chunks)
