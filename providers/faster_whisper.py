@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import math
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -240,8 +243,17 @@ class FasterWhisperTranscriber:
     ) -> Hypothesis:
         if self._engine is None:
             raise ProviderUnavailable(self.name, "the model is not loaded any more")
+        engine: WhisperModel = self._engine
+        extra: dict[str, Any] = {}
+        duration_s = audio.size / 16_000
+        if not final:
+            # Whisper's encoder always sees 30 s, most of it padding for a short buffer. An interim step
+            # encodes only the buffer and a second more (5-8x faster); Whisper then tends to run on past
+            # the audio, so its output is capped and cut at the first loop. Finals see the full window.
+            engine = _short_context(engine, min(3000, 100 * math.ceil(duration_s + 1.0)))
+            extra["max_new_tokens"] = round(duration_s * 5 + 10)
         try:
-            raw_segments, _info = self._engine.transcribe(
+            raw_segments, _info = engine.transcribe(
                 audio,
                 language=language,
                 beam_size=self._settings.beam_size if final else self._settings.stream_interim_beam_size,
@@ -252,16 +264,68 @@ class FasterWhisperTranscriber:
                 # (the next step decodes again anyway).
                 temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
                 vad_filter=False,
+                **extra,
             )
-            segments = tuple(_words(seg, word_timestamps) for seg in raw_segments)
+            segments = [list(_words(seg, word_timestamps)) for seg in raw_segments]
         except (RuntimeError, ValueError) as exc:
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
-        return Hypothesis(tuple(seg for seg in segments if seg))
+        if not final:
+            segments = _without_loop(segments, duration_s)
+        return Hypothesis(tuple(tuple(seg) for seg in segments if seg))
 
     async def close(self) -> None:
         self._pool.close()
         self._front_pool.close()
         self._engine = None
+
+
+def _short_context(engine: WhisperModel, frames: int) -> WhisperModel:
+    """The same model whose encoder gets only the first ``frames`` mel frames of each 30 s window."""
+    from faster_whisper import WhisperModel
+
+    trimmed = copy.copy(engine)  # shares the CTranslate2 model, tokenizer and feature extractor
+
+    def encode(features: np.ndarray) -> Any:
+        return WhisperModel.encode(trimmed, features[..., :frames])
+
+    trimmed.encode = encode  # type: ignore[method-assign]
+    return trimmed
+
+
+def _without_loop(segments: list[list[Word]], duration_s: float) -> list[list[Word]]:
+    """Cut a hypothesis where it starts repeating itself (one to four words over and over), or runs
+    past the audio."""
+    flat = [w for seg in segments for w in seg]
+    keys = [re.sub(r"[^\w']", "", w.text.lower()) for w in flat]
+    cut = len(flat)
+    for i in range(len(flat)):
+        if flat[i].start_s > duration_s:
+            cut = i
+            break
+        loop = _repeat_at(keys, i)
+        if loop:
+            # The same one to four words three times in a row: keep the first time, drop the echoes.
+            cut = i - loop
+            break
+    out, taken = [], 0
+    for seg in segments:
+        keep = seg[: max(0, cut - taken)]
+        taken += len(seg)
+        if keep:
+            out.append(keep)
+    return out
+
+
+def _repeat_at(keys: list[str], i: int) -> int:
+    """n when keys[i : i + n] is the third copy in a row of the n (1-4) words before it (else 0)."""
+    for n in (1, 2, 3, 4):
+        if (
+            i >= 2 * n
+            and i + n <= len(keys)
+            and keys[i - 2 * n : i - n] == keys[i - n : i] == keys[i : i + n]
+        ):
+            return n
+    return 0
 
 
 def _words(segment: Any, timed: bool) -> tuple[Word, ...]:

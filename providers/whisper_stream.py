@@ -135,10 +135,6 @@ class LocalAgreement:
         self._previous_tail = fresh
         self.tail = fresh
 
-    def complete(self, words: list[Word]) -> list[Word]:
-        """The final words: everything committed, then the last hypothesis's words after them."""
-        return [*self.committed, *self._after_committed(words)]
-
     def forget(self, count: int) -> None:
         """The first ``count`` committed words were finalized and their audio dropped."""
         del self.committed[:count]
@@ -489,8 +485,9 @@ class WhisperStream:
                     decoded = await self._decode(utterance.start, utterance.end, final=True)
                     assert decoded is not None
                     hypothesis = decoded
-                words = agreement.complete(hypothesis.words)
-                self._final(utterance.start, utterance.end, words)
+                # The final is its own decode at full quality; it may differ from the interims' committed
+                # words, which only promise that interim results will not revise them.
+                self._final(utterance.start, utterance.end, hypothesis.words)
                 if utterance.ended_by_vad_at is not None:
                     self._emit(
                         SpeechEvent(SpeechEventKind.END_OF_UTTERANCE, utterance.ended_by_vad_at / RATE)
@@ -529,13 +526,7 @@ class WhisperStream:
                 waited += busy.retry_after_s
                 continue
             self._tally.compute_s += timed.compute_s
-            offset = start / RATE
-            return Hypothesis(
-                tuple(
-                    tuple(Word(w.text, w.start_s + offset, w.end_s + offset, w.probability) for w in seg)
-                    for seg in timed.value.segments
-                )
-            )
+            return _placed(timed.value, start / RATE, (end - start) / RATE)
 
     def _interim(self, utterance: _Utterance, agreement: LocalAgreement) -> None:
         if not self._config.interim_results:
@@ -633,6 +624,17 @@ class WhisperStream:
             self._events.put_nowait(error)
         self._events.put_nowait(None)
         self._on_end()
+
+
+def _placed(hypothesis: Hypothesis, offset: float, length: float) -> Hypothesis:
+    """Word times moved onto the stream's timeline, and kept inside the audio that was decoded (Whisper's
+    may run a little past it)."""
+
+    def place(w: Word) -> Word:
+        begin = offset + min(max(w.start_s, 0.0), length)
+        return Word(w.text, begin, max(begin, offset + min(w.end_s, length)), w.probability)
+
+    return Hypothesis(tuple(tuple(place(w) for w in seg) for seg in hypothesis.segments))
 
 
 def _join(words: list[Word]) -> str:

@@ -46,17 +46,15 @@ def test_committed_words_never_change_even_when_later_hypotheses_respell_them():
     agreement.update(words("he was not an ill disposed young man"))
     assert texts(agreement.committed) == "he was not an old disposed"
     assert texts(agreement.tail) == "young man"
-    assert texts(agreement.complete(words("he was not an ill disposed young man."))) == (
-        "he was not an old disposed young man."
-    )
 
 
 def test_an_inserted_word_before_the_tail_does_not_duplicate_committed_words():
     agreement = LocalAgreement()
     agreement.update(words("go forward ten"))
     agreement.update(words("go forward ten meters"))
-    final = agreement.complete(words("so go forward ten meters now"))
-    assert texts(final) == "go forward ten meters now"
+    agreement.update(words("so go forward ten meters now"))
+    assert texts(agreement.committed) == "go forward ten meters"
+    assert texts(agreement.tail) == "now"
 
 
 def test_forgetting_finalized_words_keeps_the_rest_aligned():
@@ -65,7 +63,9 @@ def test_forgetting_finalized_words_keeps_the_rest_aligned():
     agreement.update(words("one two three four five"))
     agreement.forget(2)
     assert texts(agreement.committed) == "three four"
-    assert texts(agreement.complete(words("three four five six", start=0.6))) == "three four five six"
+    agreement.update(words("three four five six", start=0.6))
+    assert texts(agreement.committed) == "three four five"
+    assert texts(agreement.tail) == "six"
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +138,28 @@ def test_the_front_resamples_to_16_khz_and_keeps_the_timeline(vad_session):
     total += tail.size
     assert total == pytest.approx(clip.duration_s * RATE, abs=2)
     assert kinds[0] == "begin"
+
+
+@pytest.mark.parametrize(
+    ("heard", "kept"),
+    [
+        ("however however however however", "however"),
+        ("styles in the west styles in the west styles in the west", "styles in the west"),
+        ("one two three one two three one two three", "one two three"),
+        ("five five", "five five"),  # said twice is speech, not a loop
+        ("go forward ten meters", "go forward ten meters"),
+    ],
+)
+def test_an_interim_hypothesis_is_cut_where_it_starts_looping(heard, kept):
+    from providers.faster_whisper import _without_loop
+
+    segments = [words(heard)]
+    assert texts([w for seg in _without_loop(segments, 60.0) for w in seg]) == kept
+
+
+def test_an_interim_hypothesis_is_cut_where_it_runs_past_the_audio():
+    from providers.faster_whisper import _without_loop
+
+    segments = [words("and mister john"), words("dashwood had then", start=1.0)]
+    cut = _without_loop(segments, duration_s=1.5)
+    assert [texts(seg) for seg in cut] == ["and mister john", "dashwood had"]
