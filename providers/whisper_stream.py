@@ -140,6 +140,10 @@ class LocalAgreement:
         del self.committed[:count]
 
 
+# Quiet windows within speech after which no interim step starts: the worker is kept for the final.
+_HUSH_WINDOWS = 2
+
+
 class Endpointer:
     """Silero VAD fed incrementally, with a hysteresis that turns probabilities into utterance bounds.
 
@@ -164,6 +168,10 @@ class Endpointer:
         self._run = 0
         self._silence_start: int | None = None
         self._silence = 0
+
+    @property
+    def silent_windows(self) -> int:
+        return self._silence
 
     def feed(self, samples: np.ndarray) -> list[tuple[str, int, int]]:
         """Boundaries as (kind, sample, detected at): "begin" (speech start), "pause" (a silence began at
@@ -227,6 +235,15 @@ class Front:
 
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self._rate = sample_rate
+
+    @property
+    def in_speech(self) -> bool:
+        return self._endpointer.in_speech
+
+    @property
+    def hushed(self) -> bool:
+        """Speech has gone quiet for a couple of windows: a pause, and maybe the end, is coming."""
+        return self._endpointer.in_speech and self._endpointer.silent_windows >= _HUSH_WINDOWS
 
     def feed(self, pcm: bytes) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
         samples = np.frombuffer(pcm, dtype="<i2")
@@ -316,6 +333,7 @@ class WhisperStream:
         self._input_done = False
         self._done = False  # single utterance over, or aborted: no more events
         self._history = ""  # finalized text, the prompt of later decodes
+        self._last_interim = ""
         self._intake_task = asyncio.create_task(self._intake(), name=f"{name}-stream-intake")
         self._decode_task = asyncio.create_task(self._decode_loop(), name=f"{name}-stream-decode")
 
@@ -383,7 +401,7 @@ class WhisperStream:
                         self._take(await self._run_front(lambda pcm=bytes(pcm): self._front.feed(pcm)))
                         pcm = bytearray()
                     if item is _Control.FINALIZE:
-                        self._cut(continues=self._front_in_speech())
+                        self._cut(continues=self._front.in_speech)
                         continue
                     self._take(await self._run_front(self._front.flush))
                     self._cut(continues=False)
@@ -396,9 +414,6 @@ class WhisperStream:
             raise
         except BaseException as exc:
             self._fail(exc)
-
-    def _front_in_speech(self) -> bool:
-        return self._front._endpointer.in_speech
 
     def _take(self, timed: Timed[tuple[np.ndarray, list[tuple[str, int, int]]]]) -> None:
         self._tally.compute_s += timed.compute_s
@@ -464,7 +479,10 @@ class WhisperStream:
                         and (ready is None or ready[:2] != (utterance.start, pause))
                     ):
                         end, final = pause, True
-                    elif total - max(decoded_to, utterance.start) >= round(self._tuning.step_s * RATE):
+                    elif (
+                        total - max(decoded_to, utterance.start) >= round(self._tuning.step_s * RATE)
+                        and not self._front.hushed
+                    ):
                         end, final = total, False
                     else:
                         await self._sleep()
@@ -532,11 +550,13 @@ class WhisperStream:
         if not self._config.interim_results:
             return
         words = [*agreement.committed, *agreement.tail]
-        if not words:
+        text = _join(words)
+        if not words or text == self._last_interim:
             return
+        self._last_interim = text
         self._emit(
             StreamResult(
-                text=_join(words),
+                text=text,
                 is_final=False,
                 start_s=utterance.start / RATE,
                 end_s=max(words[-1].end_s, utterance.start / RATE),
@@ -547,6 +567,7 @@ class WhisperStream:
         )
 
     def _final(self, start: int, end: int, words: list[Word]) -> None:
+        self._last_interim = ""
         if not words:
             return
         text = _join(words)
