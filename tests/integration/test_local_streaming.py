@@ -236,3 +236,20 @@ async def test_abort_stops_at_once_even_mid_decode(engine):
 async def test_a_language_the_model_lacks_is_refused_at_open(engine):
     with pytest.raises(ProviderInputError):
         await engine.open_stream(StreamConfig(sample_rate=16_000, language="fr"), timeout_s=5)
+
+
+async def test_an_utterance_longer_than_the_buffer_is_finalized_in_parts(engine):
+    clip = speech.real_clip("long_librivox_sense_sensibility_x5")  # 27 s; its 0.5 s gaps do not end it
+    config = StreamConfig(sample_rate=clip.rate, endpointing_ms=3000)
+    stream = await engine.open_stream(config, timeout_s=5)
+    pcm = clip.pcm() + silence(3.5, clip.rate)
+    events, _ = await asyncio.gather(collect(stream), feed(stream, pcm, clip.rate, pace_s=CHUNK_S / 4))
+    results = finals(events)
+    # Whisper sees at most 30 s: the committed head of the utterance is finalized every 15 s or so.
+    assert len(results) >= 2, events
+    assert results[0].start_s < 1.0 and results[-1].end_s > clip.duration_s - 1.0
+    for before, after in itertools.pairwise(results):
+        assert after.start_s == pytest.approx(before.end_s, abs=1e-6)
+        assert after.end_s - after.start_s <= 25.0
+    assert len(speech_events(events, SpeechEventKind.END_OF_UTTERANCE)) == 1
+    assert speech.wer([clip.reference], [" ".join(r.text for r in results)]) <= 0.2
