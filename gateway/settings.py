@@ -127,6 +127,19 @@ class WhisperSettings(BaseModel):
     max_queued: int = Field(16, ge=0)
     beam_size: int = Field(5, ge=1)
     vad_filter: bool = False
+    # Live streams (StreamTranscribe) the engine serves at once; past it a stream is refused as busy and
+    # the router tries the next candidate. Streams share the workers above with whole-file requests.
+    max_streams: int = Field(4, ge=1)
+    # New audio between two decodes of an unfinished utterance: shorter gives earlier interim results
+    # and costs more CPU per stream.
+    stream_step_ms: int = Field(500, ge=100, le=5000)
+    # Beam size of a stream's interim steps: greedy keeps them short. Each utterance's final is decoded
+    # with beam_size, as whole files are (greedy finals cost tiny.en about 5x the errors on read speech).
+    stream_interim_beam_size: int = Field(1, ge=1)
+    # Silero VAD speech probability above which audio is speech (0.5 is Silero's own default).
+    stream_vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # An utterance longer than this is finalized early at a committed segment end (Whisper sees 30 s).
+    stream_max_buffer_s: float = Field(15.0, ge=5.0, le=25.0)
 
 
 class PiperSettings(BaseModel):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import math
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from gateway.core.errors import ProviderInputError, ProviderTimeout, ProviderUnavailable
+from gateway.core.errors import ProviderBusy, ProviderInputError, ProviderTimeout, ProviderUnavailable
 from gateway.core.provider_types import (
     Capabilities,
     LatencyModel,
@@ -23,16 +26,32 @@ from gateway.core.provider_types import (
     Usage,
     WordTiming,
 )
-from providers.workers import WorkerPool
+from providers.whisper_stream import (
+    Endpointer,
+    Front,
+    Hypothesis,
+    StreamTuning,
+    WhisperStream,
+    Word,
+)
+from providers.workers import Timed, WorkerPool
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from faster_whisper import WhisperModel
 
     from gateway.core.audio import Recording
+    from gateway.core.streaming import StreamConfig
     from gateway.settings import WhisperSettings
+
+T = TypeVar("T")
 
 # Published LibriSpeech test-clean WER (Whisper paper, table 2), for the quality objective.
 _PUBLISHED_WER = {"tiny.en": 0.056, "tiny": 0.076, "base.en": 0.042, "base": 0.050, "small.en": 0.031}
+# One decode of a stream's utterance (at most 30 s of audio) that takes longer than this is a stall.
+_STREAM_DECODE_TIMEOUT_S = 30.0
+_STREAM_FRONT_TIMEOUT_S = 10.0
 
 
 def default_model_dir() -> Path:
@@ -71,19 +90,30 @@ class FasterWhisperTranscriber:
             retains_data=False,
             latency_prior=LatencyModel(fixed_ms=150.0, rtf=0.35),
             languages=frozenset({"en"}) if english_only else None,
-            features=frozenset({"word_timestamps", "segments", "prompt", "language_detection"}),
+            features=frozenset({"word_timestamps", "segments", "prompt", "language_detection", "streaming"}),
             published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
         )
         self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
+        # Resampling and VAD of live audio: light, in arrival order, and never stuck behind a decode.
+        self._front_pool = WorkerPool(f"{self.name}-vad", 1, settings.max_streams)
         self._engine: WhisperModel | None = None
+        self._vad_session: Any = None
+        self._streams = 0
 
     async def start(self) -> None:
         await self._pool.run(self._load, timeout_s=None)
+        await self._front_pool.run(self._load_vad, timeout_s=None)
         # Warm-up: the first decode allocates buffers and compiles kernels.
         silence = np.zeros(16_000, dtype=np.float32)
         await self._pool.run(
             lambda: self._run(silence, TranscribeOptions(language=self._warmup_language())), None
         )
+
+    def _load_vad(self) -> None:
+        from faster_whisper.vad import get_vad_model
+
+        self._vad_session = get_vad_model().session
+        Endpointer(self._vad_session, 0.5, 500).feed(np.zeros(16_000, dtype=np.float32))
 
     def _warmup_language(self) -> str | None:
         languages = self.capabilities.languages
@@ -158,6 +188,162 @@ class FasterWhisperTranscriber:
         text = " ".join(seg.text for seg in segments if seg.text)
         return text, info.language, segments
 
+    async def open_stream(self, config: StreamConfig, timeout_s: float | None) -> WhisperStream:
+        if self._engine is None or self._vad_session is None:
+            raise ProviderUnavailable(self.name, "the model is not loaded yet")
+        languages = self.capabilities.languages
+        if config.language and languages is not None and config.language not in languages:
+            raise ProviderInputError(self.name, f"model {self.model} only transcribes {sorted(languages)}")
+        if self._streams >= self._settings.max_streams:
+            raise ProviderBusy(
+                self.name,
+                f"{self._streams} live streams already run (GATEWAY_WHISPER__MAX_STREAMS)",
+                retry_after_s=1.0,
+            )
+        self._streams += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._streams -= 1
+
+        settings = self._settings
+        language = config.language or self._warmup_language()
+        endpointer = Endpointer(self._vad_session, settings.stream_vad_threshold, config.endpointing_ms)
+        tuning = StreamTuning(
+            step_s=settings.stream_step_ms / 1000,
+            max_buffer_s=settings.stream_max_buffer_s,
+            vad_threshold=settings.stream_vad_threshold,
+        )
+
+        def decoder(audio: np.ndarray, prompt: str, final: bool) -> Hypothesis:
+            return self._decode_stream(audio, prompt, final, language, config.word_timestamps)
+
+        async def run_decode(fn: Callable[[], Hypothesis]) -> Timed[Hypothesis]:
+            return await self._pool.run(fn, _STREAM_DECODE_TIMEOUT_S)
+
+        async def run_front(fn: Callable[[], T]) -> Timed[T]:
+            return await self._front_pool.run(fn, _STREAM_FRONT_TIMEOUT_S)
+
+        return WhisperStream(
+            self.name,
+            config,
+            tuning,
+            Front(config.sample_rate, endpointer),
+            decoder,
+            run_decode,
+            run_front,
+            release,
+        )
+
+    def _decode_stream(
+        self, audio: np.ndarray, prompt: str, final: bool, language: str | None, word_timestamps: bool
+    ) -> Hypothesis:
+        if self._engine is None:
+            raise ProviderUnavailable(self.name, "the model is not loaded any more")
+        engine: WhisperModel = self._engine
+        extra: dict[str, Any] = {}
+        duration_s = audio.size / 16_000
+        if not final:
+            # Whisper's encoder always sees 30 s, most of it padding for a short buffer. An interim step
+            # encodes only the buffer and a second more (5-8x faster); Whisper then tends to run on past
+            # the audio, so its output is capped and cut at the first loop. Finals see the full window.
+            engine = _short_context(engine, min(3000, 100 * math.ceil(duration_s + 1.0)))
+            extra["max_new_tokens"] = round(duration_s * 5 + 10)
+        try:
+            raw_segments, _info = engine.transcribe(
+                audio,
+                language=language,
+                beam_size=self._settings.beam_size if final else self._settings.stream_interim_beam_size,
+                word_timestamps=word_timestamps,
+                initial_prompt=prompt or None,
+                condition_on_previous_text=False,
+                # A final may fall back to sampling when greedy decoding loops; an interim step may not
+                # (the next step decodes again anyway).
+                temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
+                vad_filter=False,
+                **extra,
+            )
+            segments = [list(_words(seg, word_timestamps)) for seg in raw_segments]
+        except (RuntimeError, ValueError) as exc:
+            raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
+        if not final:
+            segments = _without_loop(segments, duration_s)
+        return Hypothesis(tuple(tuple(seg) for seg in segments if seg))
+
     async def close(self) -> None:
         self._pool.close()
+        self._front_pool.close()
         self._engine = None
+
+
+def _short_context(engine: WhisperModel, frames: int) -> WhisperModel:
+    """The same model whose encoder gets only the first ``frames`` mel frames of each 30 s window."""
+    from faster_whisper import WhisperModel
+
+    trimmed = copy.copy(engine)  # shares the CTranslate2 model, tokenizer and feature extractor
+
+    def encode(features: np.ndarray) -> Any:
+        return WhisperModel.encode(trimmed, features[..., :frames])
+
+    trimmed.encode = encode  # type: ignore[method-assign]
+    return trimmed
+
+
+def _without_loop(segments: list[list[Word]], duration_s: float) -> list[list[Word]]:
+    """Cut a hypothesis where it starts repeating itself (one to four words over and over), or runs
+    past the audio."""
+    flat = [w for seg in segments for w in seg]
+    keys = [re.sub(r"[^\w']", "", w.text.lower()) for w in flat]
+    cut = len(flat)
+    for i in range(len(flat)):
+        if flat[i].start_s > duration_s:
+            cut = i
+            break
+        loop = _repeat_at(keys, i)
+        if loop:
+            # The same one to four words three times in a row: keep the first time, drop the echoes.
+            cut = i - loop
+            break
+    out, taken = [], 0
+    for seg in segments:
+        keep = seg[: max(0, cut - taken)]
+        taken += len(seg)
+        if keep:
+            out.append(keep)
+    return out
+
+
+def _repeat_at(keys: list[str], i: int) -> int:
+    """n when keys[i : i + n] is the third copy in a row of the n (1-4) words before it (else 0)."""
+    for n in (1, 2, 3, 4):
+        if (
+            i >= 2 * n
+            and i + n <= len(keys)
+            and keys[i - 2 * n : i - n] == keys[i - n : i] == keys[i : i + n]
+        ):
+            return n
+    return 0
+
+
+def _words(segment: Any, timed: bool) -> tuple[Word, ...]:
+    """A segment's words; without word timestamps, spread over the segment by their length."""
+    if timed and segment.words:
+        return tuple(
+            Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+            for w in segment.words
+            if w.word.strip()
+        )
+    texts = segment.text.split()
+    if not texts:
+        return ()
+    start, end = float(segment.start), float(segment.end)
+    total = sum(len(t) for t in texts)
+    words, at = [], start
+    for text in texts:
+        span = (end - start) * len(text) / total
+        words.append(Word(text, at, at + span))
+        at += span
+    return tuple(words)

@@ -1,14 +1,57 @@
-"""Test speech from two independent synthesizers: piper (neural) and espeak-ng (formant)."""
+"""Test speech: synthetic from piper (neural) and espeak-ng (formant), and real recordings with references.
+
+The recordings live beside the repository in ``shared/speech/`` (see its README), or in ``$SPEECH_DIR``.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
+import json
+import os
 import re
 import shutil
 import subprocess
 import wave
+from dataclasses import dataclass
+from pathlib import Path
 
 import jiwer
+import numpy as np
+
+SPEECH_DIR = Path(os.environ.get("SPEECH_DIR", Path(__file__).resolve().parents[2] / "shared" / "speech"))
+
+
+@dataclass(frozen=True)
+class RealClip:
+    id: str
+    samples: np.ndarray  # int16 mono, as published (its own sample rate)
+    rate: int
+    reference: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.size / self.rate
+
+    def pcm(self) -> bytes:
+        return self.samples.astype("<i2").tobytes()
+
+
+@functools.cache
+def manifest() -> dict[str, dict[str, object]]:
+    lines = (SPEECH_DIR / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return {entry["id"]: entry for entry in map(json.loads, filter(None, lines))}
+
+
+@functools.cache
+def real_clip(clip_id: str) -> RealClip:
+    """A recording from the real-speech set, decoded to 16-bit mono PCM at its own rate."""
+    from gateway.core.audio import decode_pcm16
+
+    entry = manifest()[clip_id]
+    samples, rate = decode_pcm16((SPEECH_DIR / str(entry["file"])).read_bytes())
+    return RealClip(clip_id, samples, rate, str(entry["reference"]))
+
 
 # Sentences without digits, so the comparison does not hinge on number formatting.
 SENTENCES = [

@@ -72,3 +72,32 @@ def test_each_benchmark_runs_quick_and_prints_its_goals(redis_url):
         metrics = {match["metric"] for match in RESULT.finditer(output)}
         assert set(EXPECTED[name]) <= metrics, f"{name} printed {sorted(metrics)}:\n{output}"
     print(f"{len(EXPECTED)} quick benchmarks side by side: {elapsed:.1f} s")
+
+
+STREAM_GOALS = [
+    "partial latency p50",
+    "partial latency p90",
+    "finalization latency p50",
+    "final WER ratio stream/batch",
+    "c=4 processing RTF",
+]
+
+
+def test_the_stream_benchmark_runs_quick_and_prints_its_goals():
+    # On its own, after the others: it keeps both cores busy with Whisper, which would starve them.
+    # It drives the local engine in-process until StreamTranscribe is served, so it needs no gateway.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "bench/stream_transcribe.py", "--quick"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+    assert re.search(r"^config: provider in-process \(faster-whisper ", done.stdout, re.M), done.stdout
+    metrics = {match["metric"] for match in RESULT.finditer(done.stdout)}
+    assert set(STREAM_GOALS) <= metrics, f"printed {sorted(metrics)}:\n{done.stdout}"
