@@ -498,21 +498,28 @@ def _cmd_listen(args: argparse.Namespace, ui: _Ui) -> int:
             return EXIT_OK
         if not ui.out.is_terminal:
             _say(ui, Text(f"{path.name}  ·  {_format_duration(audio_s)}", style="dim"))
-        last = _render_stream(responses, ui, path.name, audio_s)
-    if last is not None:
-        ui.out.print(_route_table(last.route_info, billed_seconds=last.billed_seconds))
+        summary: list[audio_gateway_pb2.StreamTranscribeResponse] = []
+        try:
+            _render_stream(responses, ui, path.name, audio_s, summary)
+        finally:
+            # A stream ended by a limit or the budget still sends its route and billed seconds first.
+            if summary:
+                ui.out.print(_route_table(summary[-1].route_info, billed_seconds=summary[-1].billed_seconds))
     return EXIT_OK
 
 
 def _render_stream(
-    responses: Iterator[audio_gateway_pb2.StreamTranscribeResponse], ui: _Ui, name: str, audio_s: float
-) -> audio_gateway_pb2.StreamTranscribeResponse | None:
+    responses: Iterator[audio_gateway_pb2.StreamTranscribeResponse],
+    ui: _Ui,
+    name: str,
+    audio_s: float,
+    summary: list[audio_gateway_pb2.StreamTranscribeResponse],
+) -> None:
     """Prints finals line by line with the current interim result under them, updated in place.
 
-    Returns the last response when it carries the stream's RouteInfo.
+    The response that carries the stream's RouteInfo is appended to ``summary`` as soon as it arrives.
     """
     interim = Text("")
-    last: audio_gateway_pb2.StreamTranscribeResponse | None = None
     # On a pipe or in a file there is no "in place": interim results are left out and finals are lines.
     live = Live(interim, console=ui.out, auto_refresh=False, transient=True) if ui.out.is_terminal else None
     heard = False
@@ -544,10 +551,9 @@ def _render_stream(
                 if live is not None:
                     live.update(interim, refresh=True)
             if response.HasField("route_info"):
-                last = response
+                summary.append(response)
     if not heard:
         _say(ui, Text("(no speech recognised)", style="italic"))
-    return last
 
 
 @contextmanager

@@ -621,3 +621,33 @@ def test_listen_errors(stream_gateway, gateway, tmp_path, capsys):
 
     assert _listen(stream_gateway, str(clip), "--chunk-ms", "0") == 2
     assert "--chunk-ms" in capsys.readouterr().err
+
+
+def test_listen_ended_by_a_limit_shows_what_was_heard_and_the_route(tmp_path, capsys):
+    from tests.conftest import local_settings
+
+    settings = local_settings()
+    settings.streams.max_duration_s = 2.0
+    fake = FakeStreamingTranscriber(name="short")
+    runner = _LoopThread()
+
+    async def start() -> GatewayServer:
+        server = GatewayServer(settings, providers=[fake])
+        await server.start()
+        await server.wait_ready(timeout_s=10)
+        return server
+
+    clip = _tone_words_file(tmp_path / "words.wav")
+    with structlog.testing.capture_logs():
+        server = runner.run(start())
+        try:
+            code = cli.main(["listen", str(clip), "--target", f"127.0.0.1:{server.port}", "--timeout", "20"])
+        finally:
+            runner.run(server.stop(grace_s=1))
+            runner.close()
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: RESOURCE_EXHAUSTED:") and "2 s of audio" in err
+    # The first utterance ended before the limit and the second never began: its final is all there is.
+    assert "alpha bravo charlie" in out.splitlines() and "delta" not in out
+    assert "2.00 s of audio" in out and "short" in out
