@@ -166,7 +166,10 @@ def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> Price
     """Price every configured remote provider, refusing to start with a cloud model nobody priced."""
     price_list = PriceList.load(settings.price_book_file or default_price_list_path())
     vendor_prices: dict[tuple[str, str], UnitPrices] = {}
+    stream_prices: dict[tuple[str, str], UnitPrices] = {}
     for config in configs:
+        if config.prices is None and (stream := price_list.prices.get(f"{config.price_key}:streaming")):
+            stream_prices[(config.name, config.model)] = stream
         if config.prices is not None:
             vendor_prices[(config.name, config.model)] = UnitPrices(**config.prices.model_dump())
         elif key := next((k for k in _price_keys(config) if k in price_list.prices), None):
@@ -186,4 +189,5 @@ def build_price_book(settings: Settings, configs: list[ProviderConfig]) -> Price
         vendor_prices=vendor_prices,
         version=price_list.version,
         reference_cloud=reference,
+        stream_prices=stream_prices,
     )

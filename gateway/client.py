@@ -60,12 +60,16 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 AudioSource = bytes | str | Path
-OutputFormat = Literal["wav", "pcm16"]
+OutputFormat = Literal["wav", "pcm16", "mp3", "opus", "flac", "mulaw"]
 Metadata = tuple[tuple[str, str], ...]
 
 _FORMATS: dict[str, audio_gateway_pb2.AudioFormat] = {
     "wav": audio_gateway_pb2.AUDIO_FORMAT_WAV,
     "pcm16": audio_gateway_pb2.AUDIO_FORMAT_PCM16,
+    "mp3": audio_gateway_pb2.AUDIO_FORMAT_MP3,
+    "opus": audio_gateway_pb2.AUDIO_FORMAT_OGG_OPUS,
+    "flac": audio_gateway_pb2.AUDIO_FORMAT_FLAC,
+    "mulaw": audio_gateway_pb2.AUDIO_FORMAT_MULAW,
 }
 _HEALTH_STATUS = health_pb2.HealthCheckResponse.ServingStatus
 _HEALTH_POLL_S = 0.25
@@ -289,6 +293,21 @@ class GatewayClient(_ClientBase):
         request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
         return self._stub.Synthesize(request, timeout=self.timeout_s, metadata=self._metadata)
 
+    def stream_synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        format: OutputFormat = "wav",
+        sample_rate: int = 0,
+        speed: float = 0.0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> Iterator[audio_gateway_pb2.SynthesizeChunk]:
+        """Chunks as the engine speaks each sentence; their ``audio`` joined in order is one file. The last
+        chunk carries ``route`` (and the characters billed)."""
+        request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
+        yield from self._stub.StreamSynthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+
     def understand(
         self,
         audio: AudioSource,
@@ -436,6 +455,22 @@ class AsyncGatewayClient(_ClientBase):
     ) -> audio_gateway_pb2.SynthesizeResponse:
         request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
         return await self._stub.Synthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def stream_synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        format: OutputFormat = "wav",
+        sample_rate: int = 0,
+        speed: float = 0.0,
+        routing: common_pb2.RoutingOptions | None = None,
+    ) -> AsyncIterator[audio_gateway_pb2.SynthesizeChunk]:
+        """Chunks as the engine speaks each sentence (see :meth:`GatewayClient.stream_synthesize`)."""
+        request = _synthesize_request(text, voice, format, sample_rate, speed, routing)
+        call = self._stub.StreamSynthesize(request, timeout=self.timeout_s, metadata=self._metadata)
+        async for chunk in call:
+            yield chunk
 
     async def understand(
         self,

@@ -24,6 +24,9 @@ class Policy(BaseModel):
     deny_providers: frozenset[str] = frozenset()
     fallback: bool = True
     max_attempts: int = Field(3, ge=1)
+    # StreamSynthesize: when a provider fails after audio has gone out, go on with the next candidate from
+    # the interrupted sentence (the caller is told the voice may change); false ends the stream UNAVAILABLE.
+    fallback_mid_stream: bool = True
     # The share of the request's remaining deadline one attempt may use while another candidate could still
     # follow it, so a provider that hangs leaves time for the fallback. The last attempt gets what remains.
     # Each attempt is also bounded by its provider's own timeout_s.

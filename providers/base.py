@@ -85,6 +85,22 @@ class Synthesizer(Provider, Protocol):
 
 
 @runtime_checkable
+class StreamingSynthesizer(Synthesizer, Protocol):
+    """A synthesizer whose engine or vendor returns audio while it is still speaking (streamed bodies).
+
+    StreamSynthesize hands it one sentence at a time, so a failure loses at most a sentence's work.
+    Every other synthesizer streams too, a whole sentence per piece, through ``synthesize``.
+    """
+
+    def synthesize_stream(
+        self, text: str, options: SynthesizeOptions, timeout_s: float | None
+    ) -> AsyncIterator[Speech]:
+        """Pieces of the speech for ``text`` in order, as they arrive; each carries its own usage (the
+        characters on the last piece). A failure part-way is raised as a ProviderError."""
+        ...
+
+
+@runtime_checkable
 class Answerer(Provider, Protocol):
     #: True when the model takes audio itself; False when it needs a transcript.
     listens: bool

@@ -9,15 +9,20 @@ voice, Deepgram's own model name (``aura-2-thalia-en``), is sent per request.
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import websockets
 from deepgram import AsyncDeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.core.parse_error import ParsingError
 from deepgram.environment import DeepgramClientEnvironment
+from deepgram.listen.v1.types.listen_v1error import ListenV1Error
+from deepgram.listen.v1.types.listen_v1results import ListenV1Results
+from deepgram.listen.v1.types.listen_v1speech_started import ListenV1SpeechStarted
+from deepgram.listen.v1.types.listen_v1utterance_end import ListenV1UtteranceEnd
 from deepgram.types.listen_v1response import ListenV1Response
 
 from gateway.core.audio import decode_pcm16
@@ -41,9 +46,22 @@ from gateway.core.provider_types import (
     Usage,
     WordTiming,
 )
+from gateway.core.streaming import (
+    PCM_SAMPLE_WIDTH,
+    SpeechEvent,
+    SpeechEventKind,
+    StreamConfig,
+    StreamEvent,
+    StreamResult,
+)
+from providers.live import STREAM_OPTIONS, LiveEvents, stall_seconds
 from providers.remote import capabilities_from, error_for_status
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from deepgram.listen.v1.socket_client import AsyncV1SocketClient
+
     from gateway.core.audio import Recording
     from providers.config import ProviderConfig
 
@@ -63,6 +81,17 @@ _LISTEN_SWITCHES = ("smart_format", "punctuate", "diarize", "utterances", "parag
 # Nova-3 transcribes English unless told otherwise.
 _DEFAULT_LANGUAGE = "en"
 
+# Switches of `options:` that also mean something on a live stream (the rest are pre-recorded only).
+_LIVE_SWITCHES = ("punctuate", "smart_format", "diarize", "numerals", "profanity_filter", "filler_words")
+# Deepgram refuses an utterance_end_ms under 1000 ms.
+_MIN_UTTERANCE_END_MS = 1000
+# Close codes Deepgram documents for a stream it ends on its side: 1008, data it could not decode (the
+# same audio fails again, elsewhere too); 1011, a timeout or an internal error (another try may work).
+_REJECTED_CLOSE_CODES = frozenset({1008})
+# Deepgram answers audio in steps of about a second: audio this close to the end of its last answer is
+# not owed an answer yet.
+_ANSWER_SLACK_S = 1.0
+
 
 class DeepgramProvider:
     """A Deepgram transcriber or synthesizer, as its config entry's ``operation`` says."""
@@ -81,7 +110,7 @@ class DeepgramProvider:
         self._config = config
         self._options = dict(config.options)
         if config.operation is Operation.TRANSCRIBE:
-            features = {"word_timestamps", "segments"}
+            features = {"word_timestamps", "segments", "streaming"}
             if self._options.get("diarize") is True:
                 features.add("diarization")
             if self._options.get("detect_language") is True:
@@ -97,6 +126,7 @@ class DeepgramProvider:
             raise ValueError(
                 f"provider {config.name!r}: default_voice {self._default_voice!r} is not among its voices"
             )
+        self._stall_s = stall_seconds(self._options, config.name)
         self._http = httpx.AsyncClient(timeout=config.timeout_s)
         self._client = AsyncDeepgramClient(
             api_key=key or "",
@@ -119,7 +149,7 @@ class DeepgramProvider:
         self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
     ) -> Transcript:
         self._require(Operation.TRANSCRIBE)
-        query = {**_LISTEN_DEFAULTS, **self._options}
+        query = {k: v for k, v in {**_LISTEN_DEFAULTS, **self._options}.items() if k not in STREAM_OPTIONS}
         if query.get("diarize") is True:
             # Utterances carry the speaker turns that segments are built from.
             query.setdefault("utterances", True)
@@ -160,6 +190,51 @@ class DeepgramProvider:
             usage=Usage(audio_seconds=audio.duration_s),
         )
 
+    # -- live transcription -------------------------------------------------------
+
+    async def open_stream(self, config: StreamConfig, timeout_s: float | None) -> DeepgramStream:
+        self._require(Operation.TRANSCRIBE)
+        limit = self._limit(timeout_s)
+        query = {**_LISTEN_DEFAULTS, **self._options}
+        switches = {k: _flag(query[k]) for k in _LIVE_SWITCHES if k in query}
+        language = config.language or _str_or_none(query.get("language"))
+        stack = AsyncExitStack()
+        try:
+            async with asyncio.timeout(limit):
+                socket = await stack.enter_async_context(
+                    self._client.listen.v1.connect(
+                        model=self.model,
+                        encoding="linear16",
+                        sample_rate=config.sample_rate,
+                        channels=1,
+                        # Always on: UtteranceEnd needs interim results, so a caller who wants none gets
+                        # them filtered here instead.
+                        interim_results="true",
+                        endpointing=config.endpointing_ms,
+                        utterance_end_ms=max(config.utterance_end_ms, _MIN_UTTERANCE_END_MS),
+                        vad_events="true",
+                        language=language,
+                        **switches,
+                    )
+                )
+        except BaseException as exc:
+            await stack.aclose()
+            if isinstance(exc, Exception):
+                raise self._open_failure(exc) from exc
+            raise
+        return DeepgramStream(self.name, socket, stack, config, self._stall_s)
+
+    def _open_failure(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, ApiError):
+            return error_for_status(self.name, exc.status_code or 502, _detail(exc.body))
+        if isinstance(exc, TimeoutError):
+            return ProviderTimeout(self.name, "the live socket did not open before the deadline")
+        if isinstance(exc, websockets.exceptions.InvalidURI):
+            return ProviderRejected(self.name, "base_url does not make a valid websocket URL")
+        if isinstance(exc, OSError | websockets.exceptions.WebSocketException):
+            return ProviderUnavailable(self.name, f"the live socket could not open ({type(exc).__name__})")
+        return ProviderBadResponse(self.name, f"the live socket could not open ({type(exc).__name__})")
+
     # -- synthesis ----------------------------------------------------------------
 
     def voices(self) -> frozenset[str]:
@@ -174,7 +249,11 @@ class DeepgramProvider:
                 f"unknown voice {clip(voice)!r}; available voices: {', '.join(sorted(self._voices))}",
             )
         sample_rate = self._options.get("sample_rate", _SPEAK_SAMPLE_RATE)
-        extra = {k: v for k, v in self._options.items() if k not in _RESERVED_SPEAK_OPTIONS}
+        extra = {
+            k: v
+            for k, v in self._options.items()
+            if k not in _RESERVED_SPEAK_OPTIONS and k not in STREAM_OPTIONS
+        }
         limit = self._limit(timeout_s)
         try:
             body = await asyncio.wait_for(
@@ -383,3 +462,200 @@ def _single_segment(text: str, words: list[_Word]) -> SegmentTiming:
         words=tuple(w.timing for w in words),
         speaker=_speaker(speaker),
     )
+
+
+# -- live transcription ------------------------------------------------------------
+
+
+def _flag(value: object) -> str:
+    """The SDK puts query values in the URL as Python prints them; Deepgram reads "true", not "True"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class DeepgramStream:
+    """One live socket: audio in as binary frames, Results / SpeechStarted / UtteranceEnd out as events.
+
+    Results carry ``start`` and ``duration`` on the stream's audio timeline. A final with ``speech_final``
+    means Deepgram heard the endpointing silence: the utterance ended there. ``UtteranceEnd`` ends it too
+    when noise kept ``speech_final`` from coming; whichever comes first ends the utterance, once.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        socket: AsyncV1SocketClient,
+        stack: AsyncExitStack,
+        config: StreamConfig,
+        stall_s: float,
+    ) -> None:
+        self._provider = provider
+        self._socket = socket
+        self._stack = stack
+        self._config = config
+        self._events = LiveEvents(provider, stall_s)
+        self._bytes_sent = 0
+        self._closing = False
+        self._in_utterance = False
+        self._finalizing = False
+        self._reader = asyncio.create_task(self._read(), name=f"{provider}-live-reader")
+
+    async def send(self, pcm: bytes) -> None:
+        if self._closing or self._events.finished:
+            return
+        # Deepgram answers audio continuously (silence with empty finals), so audio is owed an answer.
+        if await self._write(self._socket.send_media(pcm)):
+            self._bytes_sent += len(pcm)
+            self._events.owe()
+
+    async def finalize(self) -> None:
+        if not self._closing and await self._write(self._socket.send_finalize()):
+            self._finalizing = True
+            self._events.owe()
+
+    async def keepalive(self) -> None:
+        if not self._closing:
+            await self._write(self._socket.send_keep_alive())
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if await self._write(self._socket.send_close_stream()):
+            self._events.owe()
+
+    async def abort(self) -> None:
+        self._closing = True
+        # A graceful close waits for the vendor's close frame (up to 10 s), and a vendor that stalled may
+        # never send it: the connection is cut instead. The SDK exposes no abort of its own.
+        transport = getattr(getattr(self._socket, "_websocket", None), "transport", None)
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.abort()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self._release()
+        self._events.end()
+
+    def events(self) -> AsyncIterator[StreamEvent]:
+        return self._events.iterate(self.abort)
+
+    def usage(self) -> Usage:
+        return Usage(audio_seconds=self._seconds_sent())
+
+    def _seconds_sent(self) -> float:
+        return self._bytes_sent / (PCM_SAMPLE_WIDTH * self._config.sample_rate)
+
+    # -- internals ----------------------------------------------------------------
+
+    async def _write(self, sending: Any) -> bool:
+        try:
+            await sending
+        except websockets.exceptions.ConnectionClosed as exc:
+            # The reader sees the same close and reports it; a failed write only must not raise here.
+            self._events.fail(self._closed(exc))
+            return False
+        return True
+
+    async def _release(self) -> None:
+        with suppress(OSError, websockets.exceptions.WebSocketException):
+            await self._stack.aclose()
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._socket:
+                self._events.heard()
+                for event in self._map(message):
+                    self._events.put(event)
+                    if (
+                        self._config.single_utterance
+                        and isinstance(event, SpeechEvent)
+                        and event.kind is SpeechEventKind.END_OF_UTTERANCE
+                    ):
+                        await self.close()
+        except websockets.exceptions.ConnectionClosed as exc:
+            self._events.fail(self._closed(exc))
+        except _VendorError as exc:
+            self._events.fail(exc.error)
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            self._events.fail(
+                ProviderBadResponse(self._provider, f"unexpected live message ({type(exc).__name__})")
+            )
+        else:
+            if self._closing:
+                self._events.end()
+            else:
+                self._events.fail(ProviderUnavailable(self._provider, "Deepgram closed the stream unasked"))
+        finally:
+            await self._release()
+
+    def _closed(self, exc: websockets.exceptions.ConnectionClosed) -> ProviderError:
+        frame = exc.rcvd
+        if frame is None:
+            return ProviderUnavailable(self._provider, "the live socket dropped without a close frame")
+        reason = " ".join(frame.reason.split())[:100]
+        message = f"Deepgram closed the stream ({frame.code}{': ' + reason if reason else ''})"
+        if frame.code in _REJECTED_CLOSE_CODES:
+            return ProviderRejected(self._provider, message)
+        return ProviderUnavailable(self._provider, message)
+
+    def _map(self, message: object) -> list[StreamEvent]:
+        if isinstance(message, ListenV1Results):
+            return self._results(message)
+        if isinstance(message, ListenV1SpeechStarted):
+            if self._in_utterance:
+                return []
+            self._in_utterance = True
+            return [SpeechEvent(SpeechEventKind.SPEECH_BEGIN, float(message.timestamp))]
+        if isinstance(message, ListenV1UtteranceEnd):
+            return self._utterance_end(float(message.last_word_end))
+        if isinstance(message, ListenV1Error):
+            detail = " ".join(str(message.description or message.code or "").split())[:100]
+            raise _VendorError(ProviderUnavailable(self._provider, f"Deepgram reported an error: {detail}"))
+        # Metadata, configure acknowledgements: nothing a caller needs.
+        return []
+
+    def _results(self, message: ListenV1Results) -> list[StreamEvent]:
+        alternative = message.channel.alternatives[0]
+        text = _text(alternative.transcript)
+        start = float(message.start)
+        end = start + float(message.duration)
+        if message.from_finalize:
+            self._finalizing = False
+        if not self._finalizing and not self._closing and end >= self._seconds_sent() - _ANSWER_SLACK_S:
+            self._events.settle()
+        events: list[StreamEvent] = []
+        if text:
+            words = tuple(_word(w).timing for w in alternative.words or ())
+            if not self._in_utterance:
+                self._in_utterance = True
+                events.append(SpeechEvent(SpeechEventKind.SPEECH_BEGIN, words[0].start_s if words else start))
+            final = bool(message.is_final)
+            if final or self._config.interim_results:
+                events.append(
+                    StreamResult(
+                        text=text,
+                        is_final=final,
+                        start_s=start,
+                        end_s=end,
+                        # Deepgram gives no stability for interim results; 0.0 says "not known".
+                        stability=1.0 if final else 0.0,
+                        confidence=float(alternative.confidence or 0.0),
+                        words=words if self._config.word_timestamps else (),
+                    )
+                )
+        if message.is_final and message.speech_final:
+            events.extend(self._utterance_end(end))
+        return events
+
+    def _utterance_end(self, at_s: float) -> list[StreamEvent]:
+        if not self._in_utterance:
+            return []
+        self._in_utterance = False
+        return [SpeechEvent(SpeechEventKind.END_OF_UTTERANCE, at_s)]
+
+
+class _VendorError(Exception):
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -147,7 +147,12 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, metavar="OUT", help="audio file to write"
     )
     synthesize.add_argument("--voice", default="", help="voice name (default: the provider's default)")
-    synthesize.add_argument("--format", choices=("wav", "pcm16"), default="wav", help="output encoding")
+    synthesize.add_argument(
+        "--format",
+        choices=("wav", "pcm16", "mp3", "opus", "flac", "mulaw"),
+        default="wav",
+        help="output encoding",
+    )
     synthesize.add_argument(
         "--sample-rate",
         type=_non_negative_int,
@@ -161,6 +166,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="X",
         help="speaking rate multiplier (default 1)",
+    )
+    synthesize.add_argument(
+        "--stream",
+        action="store_true",
+        help="StreamSynthesize: write each chunk to OUT as it arrives (the first sentence plays sooner)",
     )
     synthesize.set_defaults(handler=_cmd_synthesize)
 
@@ -416,11 +426,59 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
     return EXIT_OK
 
 
+def _stream_synthesize(args: argparse.Namespace, ui: _Ui, text: str, output: Path) -> int:
+    started = time.perf_counter()
+    first_audio_s: float | None = None
+    last: audio_gateway_pb2.SynthesizeChunk | None = None
+    size = 0
+    try:
+        out = output.open("wb")
+    except OSError as exc:
+        raise CliError(f"cannot write {output}: {exc.strerror or exc}") from None
+    with out, _client(args) as client, _progress(ui, f"Streaming {len(text):,} characters"):
+        chunks = client.stream_synthesize(
+            text,
+            voice=args.voice,
+            format=args.format,
+            sample_rate=args.sample_rate,
+            speed=args.speed,
+            routing=_routing(args),
+        )
+        for chunk in chunks:
+            if chunk.audio and first_audio_s is None:
+                first_audio_s = time.perf_counter() - started
+            # Written and flushed as it comes, so a player reading the file can start at once.
+            out.write(chunk.audio)
+            out.flush()
+            size += len(chunk.audio)
+            last = chunk
+    if last is None:
+        raise CliError("the gateway ended the stream without audio")
+    if ui.json:
+        body = _message_dict(last)
+        body.pop("audio", None)
+        body.update(output=str(output), bytes=size, chunks=last.sequence + 1, first_audio_s=first_audio_s)
+        _write_json(body)
+        return EXIT_OK
+    summary = Text.assemble(
+        ("Wrote ", ""),
+        (str(output), "bold"),
+        f"  ({_format_duration(last.start_s)}, {last.sample_rate} Hz, {last.mime_type}, "
+        f"{_format_size(size)} in {last.sequence + 1} chunks, first audio after "
+        f"{(first_audio_s or 0.0) * 1000:.0f} ms, voice {last.voice})",
+    )
+    _say(ui, summary)
+    ui.out.print(_route_table(last.route))
+    return EXIT_OK
+
+
 def _cmd_synthesize(args: argparse.Namespace, ui: _Ui) -> int:
     output: Path = args.output.expanduser()
     if not output.parent.is_dir():
         raise CliError(f"cannot write {output}: directory {output.parent} does not exist")
     text = sys.stdin.read() if args.text == "-" else args.text
+    if args.stream:
+        return _stream_synthesize(args, ui, text, output)
     with _client(args) as client, _progress(ui, f"Synthesizing {len(text):,} characters"):
         reply = client.synthesize(
             text,

@@ -39,6 +39,10 @@ class CacheMode(enum.StrEnum):
 class OutputFormat(enum.StrEnum):
     WAV = "wav"
     PCM16 = "pcm16"
+    MP3 = "mp3"
+    OGG_OPUS = "opus"  # Opus in Ogg
+    FLAC = "flac"
+    MULAW = "mulaw"  # G.711 mu-law, 8 kHz, headerless (telephony)
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,24 @@ class SynthesizeResult:
     duration_s: float
     voice: str
     route: RouteInfo
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """One piece of a streamed synthesis: encoded audio and the span of the text it speaks."""
+
+    audio: bytes
+    sequence: int
+    start_s: float
+    duration_s: float
+    text_start: int  # code-point offsets into the request's text, [start, end)
+    text_end: int
+    mime_type: str
+    sample_rate: int
+    voice: str
+    voice_may_change: bool = False
+    characters: int = 0  # the last chunk only: what the providers spoke, over every attempt
+    route: RouteInfo | None = None  # the last chunk only
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,10 @@ _FORMAT = {
     pb.AUDIO_FORMAT_UNSPECIFIED: domain.OutputFormat.WAV,
     pb.AUDIO_FORMAT_WAV: domain.OutputFormat.WAV,
     pb.AUDIO_FORMAT_PCM16: domain.OutputFormat.PCM16,
+    pb.AUDIO_FORMAT_MP3: domain.OutputFormat.MP3,
+    pb.AUDIO_FORMAT_OGG_OPUS: domain.OutputFormat.OGG_OPUS,
+    pb.AUDIO_FORMAT_FLAC: domain.OutputFormat.FLAC,
+    pb.AUDIO_FORMAT_MULAW: domain.OutputFormat.MULAW,
 }
 _LOCALITY = {
     None: common.LOCALITY_UNSPECIFIED,
@@ -254,6 +258,23 @@ def synthesize_response(result: domain.SynthesizeResult) -> pb.SynthesizeRespons
         duration_s=result.duration_s,
         voice=result.voice,
         route=route_info(result.route),
+    )
+
+
+def synthesize_chunk(chunk: domain.SpeechChunk) -> pb.SynthesizeChunk:
+    return pb.SynthesizeChunk(
+        audio=chunk.audio,
+        sequence=chunk.sequence,
+        start_s=chunk.start_s,
+        duration_s=chunk.duration_s,
+        text_start=chunk.text_start,
+        text_end=chunk.text_end,
+        mime_type=chunk.mime_type,
+        sample_rate=chunk.sample_rate,
+        voice=chunk.voice,
+        voice_may_change=chunk.voice_may_change,
+        characters=chunk.characters,
+        route=route_info(chunk.route) if chunk.route is not None else None,
     )
 
 

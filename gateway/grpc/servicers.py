@@ -47,6 +47,15 @@ class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
         result = await self._router.synthesize(converters.synthesize_request(request), self._context(context))
         return converters.synthesize_response(result)
 
+    async def StreamSynthesize(
+        self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SynthesizeChunk]:
+        chunks = self._router.stream_synthesize(
+            converters.synthesize_request(request), self._context(context)
+        )
+        async for chunk in chunks:
+            yield converters.synthesize_chunk(chunk)
+
     async def Understand(
         self, request: pb.UnderstandRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnderstandResponse:

@@ -56,6 +56,9 @@ class PriceBook:
     version: str = "builtin"
     # Operation → list prices of cloud models, for "what would the cloud have cost" with none configured.
     reference_cloud: dict[Operation, tuple[UnitPrices, ...]] = field(default_factory=dict)
+    # Live-stream rates by (provider, model), where a vendor bills streams apart from files (the price
+    # book's "vendor/model:streaming" keys); a provider without one streams at its file rate.
+    stream_prices: dict[tuple[str, str], UnitPrices] = field(default_factory=dict)
 
     def is_priced(self, provider: str, model: str) -> bool:
         return (provider, model) in self.vendor_prices
@@ -69,6 +72,17 @@ class PriceBook:
         if locality is Locality.LOCAL:
             return self._compute_cost(usage.compute_seconds)
         return price_units(self.unit_prices(provider, model, locality), usage)
+
+    def stream_unit_prices(self, provider: str, model: str, locality: Locality) -> UnitPrices:
+        if locality is Locality.LOCAL:
+            return UnitPrices()
+        return self.stream_prices.get((provider, model)) or self.unit_prices(provider, model, locality)
+
+    def stream_cost(self, provider: str, model: str, locality: Locality, usage: Usage) -> Decimal:
+        """What a live stream's attempt cost: its streaming rate when the vendor has one."""
+        if locality is Locality.LOCAL:
+            return self._compute_cost(usage.compute_seconds)
+        return price_units(self.stream_unit_prices(provider, model, locality), usage)
 
     def estimate(self, candidate: CandidateInfo, ctx: RankContext, latency_ms: float) -> Decimal:
         """Expected cost before the call: local compute ≈ the expected latency."""

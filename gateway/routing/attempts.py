@@ -15,8 +15,9 @@ estimate of its cost kept apart as ``possibly_billed_usd``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -303,6 +304,70 @@ class Attempts:
         route.provider, route.model = provider.name, provider.model
         if route.locality is None or EXPOSURE[locality] > EXPOSURE[route.locality]:
             route.locality = locality
+
+    # -- for walks that are not one call per candidate (a stream speaks sentence by sentence) -----------
+
+    @contextlib.asynccontextmanager
+    async def reserved(
+        self, operation: Operation, ranking: Ranking, route: RouteInfo, ctx: RequestContext, characters: int
+    ) -> AsyncIterator[Ranking]:
+        """:meth:`run`'s budget reservation around a walk the caller drives; yields the ranking it may use.
+
+        Settled to what the route's cost grew by, whether the walk ends well or not: a stream that fails
+        after speaking some sentences has had them billed.
+        """
+        if not ranking.kept:
+            raise self.no_route(operation, ranking)
+        tenant: Tenant = ctx.tenant
+        if tenant.monthly_budget_usd is None:
+            yield ranking
+            return
+        reservation, ranking = await self._reserve(
+            tenant.name, tenant.monthly_budget_usd, operation, ranking, ctx, 0.0, characters
+        )
+        spent_before = route.cost_usd
+        try:
+            yield ranking
+        finally:
+            await asyncio.shield(self._budgets.settle(reservation, route.cost_usd - spent_before))
+
+    def record_failure(
+        self,
+        route: RouteInfo,
+        provider: Provider,
+        operation: Operation,
+        exc: ProviderError,
+        started: float,
+        characters: int,
+        estimate: Decimal,
+    ) -> None:
+        self._failed(route, provider, operation, exc, started, 0.0, characters, estimate)
+
+    def record_success(
+        self,
+        route: RouteInfo,
+        provider: Provider,
+        operation: Operation,
+        usage: Usage,
+        started: float,
+        characters: int,
+    ) -> None:
+        self._succeeded(route, provider, operation, usage, started, 0.0, characters)
+
+    def record_cancelled(
+        self, route: RouteInfo, provider: Provider, operation: Operation, started: float, estimate: Decimal
+    ) -> None:
+        _record(
+            route,
+            provider,
+            operation,
+            CANCELLED,
+            "cancelled before the provider answered",
+            started,
+            Decimal(0),
+            Usage(),
+            possibly_billed=estimate,
+        )
 
     def no_route(self, operation: Operation, ranking: Ranking) -> Exception:
         """The error for a ranking that kept nobody: loading, out of budget, or excluded by the policy."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from gateway.cache.codec import PayloadError
 from gateway.cache.results import CachedEntry, digest_bytes, digest_text
@@ -95,6 +95,25 @@ class Job:
     @property
     def rank_context(self) -> RankContext:
         return self.identity.rank_context(self.audio_s)
+
+
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True)
+class StreamJob(Generic[Item]):
+    """A streamed operation's checked input and its provider work, piece by piece."""
+
+    identity: Identity
+    # The provider work: items as they are produced (the walk, failover and attempt records are its own).
+    pieces: Callable[[Step], AsyncIterator[Item]]
+    # The final message, from what the pieces held back and the finished route.
+    last: Callable[[RouteInfo], Item]
+    # What a finished stream leaves in the cache (the operation's payload), or None to leave nothing.
+    payload: Callable[[], bytes | None]
+    # A cached payload as the one message of a hit, with the route; PayloadError if unreadable.
+    replay: Callable[[bytes, RouteInfo], Item]
+    characters: int = 0
 
 
 class OperationPlug(Protocol[Req_contra, Res_co]):
@@ -181,6 +200,51 @@ class Pipeline:
             return await self._cached(
                 plug, scope, key, mode, job, lambda: job.compute(step), ranking, policy, read_first
             )
+
+    async def stream(
+        self,
+        operation: Operation,
+        prepare: Callable[[], Awaitable[StreamJob[Item]]],
+        routing: Routing,
+        ctx: RequestContext,
+    ) -> AsyncIterator[Item]:
+        """:meth:`run` for a streamed reply: the same policy, ranking, cache, admission and ledger.
+
+        A cache hit is the whole cached result at once. Otherwise each piece goes out as the provider work
+        produces it, and a finished stream is cached like any result. The last message (with the route)
+        leaves only once the ledger holds the request, as a unary reply does.
+        """
+        scope = RequestScope(
+            operation,
+            ctx.request_id,
+            ctx.tenant,
+            RouteInfo(request_id=ctx.request_id, policy=""),
+            ctx.deadline,
+        )
+        async with self._admission.admit(operation), self.accounted(scope):
+            policy = self.policy(routing, ctx.tenant)
+            scope.route.policy = policy.name
+            privacy = stricter_privacy(policy.privacy, routing.privacy)
+            job = await prepare()
+            scope.characters = job.characters
+            key = self._cache_key(scope, routing.cache, policy, privacy, job.identity)
+            ranking = await self.rank(job.identity.rank_context(0.0), policy, ctx.tenant)
+            final = None
+            if key is not None and ranking.kept and routing.cache is CacheMode.DEFAULT:
+                entry = await self._cache.get(key)
+                if entry is not None and self.serves(entry, ranking, policy):
+                    with contextlib.suppress(PayloadError):  # unreadable: computed afresh and overwritten
+                        final = job.replay(entry.payload, scope.route)
+                        self._mark_hit(scope, entry, entry.audio_s)
+            if final is None:
+                scope.cache = "bypass" if key is None else "miss"
+                async for item in job.pieces(Step(policy, ranking, scope, ctx)):
+                    yield item
+                final = job.last(scope.route)
+                payload = job.payload() if key is not None else None
+                if key is not None and payload is not None:
+                    await self._cache.put(key, self._entry(scope.route, payload, Decimal(0), 0.0))
+        yield final
 
     # -- authorise and policy ---------------------------------------------------------------------------
 
@@ -299,16 +363,7 @@ class Pipeline:
         async def entry() -> CachedEntry:
             before = route.cost_usd
             payload = await compute()
-            return CachedEntry(
-                payload,
-                route.cost_usd - before,
-                route.provider,
-                route.model,
-                time.time(),
-                job.audio_s,
-                locality=route.locality.value if route.locality else "",
-                producers=tuple(dict.fromkeys(a.provider for a in route.attempts if a.outcome == "ok")),
-            )
+            return self._entry(route, payload, before, job.audio_s)
 
         flight_mode = CacheMode.REFRESH if mode is CacheMode.REFRESH else CacheMode.DEFAULT
         cached, hit = await self._cache.single_flight(
@@ -331,14 +386,31 @@ class Pipeline:
             fresh, _ = await self._cache.single_flight(key, entry, CacheMode.REFRESH, deadline=scope.deadline)
             return plug.result(fresh.payload, job.audio_s, route)
 
+    @staticmethod
+    def _entry(route: RouteInfo, payload: bytes, cost_before: Decimal, audio_s: float) -> CachedEntry:
+        return CachedEntry(
+            payload,
+            route.cost_usd - cost_before,
+            route.provider,
+            route.model,
+            time.time(),
+            audio_s,
+            locality=route.locality.value if route.locality else "",
+            producers=tuple(dict.fromkeys(a.provider for a in route.attempts if a.outcome == "ok")),
+        )
+
     def _from_hit(
         self, plug: OperationPlug[Req_contra, Res_co], scope: RequestScope, cached: CachedEntry
     ) -> Res_co:
         """The result of a hit, reported as the original call billed it; PayloadError if unreadable."""
-        route = scope.route
         # Entries from before durations were stored carry none: the probe's measure stands.
         audio_s = cached.audio_s or scope.audio_s
-        result = plug.result(cached.payload, audio_s, route)
+        result = plug.result(cached.payload, audio_s, scope.route)
+        self._mark_hit(scope, cached, audio_s)
+        return result
+
+    def _mark_hit(self, scope: RequestScope, cached: CachedEntry, audio_s: float) -> None:
+        route = scope.route
         scope.cache = "hit"
         scope.audio_s = audio_s
         route.cache_hit = True
@@ -346,7 +418,6 @@ class Pipeline:
         route.saved_usd = cached.cost_usd
         route.provider, route.model = cached.provider, cached.model
         route.locality = Locality(cached.locality) if cached.locality else self._locality(cached.provider)
-        return result
 
     def _locality(self, provider: str) -> Locality | None:
         try:

@@ -6,12 +6,14 @@ lives in :mod:`gateway.routing.operations`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from gateway.core.domain import (
     CallKind,
     ExplainRequest,
     Explanation,
+    SpeechChunk,
     SynthesizeRequest,
     SynthesizeResult,
     TranscribeRequest,
@@ -22,6 +24,7 @@ from gateway.core.domain import (
 from gateway.routing.attempts import Attempts
 from gateway.routing.explain import Explainer
 from gateway.routing.operations.synthesize import SynthesizePlug
+from gateway.routing.operations.synthesize_stream import SynthesizeStreamPlug
 from gateway.routing.operations.transcribe import TranscribePlug
 from gateway.routing.operations.understand import UnderstandPlug
 from gateway.routing.pipeline import Pipeline, RequestContext
@@ -63,6 +66,7 @@ class Router:
         attempts = Attempts(catalogue, prices, health, budgets, accounting)
         self._transcribe = TranscribePlug(audio.open, attempts)
         self._synthesize = SynthesizePlug(attempts, limits.max_text_chars)
+        self._synthesize_stream = SynthesizeStreamPlug(self._synthesize, attempts, catalogue, health)
         self._understand = UnderstandPlug(
             audio.open,
             self.pipeline,
@@ -79,6 +83,10 @@ class Router:
 
     async def synthesize(self, req: SynthesizeRequest, ctx: RequestContext) -> SynthesizeResult:
         return await self.pipeline.run(self._synthesize, req, req.routing, ctx)
+
+    def stream_synthesize(self, req: SynthesizeRequest, ctx: RequestContext) -> AsyncIterator[SpeechChunk]:
+        plug = self._synthesize_stream
+        return self.pipeline.stream(plug.operation, lambda: plug.prepare(req), req.routing, ctx)
 
     async def understand(self, req: UnderstandRequest, ctx: RequestContext) -> UnderstandResult:
         return await self.pipeline.run(self._understand, req, req.routing, ctx)

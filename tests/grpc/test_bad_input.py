@@ -85,7 +85,19 @@ SYNTH_CASES = {
     "blank text": (pb.SynthesizeRequest(text=" \n\t "), "text is empty"),
     "oversized text": (pb.SynthesizeRequest(text="word " * 500), "the limit is 2000"),
     "unknown voice": (pb.SynthesizeRequest(text="Hi.", voice="no-such-voice"), "en_US-joe-medium"),
-    "unknown format": (pb.SynthesizeRequest(text="Hi.", format=9), "AUDIO_FORMAT_PCM16"),
+    "unknown format": (pb.SynthesizeRequest(text="Hi.", format=99), "AUDIO_FORMAT_OGG_OPUS"),
+    "opus at 44.1 kHz": (
+        pb.SynthesizeRequest(text="Hi.", format=pb.AUDIO_FORMAT_OGG_OPUS, sample_rate=44100),
+        "sample_rate 44100 is not supported by opus; use one of 8000, 12000, 16000, 24000, 48000 Hz",
+    ),
+    "mu-law at 16 kHz": (
+        pb.SynthesizeRequest(text="Hi.", format=pb.AUDIO_FORMAT_MULAW, sample_rate=16000),
+        "sample_rate 16000 is not supported by mulaw; use one of 8000 Hz",
+    ),
+    "mp3 at 9 kHz": (
+        pb.SynthesizeRequest(text="Hi.", format=pb.AUDIO_FORMAT_MP3, sample_rate=9000),
+        "use one of 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000 Hz",
+    ),
     "sample rate out of range": (pb.SynthesizeRequest(text="Hi.", sample_rate=1000), "sample_rate 1000"),
     "speed out of range": (pb.SynthesizeRequest(text="Hi.", speed=9.0), "speed 9"),
 }

@@ -196,6 +196,34 @@ def test_synthesize_writes_a_wav(gateway, tmp_path, capsys):
     assert gateway.tts.last_text == "Hello there."
 
 
+def test_synthesize_stream_writes_an_ogg_opus_file_chunk_by_chunk(gateway, tmp_path, capsys):
+    import av
+
+    out_path = tmp_path / "out.ogg"
+    text = "Hello there. How are you today? Fine."
+    code = run(gateway, "synthesize", text, "--stream", "-o", str(out_path), "--format", "opus")
+    assert code == 0
+    with av.open(str(out_path)) as container:
+        assert container.format.name == "ogg"
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    # The fake speaks each of the three sentences as a 0.5 s tone.
+    assert samples / 48_000 == pytest.approx(1.5, abs=0.03)
+    out = capsys.readouterr().out
+    assert str(out_path) in out and "4 chunks" in out and "audio/ogg;codecs=opus" in out
+
+
+def test_synthesize_stream_json_reports_chunks_and_route(gateway, tmp_path, capsys):
+    out_path = tmp_path / "out.mp3"
+    code = run(
+        gateway, "synthesize", "One. Two.", "--stream", "-o", str(out_path), "--format", "mp3", "--json"
+    )
+    assert code == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["chunks"] == 3 and body["bytes"] == out_path.stat().st_size > 0
+    assert body["route"]["provider"] == "fake-tts" and body["characters"] == len("One.Two.")
+    assert body["first_audio_s"] > 0
+
+
 def test_synthesize_json_omits_audio_and_names_the_output(gateway, tmp_path, capsys):
     out_path = tmp_path / "hello.pcm"
     code = run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import yaml
 
 from gateway.app import build_price_book
 from gateway.core.provider_types import Locality, Operation, Usage
@@ -125,3 +126,45 @@ def test_cloud_costs_are_priced_to_the_cent_and_unpriced_cloud_models_refuse_to_
     )
     with pytest.raises(PriceBookError, match="no 'openai/whisper-9'"):
         build_price_book(settings, unpriced)
+
+
+STREAMING = """
+providers:
+  - {name: dg, kind: deepgram, operation: transcribe, model: nova-3, api_key_env: DG}
+  - {name: aai, kind: assemblyai, operation: transcribe, model: universal, api_key_env: AAI}
+  - name: dg-contract
+    kind: deepgram
+    operation: transcribe
+    model: nova-3
+    api_key_env: DG
+    prices: {per_audio_second: "0.00005"}
+"""
+
+
+def test_streams_are_priced_at_the_vendors_streaming_rate(tmp_path):
+    book = build_price_book(
+        local_settings(), load_providers_file(write(tmp_path, STREAMING), {"DG": "k", "AAI": "k"})
+    )
+    ten_minutes = Usage(audio_seconds=600.0)
+    # Deepgram bills its websocket above its file rate; AssemblyAI's Universal-Streaming rate equals its
+    # file rate per hour, but is its own entry.
+    assert book.stream_cost("dg", "nova-3", Locality.CLOUD, ten_minutes) == Decimal("0.077")
+    assert book.cost("dg", "nova-3", Locality.CLOUD, ten_minutes) == Decimal("0.043")
+    assert book.stream_cost("aai", "universal", Locality.CLOUD, Usage(audio_seconds=3600.0)) == Decimal(
+        "0.15"
+    )
+    # An entry's own prices are its contract: they price its streams too.
+    assert book.stream_cost("dg-contract", "nova-3", Locality.CLOUD, ten_minutes) == Decimal("0.03")
+    # A provider with no streaming rate streams at its file rate; local engines at their compute time.
+    assert book.stream_cost("nobody", "x", Locality.CLOUD, ten_minutes) == Decimal(0)
+    assert book.stream_cost("local", "tiny", Locality.LOCAL, Usage(compute_seconds=3600.0)) == (
+        local_settings().pricing.local_usd_per_hour.quantize(Decimal("0.000000001"))
+    )
+
+
+def test_the_shipped_streaming_rates_have_sources_and_dates():
+    raw = yaml.safe_load(default_price_list_path().read_text())["prices"]
+    streaming = {k: v for k, v in raw.items() if k.endswith(":streaming")}
+    assert {"deepgram/nova-3:streaming", "assemblyai/universal:streaming"} <= set(streaming)
+    for entry in streaming.values():
+        assert entry["source"].startswith("https://") and entry["as_of"] >= "2026-11-27"

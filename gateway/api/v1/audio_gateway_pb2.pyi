@@ -13,6 +13,10 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_FORMAT_UNSPECIFIED: _ClassVar[AudioFormat]
     AUDIO_FORMAT_WAV: _ClassVar[AudioFormat]
     AUDIO_FORMAT_PCM16: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_MP3: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_OGG_OPUS: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_FLAC: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_MULAW: _ClassVar[AudioFormat]
 
 class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +47,10 @@ class SpeechEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 AUDIO_FORMAT_WAV: AudioFormat
 AUDIO_FORMAT_PCM16: AudioFormat
+AUDIO_FORMAT_MP3: AudioFormat
+AUDIO_FORMAT_OGG_OPUS: AudioFormat
+AUDIO_FORMAT_FLAC: AudioFormat
+AUDIO_FORMAT_MULAW: AudioFormat
 OPERATION_UNSPECIFIED: Operation
 OPERATION_TRANSCRIBE: Operation
 OPERATION_SYNTHESIZE: Operation
@@ -146,6 +154,34 @@ class SynthesizeResponse(_message.Message):
     voice: str
     route: _common_pb2.RouteInfo
     def __init__(self, audio: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., sample_rate: _Optional[int] = ..., duration_s: _Optional[float] = ..., voice: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
+
+class SynthesizeChunk(_message.Message):
+    __slots__ = ("audio", "sequence", "start_s", "duration_s", "text_start", "text_end", "mime_type", "sample_rate", "voice", "voice_may_change", "characters", "route")
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    TEXT_START_FIELD_NUMBER: _ClassVar[int]
+    TEXT_END_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    VOICE_MAY_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    audio: bytes
+    sequence: int
+    start_s: float
+    duration_s: float
+    text_start: int
+    text_end: int
+    mime_type: str
+    sample_rate: int
+    voice: str
+    voice_may_change: bool
+    characters: int
+    route: _common_pb2.RouteInfo
+    def __init__(self, audio: _Optional[bytes] = ..., sequence: _Optional[int] = ..., start_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., text_start: _Optional[int] = ..., text_end: _Optional[int] = ..., mime_type: _Optional[str] = ..., sample_rate: _Optional[int] = ..., voice: _Optional[str] = ..., voice_may_change: _Optional[bool] = ..., characters: _Optional[int] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
 
 class UnderstandRequest(_message.Message):
     __slots__ = ("audio", "question", "language", "max_answer_tokens", "routing")

@@ -47,6 +47,11 @@ class AudioGatewayStub:
                 request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeResponse.FromString,
                 _registered_method=True)
+        self.StreamSynthesize = channel.unary_stream(
+                '/gateway.api.v1.AudioGateway/StreamSynthesize',
+                request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeChunk.FromString,
+                _registered_method=True)
         self.Understand = channel.unary_unary(
                 '/gateway.api.v1.AudioGateway/Understand',
                 request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.UnderstandRequest.SerializeToString,
@@ -79,6 +84,14 @@ class AudioGatewayServicer:
 
     def Synthesize(self, request, context):
         """Text to speech.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamSynthesize(self, request, context):
+        """Text to speech, streamed: chunks leave as the engine speaks each
+        sentence, and joined in order they are one file in the requested format.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,6 +134,11 @@ def add_AudioGatewayServicer_to_server(servicer, server):
                     servicer.Synthesize,
                     request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeRequest.FromString,
                     response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeResponse.SerializeToString,
+            ),
+            'StreamSynthesize': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamSynthesize,
+                    request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeChunk.SerializeToString,
             ),
             'Understand': grpc.unary_unary_rpc_method_handler(
                     servicer.Understand,
@@ -195,6 +213,33 @@ class AudioGateway:
             '/gateway.api.v1.AudioGateway/Synthesize',
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeRequest.SerializeToString,
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSynthesize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gateway.api.v1.AudioGateway/StreamSynthesize',
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeRequest.SerializeToString,
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.SynthesizeChunk.FromString,
             options,
             channel_credentials,
             insecure,

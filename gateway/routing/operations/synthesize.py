@@ -6,8 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.core import audio
-from gateway.core.domain import OutputFormat, RouteInfo, Routing, SynthesizeRequest, SynthesizeResult
+from gateway.core.audio.encoder import check_rate, encode_all, output_rate
+from gateway.core.domain import RouteInfo, Routing, SynthesizeRequest, SynthesizeResult
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Operation, Speech, SynthesizeOptions
 from gateway.core.text import refuse_control_characters
@@ -46,6 +46,7 @@ class SynthesizePlug:
             raise InvalidInput(
                 f"text is {len(text)} characters; the limit is {self._max_text_chars}: split it"
             )
+        check_rate(request.format, request.sample_rate)
         options = SynthesizeOptions(voice=request.voice, speed=request.speed)
 
         async def call(provider: Provider, timeout_s: float) -> Speech:
@@ -86,10 +87,8 @@ class SynthesizePlug:
 
 
 async def _encoded(speech: Speech, request: SynthesizeRequest) -> codec.SpeechPayload:
-    rate = request.sample_rate or speech.sample_rate
-    samples = await asyncio.to_thread(audio.resample_pcm16, speech.samples, speech.sample_rate, rate)
-    if request.format is OutputFormat.PCM16:
-        body, mime = audio.encode_pcm16(samples), f"audio/L16;rate={rate}"
-    else:
-        body, mime = audio.encode_wav(samples, rate), "audio/wav"
-    return codec.SpeechPayload(body, mime, rate, len(samples) / rate, speech.voice)
+    rate = output_rate(request.format, request.sample_rate, speech.sample_rate)
+    body, encoder = await asyncio.to_thread(
+        encode_all, speech.samples, speech.sample_rate, request.format, rate
+    )
+    return codec.SpeechPayload(body, encoder.mime_type, rate, encoder.duration_s, speech.voice)
