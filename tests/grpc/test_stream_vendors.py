@@ -1,10 +1,12 @@
 """StreamTranscribe end to end with the real vendor adapters behind the session.
 
 The gateway loads its streaming vendors from a providers file, as it would in production; each entry points
-its vendor's real SDK at a websocket wire fake on 127.0.0.1. The fakes listen instead of reading a script:
-what they transcribe is the tone words (providers.testing.tone_words_pcm) in the audio they were sent, so a
-failover that lost or repeated audio would show up as lost or repeated words. Audio is streamed as fast as
-the gateway takes it.
+its vendor's real SDK at a websocket wire fake on 127.0.0.1. The audio is tone words
+(providers.testing.tone_words_pcm). The OpenAI Realtime fake listens: it transcribes the tone words in the
+audio it was sent, so a failover that lost or repeated audio would show up as lost or repeated words. The
+Deepgram and AssemblyAI fakes read a script on their audio timeline, written here from the same layout of
+words, so they "hear" each word when its audio has reached them. Audio is streamed as fast as the gateway
+takes it.
 """
 
 from __future__ import annotations
@@ -33,12 +35,19 @@ from providers.config import load_providers_file
 from providers.registry import build_remote_providers
 from providers.testing import FakeStreamingTranscriber, hear_tone_words, tone_words_pcm
 from tests.conftest import local_settings
+from tests.fakes.assemblyai_live import FakeAssemblyAILive
+from tests.fakes.deepgram_live import FakeDeepgramLive
 from tests.fakes.openai_realtime_server import FakeOpenAIRealtime
+from tests.fakes.ws_base import ScriptWord, WsFake
 from tests.grpc.test_stream_transcribe import Outcome, audio_messages, linear16
 
 TENANT_KEY = "vendor-stream-tenant"
 KEY_ENV = "AUDIO_GATEWAY_TEST_REALTIME_KEY"
 OPENAI_KEY = "sk-stream-vendors-0123456789"
+DEEPGRAM_KEY = "dg-stream-vendors-key"
+ASSEMBLYAI_KEY = "aai-stream-vendors-key"
+DEEPGRAM_KEY_ENV = "AUDIO_GATEWAY_TEST_DEEPGRAM_KEY"
+ASSEMBLYAI_KEY_ENV = "AUDIO_GATEWAY_TEST_ASSEMBLYAI_KEY"
 RATE = 16_000
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
 LONG = [*WORDS, "juliet", "kilo", "lima", "mike", "november", "oscar"]
@@ -49,25 +58,94 @@ def config(**overrides: object) -> pb.StreamTranscribeConfig:
     return linear16(word_timestamps=False, **overrides)
 
 
+WORD_S, GAP_S, PAUSE_S = 0.3, 0.15, 1.0
+
+
 def speech(words: Sequence[str]) -> bytes:
     """Tone words, an utterance of three at a time, each utterance followed by a 1 s pause."""
-    return tone_words_pcm(words, RATE, pause_after=range(2, len(words), 3))
+    return tone_words_pcm(
+        words, RATE, word_s=WORD_S, gap_s=GAP_S, pause_after=range(2, len(words), 3), pause_s=PAUSE_S
+    )
+
+
+def script(words: Sequence[str]) -> tuple[tuple[ScriptWord, ...], ...]:
+    """What :func:`speech` says and when, as the scripted fakes read it: utterances of three words."""
+    utterances: list[tuple[ScriptWord, ...]] = []
+    at = 0.0
+    for start in range(0, len(words), 3):
+        utterance = []
+        for index, word in enumerate(words[start : start + 3], start):
+            utterance.append(ScriptWord(word, word, round(at, 3), round(at + WORD_S, 3)))
+            at += WORD_S + (PAUSE_S if index % 3 == 2 else GAP_S)
+        utterances.append(tuple(utterance))
+    return tuple(utterances)
+
+
+@dataclass
+class Vendors:
+    openai: FakeOpenAIRealtime
+    openai_second: FakeOpenAIRealtime
+    deepgram: FakeDeepgramLive
+    assemblyai: FakeAssemblyAILive
+
+    def entry(self, vendor: str, name: str | None = None) -> dict[str, Any]:
+        """A providers-file entry for ``vendor`` ("openai", "openai_second", "deepgram", "assemblyai")."""
+        if vendor == "deepgram":
+            return {
+                "name": name or "deepgram-live",
+                "kind": "deepgram",
+                "operation": "transcribe",
+                "model": "nova-3",
+                "base_url": self.deepgram.url,
+                "api_key_env": DEEPGRAM_KEY_ENV,
+                "timeout_s": 10,
+                "options": {"stream_stall_s": 2.0},
+            }
+        if vendor == "assemblyai":
+            return {
+                "name": name or "assemblyai-live",
+                "kind": "assemblyai",
+                "operation": "transcribe",
+                "model": "universal",
+                "base_url": "https://api.assemblyai.invalid",
+                "api_key_env": ASSEMBLYAI_KEY_ENV,
+                "timeout_s": 10,
+                "options": {"streaming_url": self.assemblyai.url, "stream_stall_s": 2.0},
+            }
+        model = "gpt-4o-mini-transcribe" if vendor == "openai" else "gpt-4o-transcribe"
+        return openai_entry(name or f"{vendor.replace('_', '-')}-live", model, getattr(self, vendor))
+
+    def received_s(self, vendor: str) -> list[float]:
+        """The seconds of audio each connection to ``vendor``'s fake received."""
+        fake = getattr(self, vendor)
+        if isinstance(fake, WsFake):
+            return [session.heard_s for session in fake.sessions]
+        return [conn.audio_s for conn in fake.connections]
 
 
 @pytest.fixture(scope="module")
-def openai_fakes() -> Iterator[tuple[FakeOpenAIRealtime, FakeOpenAIRealtime]]:
-    with FakeOpenAIRealtime(OPENAI_KEY) as first, FakeOpenAIRealtime(OPENAI_KEY) as second:
-        yield first, second
+def vendors() -> Iterator[Vendors]:
+    with (
+        FakeOpenAIRealtime(OPENAI_KEY) as first,
+        FakeOpenAIRealtime(OPENAI_KEY) as second,
+        FakeDeepgramLive(DEEPGRAM_KEY) as deepgram,
+        FakeAssemblyAILive(ASSEMBLYAI_KEY) as assemblyai,
+    ):
+        yield Vendors(first, second, deepgram, assemblyai)
 
 
 @pytest.fixture(autouse=True)
-def _listening(openai_fakes: tuple[FakeOpenAIRealtime, FakeOpenAIRealtime], monkeypatch) -> None:
+def _listening(vendors: Vendors, monkeypatch) -> None:
     monkeypatch.setenv(KEY_ENV, OPENAI_KEY)
-    for fake in openai_fakes:
+    monkeypatch.setenv(DEEPGRAM_KEY_ENV, DEEPGRAM_KEY)
+    monkeypatch.setenv(ASSEMBLYAI_KEY_ENV, ASSEMBLYAI_KEY)
+    for fake in (vendors.openai, vendors.openai_second):
         fake.reset()
         fake.hear = hear_tone_words
         # Deltas as fast as the words are heard: every interim names only words already spoken.
         fake.seconds_per_word = 0.45
+    for scripted in (vendors.deepgram, vendors.assemblyai):
+        scripted.reset()
 
 
 def openai_entry(name: str, model: str, fake: FakeOpenAIRealtime) -> dict[str, Any]:
@@ -154,8 +232,8 @@ def seconds(pcm: bytes) -> float:
 # -- one vendor --------------------------------------------------------------------------------------------
 
 
-async def test_openai_realtime_streams_a_wav_through_the_gateway(tmp_path, redis_url, openai_fakes):
-    fake, _ = openai_fakes
+async def test_openai_realtime_streams_a_wav_through_the_gateway(tmp_path, redis_url, vendors):
+    fake = vendors.openai
     entries = [openai_entry("openai-live", "gpt-4o-mini-transcribe", fake)]
     pcm = speech(WORDS)
     async with gateway(tmp_path, entries, redis_url) as gw:
@@ -196,16 +274,51 @@ async def test_openai_realtime_streams_a_wav_through_the_gateway(tmp_path, redis
     assert request.cost_usd == Decimal(summary.route_info.cost_usd) > 0
 
 
+@pytest.mark.parametrize("vendor", ["deepgram", "assemblyai"])
+async def test_scripted_vendors_stream_a_wav_through_the_gateway(tmp_path, redis_url, vendors, vendor):
+    fake = getattr(vendors, vendor)
+    fake.script = script(WORDS)
+    entry = vendors.entry(vendor)
+    pcm = speech(WORDS)
+    async with gateway(tmp_path, [entry], redis_url) as gw:
+        request_id = f"vendor-{uuid.uuid4().hex[:8]}"
+        out = await gw.stream(config(), pcm, request_id)
+        records = await gw.records(request_id)
+    assert out.code == grpc.StatusCode.OK, out.details
+    assert out.responses[0].route.provider == entry["name"]
+    assert out.responses[0].route.locality == common.LOCALITY_CLOUD
+    assert out.transcript == WORDS
+    spoken = [f.alternatives[0].text for f in out.finals if f.alternatives[0].text]
+    assert spoken == [" ".join(WORDS[i : i + 3]) for i in range(0, len(WORDS), 3)]
+    assert out.interims
+    # Each final is timed where its words are in the caller's audio.
+    for final, utterance in zip(
+        (f for f in out.finals if f.alternatives[0].text), script(WORDS), strict=True
+    ):
+        assert final.result_end_time_s >= utterance[-1].end - 0.01
+    summary = out.summary
+    assert summary.billed_seconds == pytest.approx(seconds(pcm))
+    assert [(a.provider, a.outcome) for a in summary.route_info.attempts] == [(entry["name"], "ok")]
+    assert vendors.received_s(vendor) == [pytest.approx(seconds(pcm), abs=0.01)]
+    assert sorted(r.kind for r in records) == ["attempt", "request"]
+    request = next(r for r in records if r.kind == "request")
+    assert request.cost_usd == Decimal(summary.route_info.cost_usd) > 0
+
+
 # -- failover ----------------------------------------------------------------------------------------------
 
 
-async def test_a_vendor_dropping_after_3_s_fails_over_with_no_lost_words(tmp_path, redis_url, openai_fakes):
-    first, second = openai_fakes
-    first.drop_after_s = 3.0
-    # The cheaper model is ranked first (the default policy's objective is cost).
+@pytest.mark.parametrize("first", ["openai", "deepgram", "assemblyai"])
+async def test_a_vendor_dropping_after_3_s_fails_over_with_no_lost_words(tmp_path, redis_url, vendors, first):
+    dropping = getattr(vendors, first)
+    dropping.drop_after_s = 3.0
+    if isinstance(dropping, WsFake):
+        dropping.script = script(LONG)
+    # The listening OpenAI fake takes over: its words come only from the audio the gateway replays and
+    # sends on. The entries' own prices rank the dropping vendor first (the default objective is cost).
     entries = [
-        openai_entry("live-first", "gpt-4o-mini-transcribe", first),
-        openai_entry("live-second", "gpt-4o-transcribe", second),
+        {**vendors.entry(first, "live-first"), "prices": {"per_audio_second": "0.00001"}},
+        {**vendors.entry("openai_second", "live-second"), "prices": {"per_audio_second": "0.001"}},
     ]
     pcm = speech(LONG)
     async with gateway(tmp_path, entries, redis_url) as gw:
@@ -219,15 +332,11 @@ async def test_a_vendor_dropping_after_3_s_fails_over_with_no_lost_words(tmp_pat
     assert len(changed) == 1 and changed[0].route.provider == "live-second"
     replay_from = changed[0].event.time_s
     assert 0 < replay_from < 3.0
-    # The first vendor heard 3 s (and the append that crossed it: the adapter coalesces audio while the
-    # socket is busy); the second everything from the replay point on, and nothing before it.
-    dropped_at = first.connections[0].audio_s
+    # The first vendor heard 3 s (and whatever crossed the mark with it); the second everything from the
+    # replay point on, and nothing before it.
+    [dropped_at] = vendors.received_s(first)
     assert 3.0 <= dropped_at < seconds(pcm) - 3
-    assert second.connections[0].audio_s == pytest.approx(seconds(pcm) - replay_from, abs=0.02)
-    words_before = [
-        w for f in out.finals if f.result_end_time_s <= replay_from for w in f.alternatives[0].text.split()
-    ]
-    assert words_before and LONG[: len(words_before)] == words_before
+    assert vendors.received_s("openai_second") == [pytest.approx(seconds(pcm) - replay_from, abs=0.02)]
     finals_start = [f.result_start_time_s for f in out.finals]
     assert finals_start == sorted(finals_start)
     summary = out.summary
@@ -243,9 +352,9 @@ async def test_a_vendor_dropping_after_3_s_fails_over_with_no_lost_words(tmp_pat
     ]
     # Each vendor's attempt is priced on what it was sent, the replay included. Streamed faster than real
     # time, more audio than the vendor read can be in flight when the drop is noticed: it counts as sent.
-    heard = {r.provider: r.units.audio_seconds for r in attempts}
-    assert dropped_at - 0.01 <= heard["live-first"] <= seconds(pcm) + 0.01
-    assert heard["live-second"] == pytest.approx(seconds(pcm) - replay_from, abs=0.02)
+    sent = {r.provider: r.units.audio_seconds for r in attempts}
+    assert dropped_at - 0.01 <= sent["live-first"] <= seconds(pcm) + 0.01
+    assert sent["live-second"] == pytest.approx(seconds(pcm) - replay_from, abs=0.02)
     request = next(r for r in records if r.kind == "request")
     assert (request.provider, request.outcome) == ("live-second", "ok")
 
@@ -253,11 +362,12 @@ async def test_a_vendor_dropping_after_3_s_fails_over_with_no_lost_words(tmp_pat
 # -- privacy -----------------------------------------------------------------------------------------------
 
 
-async def test_local_only_streams_never_connect_to_a_cloud_vendor(tmp_path, redis_url, openai_fakes):
-    first, second = openai_fakes
+async def test_local_only_streams_never_connect_to_a_cloud_vendor(tmp_path, redis_url, vendors):
+    vendors.deepgram.script = vendors.assemblyai.script = script(WORDS[:6])
+    # Free cloud vendors, so only the privacy rule keeps them out.
+    free = {"per_audio_second": "0"}
     entries = [
-        openai_entry("live-first", "gpt-4o-mini-transcribe", first),
-        openai_entry("live-second", "gpt-4o-transcribe", second),
+        {**vendors.entry(v), "prices": free} for v in ("openai", "openai_second", "deepgram", "assemblyai")
     ]
     local = FakeStreamingTranscriber(name="local-stream")
     pcm = speech(WORDS[:6])
@@ -267,12 +377,19 @@ async def test_local_only_streams_never_connect_to_a_cloud_vendor(tmp_path, redi
         # The only local engine drops mid-stream: failover must not reach for a cloud vendor either.
         local.fail_after_s = 2.0
         failed = await gw.stream(local_only, pcm)
-        # The same gateway does reach the vendors when privacy allows it (the fakes are reachable).
+        # The same gateway does reach every vendor when the caller pins it (the fakes are reachable).
         local.fail_after_s = None
-        pinned = await gw.stream(config(routing=common.RoutingOptions(provider="live-first")), pcm)
+        pinned = {
+            entry["name"]: await gw.stream(config(routing=common.RoutingOptions(provider=entry["name"])), pcm)
+            for entry in entries
+        }
     assert served.code == grpc.StatusCode.OK, served.details
     assert served.transcript == WORDS[:6] and served.summary.route_info.provider == "local-stream"
     assert failed.code == grpc.StatusCode.UNAVAILABLE, failed.details
-    assert pinned.code == grpc.StatusCode.OK and pinned.transcript == WORDS[:6]
-    # Only the pinned stream ever opened a connection: the local_only ones sent the vendors nothing.
-    assert len(first.connections) == 1 and second.connections == []
+    for name, out in pinned.items():
+        assert out.code == grpc.StatusCode.OK, (name, out.details)
+        assert out.transcript == WORDS[:6], name
+    # Only the pinned streams ever reached a vendor: one connection each, and not a handshake more.
+    assert len(vendors.openai.connections) == len(vendors.openai_second.connections) == 1
+    assert vendors.deepgram.handshakes == vendors.assemblyai.handshakes == 1
+    assert len(vendors.deepgram.sessions) == len(vendors.assemblyai.sessions) == 1
