@@ -69,6 +69,7 @@ __all__ = [
     "FakeSynthesizer",
     "FakeTTS",
     "FakeTranscriber",
+    "hear_tone_words",
     "sine_pcm16",
     "tone_words_pcm",
 ]
@@ -557,3 +558,37 @@ class FakeTranscriptionStream:
         if error is not None:
             self._queue.put_nowait(error)
         self._queue.put_nowait(None)
+
+
+def hear_tone_words(pcm: bytes, sample_rate: int) -> list[str]:
+    """The tone words in s16le mono ``pcm`` (see :func:`tone_words_pcm`), at any sample rate.
+
+    What the wire fakes of streaming vendors "transcribe" when a test asks them to listen instead of
+    reading a script: the words then depend only on the audio a vendor was sent, so audio lost or
+    repeated in a failover shows up as words lost or repeated.
+    """
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float32)
+    frame = max(round(sample_rate * _FRAME_S), 1)
+    words: list[str] = []
+    voiced: list[np.ndarray] = []
+    silence = 0
+    for start in range(0, len(samples) - frame + 1, frame):
+        chunk = samples[start : start + frame]
+        if float(np.sqrt(np.mean(chunk**2))) >= _VOICED_RMS:
+            voiced.append(chunk)
+            silence = 0
+            continue
+        silence += frame
+        if voiced and silence >= _WORD_GAP_S * sample_rate:
+            words.append(_tone_word(np.concatenate(voiced), sample_rate))
+            voiced = []
+    if voiced:
+        words.append(_tone_word(np.concatenate(voiced), sample_rate))
+    return words
+
+
+def _tone_word(samples: np.ndarray, sample_rate: int) -> str:
+    crossings = int(np.count_nonzero(np.diff(np.signbit(samples))))
+    hz = crossings / 2 / (len(samples) / sample_rate)
+    index = round((hz - _TONE_BASE_HZ) / _TONE_STEP_HZ)
+    return TONE_VOCABULARY[min(max(index, 0), len(TONE_VOCABULARY) - 1)]

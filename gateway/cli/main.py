@@ -7,6 +7,7 @@
     audio-gateway synthesize "Hello there." -o hello.wav
     echo "Hello there." | audio-gateway synthesize - -o hello.wav
     audio-gateway understand call.wav -q "What did the caller ask for?"
+    audio-gateway listen meeting.mp3 --realtime
     audio-gateway health --wait 60
 
 Client commands call ``--target`` (default ``$GATEWAY_TARGET``, else
@@ -36,6 +37,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich import box
 from rich.console import Console
+from rich.live import Live
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -183,6 +185,30 @@ def _parser() -> argparse.ArgumentParser:
     understand.add_argument("--language", default="", help="language of the speech (default: detect)")
     understand.set_defaults(handler=_cmd_understand)
 
+    listen = commands.add_parser(
+        "listen",
+        parents=[common],
+        help="live transcription of an audio file, streamed",
+        description="Stream an audio file through StreamTranscribe (decoded here to 16 kHz LINEAR16): "
+        "interim results update in place, final results print line by line, and the route with the "
+        "billed seconds and the cost comes last. With --realtime the deadline (--timeout) counts from "
+        "the end of the audio.",
+    )
+    listen.add_argument("file", type=Path, metavar="FILE", help="audio file (wav, flac, mp3, ogg...)")
+    listen.add_argument(
+        "--realtime", action="store_true", help="send at real-time pace, as a live source would"
+    )
+    listen.add_argument(
+        "--chunk-ms",
+        type=_chunk_ms,
+        default=100,
+        metavar="MS",
+        help=f"audio per message, {_CHUNK_MS_MIN}-{_CHUNK_MS_MAX} ms (default 100)",
+    )
+    listen.add_argument("--language", default="", help="language of the speech, e.g. en (default: detect)")
+    listen.add_argument("--words", action="store_true", help="ask for per-word timestamps")
+    listen.set_defaults(handler=_cmd_listen)
+
     health = commands.add_parser(
         "health",
         parents=[common],
@@ -305,6 +331,16 @@ def _non_negative_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
+    return number
+
+
+_CHUNK_MS_MIN, _CHUNK_MS_MAX = 10, 5_000
+
+
+def _chunk_ms(value: str) -> int:
+    number = _non_negative_int(value)
+    if not _CHUNK_MS_MIN <= number <= _CHUNK_MS_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is not between {_CHUNK_MS_MIN} and {_CHUNK_MS_MAX} ms")
     return number
 
 
@@ -486,6 +522,135 @@ def _cmd_understand(args: argparse.Namespace, ui: _Ui) -> int:
         _say(ui, Text.assemble(("transcript: ", "dim"), (reply.transcript, "dim")))
     ui.out.print(_route_table(reply.route))
     return EXIT_OK
+
+
+LISTEN_RATE = 16_000
+
+
+def _cmd_listen(args: argparse.Namespace, ui: _Ui) -> int:
+    path = _input_file(args.file)
+    with _progress(ui, f"Decoding {_describe_file(path, ui)}"):
+        pcm = _decode_pcm16(path, LISTEN_RATE)
+    audio_s = len(pcm) / 2 / LISTEN_RATE
+    config = audio_gateway_pb2.StreamTranscribeConfig(
+        encoding=audio_gateway_pb2.STREAM_ENCODING_LINEAR16,
+        sample_rate_hertz=LISTEN_RATE,
+        language=args.language,
+        interim_results=True,
+        word_timestamps=args.words,
+    )
+    routing = _routing(args)
+    if routing is not None:
+        config.routing.CopyFrom(routing)
+    chunks = _pcm_chunks(pcm, LISTEN_RATE * 2 * args.chunk_ms // 1000, args.chunk_ms / 1000, args.realtime)
+    # A real-time stream lasts as long as its audio: the deadline is what the caller waits beyond that.
+    timeout_s = args.timeout + audio_s if args.realtime else args.timeout
+    client = GatewayClient(args.target, timeout_s=timeout_s, api_key=os.environ.get(API_KEY_ENV) or None)
+    with client:
+        responses = client.stream_transcribe(chunks, config)
+        if ui.json:
+            # One JSON object per response, as they arrive (a consumer can follow the stream).
+            for response in responses:
+                sys.stdout.write(json.dumps(_message_dict(response)) + "\n")
+                sys.stdout.flush()
+            return EXIT_OK
+        if not ui.out.is_terminal:
+            _say(ui, Text(f"{path.name}  ·  {_format_duration(audio_s)}", style="dim"))
+        summary: list[audio_gateway_pb2.StreamTranscribeResponse] = []
+        try:
+            _render_stream(responses, ui, path.name, audio_s, summary)
+        finally:
+            # A stream ended by a limit or the budget still sends its route and billed seconds first.
+            if summary:
+                ui.out.print(_route_table(summary[-1].route_info, billed_seconds=summary[-1].billed_seconds))
+    return EXIT_OK
+
+
+def _render_stream(
+    responses: Iterator[audio_gateway_pb2.StreamTranscribeResponse],
+    ui: _Ui,
+    name: str,
+    audio_s: float,
+    summary: list[audio_gateway_pb2.StreamTranscribeResponse],
+) -> None:
+    """Prints finals line by line with the current interim result under them, updated in place.
+
+    The response that carries the stream's RouteInfo is appended to ``summary`` as soon as it arrives.
+    """
+    interim = Text("")
+    # On a pipe or in a file there is no "in place": interim results are left out and finals are lines.
+    live = Live(interim, console=ui.out, auto_refresh=False, transient=True) if ui.out.is_terminal else None
+    heard = False
+    with live if live is not None else _no_context():
+        if live is not None:
+            live.console.print(Text(f"{name}  ·  {_format_duration(audio_s)}", style="dim"))
+        for response in responses:
+            console = live.console if live is not None else ui.out
+            if response.HasField("route") and response.route.provider:
+                route = response.route
+                switched = response.event.type == audio_gateway_pb2.SPEECH_EVENT_PROVIDER_CHANGED
+                verb = "switched to" if switched else "via"
+                console.print(
+                    Text(
+                        f"{verb} {route.provider} ({route.model}, {_locality_name(route.locality)})",
+                        style="yellow" if switched else "dim",
+                    ),
+                    soft_wrap=not console.is_terminal,
+                )
+            if response.HasField("result") and response.result.alternatives:
+                text = response.result.alternatives[0].text.strip()
+                if response.result.is_final:
+                    interim = Text("")
+                    if text:
+                        heard = True
+                        console.print(Text(text), soft_wrap=not console.is_terminal)
+                else:
+                    interim = Text(text, style="dim italic")
+                if live is not None:
+                    live.update(interim, refresh=True)
+            if response.HasField("route_info"):
+                summary.append(response)
+    if not heard:
+        _say(ui, Text("(no speech recognised)", style="italic"))
+
+
+@contextmanager
+def _no_context() -> Iterator[None]:
+    yield
+
+
+def _pcm_chunks(pcm: bytes, size: int, chunk_s: float, realtime: bool) -> Iterator[bytes]:
+    size -= size % 2  # whole samples
+    start = time.monotonic()
+    for index, offset in enumerate(range(0, len(pcm), size)):
+        if realtime:
+            # Paced against the start, not chunk to chunk, so scheduling delays do not accumulate.
+            delay = start + index * chunk_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        yield pcm[offset : offset + size]
+
+
+def _decode_pcm16(path: Path, rate: int) -> bytes:
+    """The file's first audio stream as s16le mono PCM at ``rate`` (any container FFmpeg reads)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise CliError(f"cannot decode {path}: it has no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            parts: list[bytes] = []
+            for frame in container.decode(stream):
+                parts.extend(bytes(out.planes[0])[: out.samples * 2] for out in resampler.resample(frame))
+            parts.extend(bytes(out.planes[0])[: out.samples * 2] for out in resampler.resample(None))
+    except av.FFmpegError as exc:
+        raise CliError(f"cannot decode {path}: {exc}") from None
+    pcm = b"".join(parts)
+    if not pcm:
+        raise CliError(f"cannot decode {path}: it holds no audio samples")
+    return pcm
 
 
 def _cmd_health(args: argparse.Namespace, ui: _Ui) -> int:
@@ -746,7 +911,7 @@ def _locality_name(value: int) -> str:
     return common_pb2.Locality.Name(value).removeprefix("LOCALITY_").lower()
 
 
-def _route_table(route: common_pb2.RouteInfo) -> Table:
+def _route_table(route: common_pb2.RouteInfo, billed_seconds: float | None = None) -> Table:
     table = Table(
         title="route",
         title_justify="left",
@@ -766,6 +931,8 @@ def _route_table(route: common_pb2.RouteInfo) -> Table:
         ("latency_ms", f"{route.latency_ms:.1f}"),
         ("request_id", route.request_id),
     ]
+    if billed_seconds is not None:
+        rows.insert(4, ("billed", f"{billed_seconds:.2f} s of audio"))
     if route.cache_hit:
         rows.append(("cache_hit", f"yes (saved ${route.saved_usd})"))
     if len(route.attempts) > 1 or any(a.outcome != "ok" for a in route.attempts):

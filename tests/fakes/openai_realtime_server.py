@@ -10,7 +10,8 @@ The fake answers the way the Realtime API does:
   ``silence_duration_ms`` of quiet, ``input_audio_buffer.speech_stopped`` (``audio_end_ms``) followed by
   ``input_audio_buffer.committed`` and the transcription. With ``turn_detection: null`` only commits end
   an item;
-- the transcript of the n-th item is ``script[n]``: its words arrive as
+- the transcript of the n-th item is ``script[n]``, or, when ``hear`` is set, what ``hear(pcm, rate)``
+  makes of the item's audio (so a test can tell which audio the fake was sent); its words arrive as
   ``conversation.item.input_audio_transcription.delta`` events as the item's audio accumulates (one word
   per ``seconds_per_word``), the rest when the item is committed, then
   ``conversation.item.input_audio_transcription.completed`` with the whole text and duration usage;
@@ -30,6 +31,7 @@ import itertools
 import json
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -113,6 +115,9 @@ class _Session:
         await self.ws.send(json.dumps(event))
 
     def script_text(self) -> str:
+        if self.fake.hear is not None:
+            heard = self.conn.audio[self.item_start * 2 : self.samples * 2]
+            return " ".join(self.fake.hear(bytes(heard), self.conn.rate))
         index = self.fake.items_completed
         return self.fake.script[index] if index < len(self.fake.script) else ""
 
@@ -347,6 +352,7 @@ class FakeOpenAIRealtime:
         self.api_key = api_key
         self.connections: list[Connection] = []
         self.script: list[str] = []
+        self.hear: Callable[[bytes, int], list[str]] | None = None
         self.seconds_per_word = 0.25
         self.items_completed = 0
         self.reject_auth = False
@@ -364,6 +370,7 @@ class FakeOpenAIRealtime:
     def reset(self) -> None:
         self.connections.clear()
         self.script = []
+        self.hear = None
         self.seconds_per_word = 0.25
         self.items_completed = 0
         self.reject_auth = False

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -280,3 +281,60 @@ def test_the_vendored_reflection_proto_declares_what_the_server_serves(tmp_path)
     assert ours.package == served.package
     assert list(ours.message_type) == list(served.message_type)
     assert list(ours.service) == list(served.service)
+
+
+# -- StreamTranscribe --------------------------------------------------------------------------------------
+
+STREAM_WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+STREAM_PER_S = Decimal("0.0001")
+
+
+async def test_node_streams_a_wav_and_gets_interim_and_final_results(node, redis_url, tmp_path):
+    from providers.testing import FakeStreamingTranscriber, tone_words_pcm
+
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(
+        "policies:\n  - name: default\n"
+        f"tenants:\n  - {{name: acme, key_sha256: {hash_key(ACME)}, default_policy: default}}\n"
+    )
+    settings = local_settings()
+    settings.redis.url = redis_url
+    settings.redis.key_prefix = f"test:{uuid.uuid4().hex}:"
+    settings.policies_file = policies
+    provider = FakeStreamingTranscriber(name="cloud-stream", locality=Locality.CLOUD)
+    prices = {("cloud-stream", provider.model): UnitPrices(per_audio_second=STREAM_PER_S)}
+    pcm = tone_words_pcm(STREAM_WORDS, 16_000, pause_after=(2,))
+    wav = tmp_path / "words.wav"
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(pcm)
+    seconds = len(pcm) / 2 / 16_000
+    server = GatewayServer(settings, providers=[provider], prices=prices)
+    port = await server.start()
+    await server.wait_ready(10)
+    try:
+        request_id = f"node-stream-{uuid.uuid4().hex[:12]}"
+        seen = await run_node(node, "stream_transcribe.mjs", f"127.0.0.1:{port}", ACME, str(wav), request_id)
+    finally:
+        await server.stop(5)
+    assert "error" not in seen, seen["error"]
+    responses = seen["responses"]
+    assert responses[0]["route"]["provider"] == "cloud-stream"
+    assert responses[0]["route"]["locality"] == "LOCALITY_CLOUD"
+    results = [r["result"] for r in responses if r.get("response") == "result"]
+    finals = [r for r in results if r["is_final"]]
+    interims = [r for r in results if not r["is_final"]]
+    assert [f["alternatives"][0]["text"] for f in finals] == ["alpha bravo charlie", "delta echo foxtrot"]
+    assert [w["text"] for f in finals for w in f["alternatives"][0]["words"]] == STREAM_WORDS
+    assert len(interims) >= len(STREAM_WORDS)
+    assert all(r["alternatives"][0]["text"].split()[0] in ("alpha", "delta") for r in interims)
+    last = responses[-1]
+    assert last["billed_seconds"] == pytest.approx(seconds)
+    route = last["route_info"]
+    assert (route["provider"], route["request_id"]) == ("cloud-stream", request_id)
+    assert Decimal(route["cost_usd"]) == STREAM_PER_S * Decimal(str(seconds))
+    assert [(a["provider"], a["outcome"]) for a in route["attempts"]] == [("cloud-stream", "ok")]
+    assert seen["headers"]["x-request-id"] == request_id
+    assert provider.streams[0].received_samples * 2 == len(pcm)

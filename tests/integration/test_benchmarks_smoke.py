@@ -30,6 +30,7 @@ EXPECTED = {
         "c=1 cache-hit throughput ratio gateway/no-op",
         "c=64 cache-hit throughput ratio gateway/no-op",
     ],
+    "stream_vendor_latency.py": ["added latency per result p50"],
     "stream_synthesize.py": ["time to first audio ratio StreamSynthesize/Synthesize"],
     "hostile_inputs.py": [
         "INTERNAL responses",

@@ -27,9 +27,11 @@ from providers.testing import (
     FAKE_ANSWER,
     FAKE_TRANSCRIPT,
     FakeAnswerer,
+    FakeStreamingTranscriber,
     FakeSynthesizer,
     FakeTranscriber,
     sine_pcm16,
+    tone_words_pcm,
 )
 
 T = TypeVar("T")
@@ -467,3 +469,213 @@ def test_serve_refuses_bad_configuration_with_the_file_and_problem(
         structlog.reset_defaults()
     _, err = capsys.readouterr()
     assert err.startswith("error: invalid configuration:") and message in err
+
+
+# -- listen --------------------------------------------------------------------------
+
+
+@dataclass
+class StreamGateway:
+    port: int
+    first: FakeStreamingTranscriber
+    second: FakeStreamingTranscriber
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+LISTEN_WORDS = ["alpha", "bravo", "charlie", "delta", "echo"]
+
+
+@pytest.fixture(scope="module")
+def stream_gateway() -> Iterator[StreamGateway]:
+    """A gateway whose only streaming providers are two tone-word fakes: ``first`` is tried first."""
+    from tests.conftest import local_settings
+
+    # Its own metrics port: the other gateway of this module may be running at the same time.
+    settings = local_settings()
+    first, second = FakeStreamingTranscriber(name="first"), FakeStreamingTranscriber(name="second")
+    runner = _LoopThread()
+
+    async def start() -> GatewayServer:
+        server = GatewayServer(settings, providers=[first, second])
+        await server.start()
+        await server.wait_ready(timeout_s=10)
+        return server
+
+    with structlog.testing.capture_logs():
+        server = runner.run(start())
+        try:
+            yield StreamGateway(server.port, first, second)
+        finally:
+            runner.run(server.stop(grace_s=1))
+            runner.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_stream_fakes(request: pytest.FixtureRequest) -> None:
+    if "stream_gateway" in request.fixturenames:
+        gw: StreamGateway = request.getfixturevalue("stream_gateway")
+        for fake in (gw.first, gw.second):
+            fake.fail_after_s = None
+            fake.streams.clear()
+
+
+def _tone_words_file(path: Path, rate: int = 16_000, kind: str = "wav") -> Path:
+    """LISTEN_WORDS as tone words in two utterances, written as ``kind`` at ``rate``."""
+    import numpy as np
+
+    from tests.audio_files import encode
+
+    pcm = tone_words_pcm(LISTEN_WORDS, rate, pause_after=(2,))
+    path.write_bytes(encode(np.frombuffer(pcm, dtype="<i2"), rate, kind, codec_rate=rate))
+    return path
+
+
+def _listen(gw: StreamGateway, *args: str) -> int:
+    return cli.main(["listen", "--target", gw.target, "--timeout", "20", *args])
+
+
+def test_listen_prints_finals_line_by_line_and_the_route(stream_gateway, tmp_path, capsys):
+    clip = _tone_words_file(tmp_path / "words.wav")
+    assert _listen(stream_gateway, str(clip)) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    # One line per final result, in order, and no interim results on a pipe.
+    assert "alpha bravo charlie" in lines and "delta echo" in lines
+    assert lines.index("alpha bravo charlie") < lines.index("delta echo")
+    assert not any(line in ("alpha", "alpha bravo", "delta") for line in lines)
+    assert "via first (fake-stream-1, local)" in out
+    sent_s = stream_gateway.first.streams[0].received_s
+    assert f"{sent_s:.2f} s of audio" in out
+    assert "billed" in out and "cost_usd" in out and "request_id" in out
+    assert err == ""
+
+
+def test_listen_decodes_any_container_to_16_khz(stream_gateway, tmp_path, capsys):
+    # Stereo-free Ogg/Opus at 48 kHz: decoded and resampled client-side before it is streamed.
+    clip = _tone_words_file(tmp_path / "words.ogg", rate=48_000, kind="ogg")
+    assert _listen(stream_gateway, str(clip), "--chunk-ms", "40") == 0
+    out = capsys.readouterr().out
+    assert "alpha bravo charlie" in out.splitlines() and "delta echo" in out.splitlines()
+    stream = stream_gateway.first.streams[0]
+    assert stream.config.sample_rate == 16_000
+    # Opus adds a few ms of priming; the seconds sent are the file's, give or take that.
+    assert stream.received_s == pytest.approx(
+        len(tone_words_pcm(LISTEN_WORDS, pause_after=(2,))) / 32_000, abs=0.1
+    )
+
+
+def test_listen_realtime_paces_the_audio(stream_gateway, tmp_path, capsys):
+    clip = tmp_path / "short.wav"
+    pcm = tone_words_pcm(["golf", "hotel"], 16_000)
+    with wave.open(str(clip), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(pcm)
+    audio_s = len(pcm) / 32_000
+    started = time.monotonic()
+    assert _listen(stream_gateway, str(clip), "--realtime") == 0
+    paced = time.monotonic() - started
+    started = time.monotonic()
+    assert _listen(stream_gateway, str(clip)) == 0
+    fast = time.monotonic() - started
+    # The last 100 ms chunk leaves at audio_s - 0.1; as fast as possible is far quicker than real time.
+    assert paced >= audio_s - 0.15
+    assert fast < audio_s / 2
+    assert capsys.readouterr().out.count("golf hotel") == 2
+
+
+def test_listen_on_a_terminal_updates_interim_results_in_place(stream_gateway, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    clip = _tone_words_file(tmp_path / "words.wav")
+    assert _listen(stream_gateway, str(clip)) == 0
+    out = capsys.readouterr().out
+    # Interim hypotheses were drawn and erased (cursor up / erase line), the finals stayed.
+    assert "\x1b[2K" in out
+    assert "alpha bravo" in out and "delta echo" in out
+
+
+def test_listen_shows_a_failover_and_both_attempts(stream_gateway, tmp_path, capsys):
+    stream_gateway.first.fail_after_s = 2.0
+    clip = _tone_words_file(tmp_path / "words.wav")
+    assert _listen(stream_gateway, str(clip)) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "switched to second (fake-stream-1, local)" in out
+    assert "alpha bravo charlie" in lines and "delta echo" in lines
+    assert "first transcribe: unavailable, second transcribe: ok" in out
+
+
+def test_listen_json_prints_one_response_per_line(stream_gateway, tmp_path, capsys):
+    clip = _tone_words_file(tmp_path / "words.wav")
+    assert _listen(stream_gateway, str(clip), "--json", "--words") == 0
+    out, err = capsys.readouterr()
+    responses = [json.loads(line) for line in out.splitlines()]
+    assert responses[0]["route"]["provider"] == "first"
+    finals = [r["result"] for r in responses if r.get("result", {}).get("is_final")]
+    assert [f["alternatives"][0]["text"] for f in finals] == ["alpha bravo charlie", "delta echo"]
+    assert [w["text"] for w in finals[0]["alternatives"][0]["words"]] == ["alpha", "bravo", "charlie"]
+    assert any(r.get("result", {}).get("is_final") is False for r in responses)
+    last = responses[-1]
+    assert last["route_info"]["provider"] == "first"
+    assert last["billed_seconds"] == pytest.approx(stream_gateway.first.streams[0].received_s)
+    assert err == ""
+
+
+def test_listen_errors(stream_gateway, gateway, tmp_path, capsys):
+    missing = tmp_path / "nowhere.wav"
+    assert _listen(stream_gateway, str(missing)) == 2
+    assert capsys.readouterr().err.strip() == f"error: input file not found: {missing}"
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("These are meeting notes, not a recording.\n" * 20)
+    assert _listen(stream_gateway, str(notes)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot decode {notes}:") and "Traceback" not in err
+    assert stream_gateway.first.streams == []
+
+    # The other gateway has no provider that streams.
+    clip = _tone_words_file(tmp_path / "words.wav")
+    assert cli.main(["listen", str(clip), "--target", gateway.target, "--timeout", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: FAILED_PRECONDITION:") and "streaming" in err
+
+    assert cli.main(["listen", str(clip), "--target", f"127.0.0.1:{_free_port()}", "--timeout", "5"]) == 2
+    assert capsys.readouterr().err.startswith("error: UNAVAILABLE:")
+
+    assert _listen(stream_gateway, str(clip), "--chunk-ms", "0") == 2
+    assert "--chunk-ms" in capsys.readouterr().err
+
+
+def test_listen_ended_by_a_limit_shows_what_was_heard_and_the_route(tmp_path, capsys):
+    from tests.conftest import local_settings
+
+    settings = local_settings()
+    settings.streams.max_duration_s = 2.0
+    fake = FakeStreamingTranscriber(name="short")
+    runner = _LoopThread()
+
+    async def start() -> GatewayServer:
+        server = GatewayServer(settings, providers=[fake])
+        await server.start()
+        await server.wait_ready(timeout_s=10)
+        return server
+
+    clip = _tone_words_file(tmp_path / "words.wav")
+    with structlog.testing.capture_logs():
+        server = runner.run(start())
+        try:
+            code = cli.main(["listen", str(clip), "--target", f"127.0.0.1:{server.port}", "--timeout", "20"])
+        finally:
+            runner.run(server.stop(grace_s=1))
+            runner.close()
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: RESOURCE_EXHAUSTED:") and "2 s of audio" in err
+    # The first utterance ended before the limit and the second never began: its final is all there is.
+    assert "alpha bravo charlie" in out.splitlines() and "delta" not in out
+    assert "2.00 s of audio" in out and "short" in out
