@@ -201,8 +201,8 @@ class StreamSettings(BaseModel):
     # Audio kept since the last final result, to replay into the next provider after a failure. Older
     # audio is dropped (its words are lost if the provider fails before finalizing them).
     max_replay_s: float = Field(30.0, gt=0)
-    # A provider that has been sent this many seconds of audio with sound in it and said nothing at all is
-    # stalled: the stream fails over.
+    # A provider that has been sent this many seconds of audio with sound in it, and has said nothing for
+    # as long in real time, is stalled: the stream fails over.
     stall_audio_s: float = Field(10.0, gt=0)
     # Opening a provider stream, and one send to it, may take at most this long.
     open_timeout_s: float = Field(10.0, gt=0)

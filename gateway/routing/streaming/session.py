@@ -15,10 +15,10 @@ one request record per stream (:meth:`Pipeline.accounted`). Streams are never ca
 - **Limits.** The longest stream (``max_duration_s`` of audio) and the longest silence from the caller
   (``max_idle_s`` without audio or KEEPALIVE) end the stream the same way: flush, then RESOURCE_EXHAUSTED.
 - **Failover.** The caller's audio since the last final result is kept (at most ``max_replay_s``). When
-  the provider raises, stalls (``stall_audio_s`` of audio with sound and not one event back, or a send
-  that hangs) or ends before the caller did, the next ranked candidate is opened and the kept audio is
-  replayed into it; its times are shifted onto the caller's timeline from where the replay starts, and a
-  :class:`RouteNotice` with ``changed`` marks the switch. Each provider used leaves an attempt record.
+  the provider raises, stalls (``stall_audio_s`` of audio with sound and as long without one event back,
+  or a send that hangs) or ends before the caller did, the next ranked candidate is opened and the kept
+  audio is replayed into it; its times are shifted onto the caller's timeline from where the replay starts,
+  and a :class:`RouteNotice` with ``changed`` marks the switch. Each provider used leaves an attempt record.
 """
 
 from __future__ import annotations
@@ -171,6 +171,9 @@ class _Attempt:
     open_ms: float
     sent_samples: int = 0
     sound_since_event_s: float = 0.0
+    # When the provider last said anything (or opened): a file streamed faster than real time owes no
+    # result per second of audio, only per second of time.
+    quiet_since: float = field(default_factory=time.monotonic)
     closing: bool = False
     over: bool = False  # recorded; its events no longer reach the caller
     pump: asyncio.Task[None] | None = None
@@ -389,16 +392,7 @@ class _Session:
             self._bound_replay()
             if pcm_rms(pcm) >= _SOUND_RMS:
                 attempt.sound_since_event_s += seconds
-            if attempt.sound_since_event_s > self.settings.stall_audio_s:
-                failed = (
-                    attempt,
-                    ProviderTimeout(
-                        attempt.provider.name,
-                        f"no result after {attempt.sound_since_event_s:.1f} s of audio with sound in it",
-                    ),
-                )
-            else:
-                failed = await self._send(attempt, pcm)
+            failed = await self._send(attempt, pcm)
         if failed is not None:
             await self._fail(*failed)
 
@@ -531,13 +525,40 @@ class _Session:
         return None
 
     async def _pump(self, attempt: _Attempt) -> None:
+        watchdog = asyncio.create_task(self._watch(attempt))
+        try:
+            await self._events(attempt)
+        finally:
+            watchdog.cancel()
+
+    async def _watch(self, attempt: _Attempt) -> None:
+        """Fail over from a provider that has heard ``stall_audio_s`` of sound and said nothing for as long.
+
+        Both, because a file streamed faster than real time owes no result per second of audio, and a live
+        caller's silence owes none at all.
+        """
+        limit = self.settings.stall_audio_s
+        while not attempt.over:
+            await asyncio.sleep(min(limit / 4, 1.0))
+            quiet_s = time.monotonic() - attempt.quiet_since
+            if attempt.sound_since_event_s > limit and quiet_s > limit:
+                stalled = ProviderTimeout(
+                    attempt.provider.name,
+                    f"no result for {quiet_s:.1f} s after {attempt.sound_since_event_s:.1f} s of audio with "
+                    "sound in it",
+                )
+                # Shielded: the failover this starts ends this attempt's pump, which cancels this task.
+                await asyncio.shield(self._fail(attempt, stalled))
+                return
+
+    async def _events(self, attempt: _Attempt) -> None:
         """The provider's events, shifted onto the caller's timeline, until it ends or fails."""
         name = attempt.provider.name
         try:
             async for event in attempt.stream.events():
                 if attempt.over:
                     return
-                attempt.sound_since_event_s = 0.0
+                attempt.sound_since_event_s, attempt.quiet_since = 0.0, time.monotonic()
                 shifted = _shift(event, attempt.offset_s)
                 if isinstance(shifted, StreamResult) and shifted.is_final:
                     self._trim_replay(shifted.end_s)
