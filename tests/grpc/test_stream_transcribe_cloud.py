@@ -82,7 +82,9 @@ async def cloud(
             await server.stop(grace_s=1)
 
 
-async def stream(stub: pb_grpc.AudioGatewayStub, audio: bytes) -> list[pb.StreamTranscribeResponse]:
+async def stream(
+    stub: pb_grpc.AudioGatewayStub, audio: bytes, routing: common.RoutingOptions | None = None
+) -> list[pb.StreamTranscribeResponse]:
     async def requests() -> AsyncIterator[pb.StreamTranscribeRequest]:
         yield pb.StreamTranscribeRequest(
             config=pb.StreamTranscribeConfig(
@@ -90,6 +92,7 @@ async def stream(stub: pb_grpc.AudioGatewayStub, audio: bytes) -> list[pb.Stream
                 sample_rate_hertz=RATE,
                 interim_results=True,
                 word_timestamps=True,
+                routing=routing,
             )
         )
         chunk = RATE * 2 // 10
@@ -160,3 +163,11 @@ async def test_a_refused_key_stops_the_walk_and_names_the_attempt(cloud):
     assert "api_key_env" in (caught.value.details() or "")
     assert aai.sessions == [] and aai.handshakes == 1
     assert dg.handshakes == 0
+
+
+async def test_local_only_streams_never_reach_a_cloud_vendor(cloud):
+    stub, aai, dg = cloud
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream(stub, pcm(1.0), common.RoutingOptions(privacy=common.PRIVACY_LOCAL_ONLY))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert aai.handshakes == 0 and dg.handshakes == 0
