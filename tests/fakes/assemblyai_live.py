@@ -66,8 +66,8 @@ class FakeAssemblyAILive(WsFake):
                 session.audio.extend(message)
                 session.audio_messages += 1
                 if self.should_drop(session):
-                    self.drop(ws)
-                    return
+                    self.drop(ws, session)
+                    continue
                 if self.should_error(session):
                     self.close(ws, session, 3005, "Internal server error")
                     continue

@@ -70,8 +70,8 @@ class FakeDeepgramLive(WsFake):
                 session.audio.extend(message)
                 session.audio_messages += 1
                 if self.should_drop(session):
-                    self.drop(ws)
-                    return
+                    self.drop(ws, session)
+                    continue
                 if self.should_error(session):
                     await self.send(ws, session, _error())
                     self.close(ws, session, 1011, "NET-0001")

@@ -8,7 +8,7 @@ A fake answers as the audio arrives: it knows a script of words on the audio tim
 vendor would have heard once enough seconds of audio have come in. Failure knobs, read when the audio
 reaches them (seconds on the session's audio timeline):
 
-- ``drop_after_s``: abort the TCP connection without a close frame (a vendor that vanished);
+- ``drop_after_s``: end the TCP stream without a close frame (a vendor that vanished);
 - ``stall_after_s``: keep reading, but never answer again (a vendor that hangs);
 - ``error_after_s``: the vendor's own error (an error message and/or a close code, per vendor);
 - ``api_key``: the handshake of any other key is refused with HTTP 401.
@@ -203,8 +203,14 @@ class WsFake:
         await ws.send(json.dumps(message))
 
     @staticmethod
-    def drop(ws: ServerConnection) -> None:
-        ws.transport.abort()
+    def drop(ws: ServerConnection, session: Session) -> None:
+        """Hang up without a close frame: what was sent still arrives, then the TCP stream just ends.
+
+        An abort would reset the connection while the client's audio sits unread, and a reset discards
+        answers still in flight, so what the client heard before the drop would be left to chance.
+        """
+        session.closing = True
+        ws.transport.write_eof()
 
     def close(self, ws: ServerConnection, session: Session, code: int, reason: str = "") -> None:
         """Start the closing handshake without waiting in the handler.

@@ -47,7 +47,7 @@ from gateway.core.errors import (
     ProviderUnavailable,
     Recovering,
 )
-from gateway.core.provider_types import Operation, Usage, WordTiming
+from gateway.core.provider_types import Locality, Operation, Usage, WordTiming
 from gateway.core.streaming import PCM_SAMPLE_WIDTH, SpeechEvent, StreamEvent, StreamResult
 from gateway.routing.accounting import RequestScope
 from gateway.routing.attempts import EXPOSURE, Attempts
@@ -419,6 +419,12 @@ class _Session:
     # -- money ----------------------------------------------------------------------------------------
 
     def _per_second(self, provider: StreamingTranscriber) -> Decimal:
+        locality = provider.capabilities.locality
+        if locality is not Locality.LOCAL:
+            # A vendor bills a second of streamed audio at its streaming rate.
+            return self.service.prices.stream_cost(
+                provider.name, provider.model, locality, Usage(audio_seconds=1.0)
+            )
         info = self.service.catalogue.info(provider.name)
         # A local engine streaming in real time holds its compute for at most the audio's length.
         return self.service.prices.worst_case(info, RankContext(Operation.TRANSCRIBE, audio_s=1.0), 1.0)
@@ -630,7 +636,7 @@ class _Session:
         except Exception:  # a provider's broken bookkeeping must not lose the attempt's record
             compute = 0.0
         usage = Usage(audio_seconds=attempt.sent_samples / self.rate, compute_seconds=compute)
-        cost = service.prices.cost(provider.name, provider.model, locality, usage)
+        cost = service.prices.stream_cost(provider.name, provider.model, locality, usage)
         latency_ms = (time.perf_counter() - attempt.started) * 1000.0
         route.attempts.append(
             AttemptRecord(
