@@ -58,7 +58,7 @@ from providers.openai_realtime import (
     RealtimeTranscriptionStream,
     open_realtime_stream,
 )
-from providers.remote import capabilities_from, error_for_status
+from providers.remote import PcmPieces, capabilities_from, error_for_status
 
 if TYPE_CHECKING:
     from gateway.core.audio import Recording
@@ -74,9 +74,6 @@ OPENAI_VOICES = frozenset(
 DEFAULT_VOICE = "alloy"
 # The speech endpoint's raw "pcm" format: 24 kHz signed 16-bit little-endian mono.
 PCM_SAMPLE_RATE = 24_000
-# A streamed sentence keeps this much of its audio back until the body ends, so that its last piece,
-# which carries the sentence's characters, is never empty; 10 ms delays nothing a listener notices.
-_STREAM_HOLD_S = 0.01
 
 # Containers each endpoint accepts as they are; anything else is re-encoded to WAV first.
 _TRANSCRIBE_CONTAINERS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm")
@@ -306,9 +303,7 @@ class OpenAIProvider:
         voice = self._voice(options)
         limit = self._limit(timeout_s)
         deadline = asyncio.get_running_loop().time() + limit
-        rate = self._pcm_rate
-        hold = 2 * max(1, int(rate * _STREAM_HOLD_S))  # bytes, whole samples
-        pending = b""
+        pieces = PcmPieces(self._pcm_rate, voice)
         request = self._client.audio.speech.with_streaming_response.create(
             **self._speech_args(text, voice, options), response_format="pcm", timeout=limit
         )
@@ -323,12 +318,8 @@ class OpenAIProvider:
                             data = await anext(body)
                     except StopAsyncIteration:
                         break
-                    pending += data
-                    cut = len(pending) - hold
-                    cut -= cut % 2
-                    if cut > 0:
-                        piece, pending = pending[:cut], pending[cut:]
-                        yield self._piece(piece, rate, voice, 0)
+                    if (piece := pieces.push(data)) is not None:
+                        yield piece
         except TimeoutError as exc:
             raise ProviderTimeout(self.name, f"the speech did not finish within {limit:.1f} s") from exc
         except openai.OpenAIError as exc:
@@ -338,17 +329,11 @@ class OpenAIProvider:
             raise ProviderTimeout(self.name, "the speech stream stalled") from exc
         except httpx2.TransportError as exc:
             raise ProviderUnavailable(self.name, "the speech stream broke off") from exc
-        if not pending or len(pending) % 2:
-            raise ProviderBadResponse(
-                self.name, f"the speech stream ended with {len(pending)} bytes held, not whole samples"
-            )
-        yield self._piece(pending, rate, voice, len(text))
-
-    @staticmethod
-    def _piece(data: bytes, rate: int, voice: str, characters: int) -> Speech:
-        samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
-        usage = Usage(characters=characters, audio_seconds=len(samples) / rate)
-        return Speech(samples=samples, sample_rate=rate, voice=voice, usage=usage)
+        try:
+            last = pieces.finish(len(text))
+        except ValueError as exc:
+            raise ProviderBadResponse(self.name, f"the speech stream is malformed: {exc}") from exc
+        yield last
 
     def _decode_speech(self, data: bytes) -> tuple[np.ndarray, int]:
         if not self._pcm:
