@@ -2,13 +2,15 @@
 
 One config entry is one operation. Transcription posts the file's own bytes to
 ``/v1/listen``; synthesis asks ``/v1/speak`` for 16-bit WAV so the reply decodes
-without guessing. An Aura entry prices the family (``model: aura-2``) while the
-voice, Deepgram's own model name (``aura-2-thalia-en``), is sent per request.
+without guessing, and StreamSynthesize for raw 16-bit PCM, read as it arrives.
+An Aura entry prices the family (``model: aura-2``) while the voice, Deepgram's
+own model name (``aura-2-thalia-en``), is sent per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,7 +57,7 @@ from gateway.core.streaming import (
     StreamResult,
 )
 from providers.live import STREAM_OPTIONS, LiveEvents, stall_seconds
-from providers.remote import capabilities_from, error_for_status
+from providers.remote import PcmPieces, capabilities_from, error_for_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -242,18 +244,7 @@ class DeepgramProvider:
 
     async def synthesize(self, text: str, options: SynthesizeOptions, timeout_s: float | None) -> Speech:
         self._require(Operation.SYNTHESIZE)
-        voice = options.voice or self._default_voice
-        if voice not in self._voices:
-            raise ProviderInputError(
-                self.name,
-                f"unknown voice {clip(voice)!r}; available voices: {', '.join(sorted(self._voices))}",
-            )
-        sample_rate = self._options.get("sample_rate", _SPEAK_SAMPLE_RATE)
-        extra = {
-            k: v
-            for k, v in self._options.items()
-            if k not in _RESERVED_SPEAK_OPTIONS and k not in STREAM_OPTIONS
-        }
+        voice, sample_rate, extra = self._speak_params(options)
         limit = self._limit(timeout_s)
         try:
             body = await asyncio.wait_for(
@@ -267,6 +258,61 @@ class DeepgramProvider:
             raise ProviderBadResponse(self.name, "the synthesized audio could not be decoded") from exc
         usage = Usage(characters=len(text), audio_seconds=len(samples) / rate)
         return Speech(samples=samples, sample_rate=rate, voice=voice, usage=usage)
+
+    async def synthesize_stream(
+        self, text: str, options: SynthesizeOptions, timeout_s: float | None
+    ) -> AsyncIterator[Speech]:
+        """Aura's body read as it arrives, as raw PCM (no WAV header to wait for) in pieces.
+
+        Only the awaits on the network are bounded here: a timeout must not span a ``yield``, where the
+        caller's own work runs.
+        """
+        self._require(Operation.SYNTHESIZE)
+        voice, sample_rate, extra = self._speak_params(options)
+        limit = self._limit(timeout_s)
+        deadline = asyncio.get_running_loop().time() + limit
+        pieces = PcmPieces(int(sample_rate), voice)
+        stream = self._client.speak.v1.audio.generate(
+            text=text,
+            model=voice,
+            encoding=_SPEAK_ENCODING,
+            container="none",
+            sample_rate=sample_rate,
+            speed=options.speed if options.speed != 1.0 else None,
+            request_options={"timeout": limit, "max_retries": 0, "additional_query_parameters": extra},
+        )
+        try:
+            async with aclosing(stream):
+                while True:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            data = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    if (piece := pieces.push(data)) is not None:
+                        yield piece
+        except (ApiError, ParsingError, httpx.HTTPError, TimeoutError) as exc:
+            raise self._failure(exc) from exc
+        try:
+            last = pieces.finish(len(text))
+        except ValueError as exc:
+            raise ProviderBadResponse(self.name, f"the speech stream is malformed: {exc}") from exc
+        yield last
+
+    def _speak_params(self, options: SynthesizeOptions) -> tuple[str, Any, dict[str, Any]]:
+        voice = options.voice or self._default_voice
+        if voice not in self._voices:
+            raise ProviderInputError(
+                self.name,
+                f"unknown voice {clip(voice)!r}; available voices: {', '.join(sorted(self._voices))}",
+            )
+        sample_rate = self._options.get("sample_rate", _SPEAK_SAMPLE_RATE)
+        extra = {
+            k: v
+            for k, v in self._options.items()
+            if k not in _RESERVED_SPEAK_OPTIONS and k not in STREAM_OPTIONS
+        }
+        return voice, sample_rate, extra
 
     async def _speak(
         self,

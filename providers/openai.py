@@ -6,7 +6,8 @@ One instance serves the one operation its config entry names:
   answers ``verbose_json`` with segments and, on request, words; the gpt-4o models answer plain
   ``json``, so their transcript is one segment spanning the audio and they declare no word timestamps.
 - synthesize: ``audio.speech`` (tts-1, tts-1-hd, gpt-4o-mini-tts), asking for WAV (or raw 24 kHz PCM)
-  so the samples decode without guessing.
+  so the samples decode without guessing. StreamSynthesize reads the body as it arrives
+  (``with_streaming_response``, always raw PCM, which needs no header before the first sample).
 - understand: ``chat.completions`` with an ``input_audio`` part (gpt-4o-audio-preview, gpt-audio): the
   model listens to the recording itself.
 
@@ -19,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import contextlib
 import json
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import httpx2
 import numpy as np
 import openai
 
@@ -55,7 +58,7 @@ from providers.openai_realtime import (
     RealtimeTranscriptionStream,
     open_realtime_stream,
 )
-from providers.remote import capabilities_from, error_for_status
+from providers.remote import PcmPieces, capabilities_from, error_for_status
 
 if TYPE_CHECKING:
     from gateway.core.audio import Recording
@@ -249,24 +252,33 @@ class OpenAIProvider:
             return self._config.voices
         return self.known_voices if self.known_voices is not None else frozenset({self._default_voice})
 
-    async def synthesize(self, text: str, options: SynthesizeOptions, timeout_s: float | None) -> Speech:
-        self._require(Operation.SYNTHESIZE)
+    def _voice(self, options: SynthesizeOptions) -> str:
         voice = options.voice or self._default_voice
         checked = self._config.voices if self._config.voices is not None else self.known_voices
         if checked is not None and voice not in checked:
             raise ProviderInputError(
                 self.name, f"unknown voice {clip(voice)!r}; available voices: {', '.join(sorted(checked))}"
             )
+        return voice
+
+    def _speech_args(self, text: str, voice: str, options: SynthesizeOptions) -> dict[str, Any]:
         instructions = self._config.options.get("instructions")
+        return {
+            "model": self.model,
+            "input": text,
+            "voice": voice,
+            "speed": options.speed if options.speed != 1.0 else openai.omit,
+            "instructions": instructions if isinstance(instructions, str) else openai.omit,
+        }
+
+    async def synthesize(self, text: str, options: SynthesizeOptions, timeout_s: float | None) -> Speech:
+        self._require(Operation.SYNTHESIZE)
+        voice = self._voice(options)
         limit = self._limit(timeout_s)
         response = await self._call(
             self._client.audio.speech.create(
-                model=self.model,
-                input=text,
-                voice=voice,
+                **self._speech_args(text, voice, options),
                 response_format="pcm" if self._pcm else "wav",
-                speed=options.speed if options.speed != 1.0 else openai.omit,
-                instructions=instructions if isinstance(instructions, str) else openai.omit,
                 timeout=limit,
             ),
             limit,
@@ -278,6 +290,50 @@ class OpenAIProvider:
             raise ProviderBadResponse(self.name, f"the speech audio does not decode: {exc}") from exc
         usage = Usage(characters=len(text), audio_seconds=len(samples) / rate)
         return Speech(samples=samples, sample_rate=rate, voice=voice, usage=usage)
+
+    async def synthesize_stream(
+        self, text: str, options: SynthesizeOptions, timeout_s: float | None
+    ) -> AsyncIterator[Speech]:
+        """The speech body read as it arrives, as PCM pieces; the last carries the characters.
+
+        Only the awaits on the network are bounded here (a timeout must not span a ``yield``, where the
+        caller's own work runs); a body that breaks off part-way raises ProviderUnavailable.
+        """
+        self._require(Operation.SYNTHESIZE)
+        voice = self._voice(options)
+        limit = self._limit(timeout_s)
+        deadline = asyncio.get_running_loop().time() + limit
+        pieces = PcmPieces(self._pcm_rate, voice)
+        request = self._client.audio.speech.with_streaming_response.create(
+            **self._speech_args(text, voice, options), response_format="pcm", timeout=limit
+        )
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                async with asyncio.timeout_at(deadline):
+                    response = await stack.enter_async_context(request)
+                body = response.iter_bytes()
+                while True:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            data = await anext(body)
+                    except StopAsyncIteration:
+                        break
+                    if (piece := pieces.push(data)) is not None:
+                        yield piece
+        except TimeoutError as exc:
+            raise ProviderTimeout(self.name, f"the speech did not finish within {limit:.1f} s") from exc
+        except openai.OpenAIError as exc:
+            raise map_error(self.name, exc) from exc
+        # A streamed body is read straight from the SDK's transport (httpx2), whose errors it does not wrap.
+        except httpx2.TimeoutException as exc:
+            raise ProviderTimeout(self.name, "the speech stream stalled") from exc
+        except httpx2.TransportError as exc:
+            raise ProviderUnavailable(self.name, "the speech stream broke off") from exc
+        try:
+            last = pieces.finish(len(text))
+        except ValueError as exc:
+            raise ProviderBadResponse(self.name, f"the speech stream is malformed: {exc}") from exc
+        yield last
 
     def _decode_speech(self, data: bytes) -> tuple[np.ndarray, int]:
         if not self._pcm:

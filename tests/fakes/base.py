@@ -9,6 +9,11 @@ has failure knobs a test sets before a call:
 - ``malformed``: answer 200 with a body that is not the expected JSON;
 - ``drop``: close the connection without answering;
 - ``slow_first_byte_s``: send the status line only after this long.
+
+A route may stream its body instead (``Reply.chunks``): the chunks go out with chunked transfer encoding,
+``Reply.chunk_delay_s`` apart, and ``Reply.drop_after`` cuts the connection after that many, mid-body, as
+a vendor that falls over while speaking does. ``Reply.sent_at`` (``time.monotonic()``) is set once the
+whole body is out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ class Reply:
     status: int = 200
     body: bytes | str | dict | list = b""
     headers: dict[str, str] = field(default_factory=dict)
+    #: A streamed body: sent chunk by chunk (``body`` is then ignored).
+    chunks: list[bytes] | None = None
+    chunk_delay_s: float = 0.0
+    drop_after: int | None = None
+    #: ``time.monotonic()`` when the last chunk had been written; None until then, and for a dropped body.
+    sent_at: float | None = None
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, dict | list):
@@ -181,9 +192,12 @@ class FakeServer:
                     reply = Reply(200, b'{"this is": not json', {"content-type": "application/json"})
                 else:
                     reply = server._dispatch(recorded)
-                payload, content_type = reply.encoded()
                 if slow_first_byte_s:
                     time.sleep(slow_first_byte_s)
+                if reply.chunks is not None:
+                    self._stream(reply)
+                    return
+                payload, content_type = reply.encoded()
                 self.send_response(reply.status)
                 headers = {"content-type": content_type, **reply.headers}
                 for name, value in headers.items():
@@ -191,6 +205,27 @@ class FakeServer:
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _stream(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                for name, value in {"content-type": "application/octet-stream", **reply.headers}.items():
+                    self.send_header(name, value)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                assert reply.chunks is not None
+                for index, chunk in enumerate(reply.chunks):
+                    if reply.drop_after is not None and index >= reply.drop_after:
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
+                    if index and reply.chunk_delay_s:
+                        time.sleep(reply.chunk_delay_s)
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                reply.sent_at = time.monotonic()
 
             def _handle_quietly(self) -> None:
                 # A client that gave up (its deadline passed) closes the socket under us.

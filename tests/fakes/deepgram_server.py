@@ -4,8 +4,10 @@ Replies have the shape the real API sends (and the SDK's models read): the
 listen result carries metadata, per-channel alternatives with words, and
 paragraphs / utterances / speakers only when the query asks for them, as
 Deepgram does. Speak returns a real WAV (or raw linear16) tone whose length
-follows the text. Both answer 401 without ``Authorization: Token <key>`` and
-400 for requests Deepgram refuses (empty audio, a non-Aura model).
+follows the text; with ``speak_chunk_bytes`` set its body streams in chunks,
+``speak_chunk_delay_s`` apart, and ``drop_speak`` cuts one off mid-body. Both
+answer 401 without ``Authorization: Token <key>`` and 400 for requests Deepgram
+refuses (empty audio, a non-Aura model).
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class FakeDeepgram(FakeServer):
         self.reported_duration_s = 2.5  # what Deepgram claims; the gateway must bill its own
         self.detected_language = "en"
         self.tone_hz = 330.0
+        self.speak_chunk_bytes: int | None = None
+        self.speak_chunk_delay_s = 0.0
+        self.speak_replies: list[Reply] = []
+        self._speak_drops: list[int | None] = []
         self.route("POST", "/v1/listen", self._listen)
         self.route("POST", "/v1/speak", self._speak)
 
@@ -217,7 +223,19 @@ class FakeDeepgram(FakeServer):
             "dg-char-count": str(len(text)),
             "dg-request-id": str(uuid.uuid4()),
         }
-        return Reply(200, body, headers)
+        reply = Reply(200, body, headers)
+        if self.speak_chunk_bytes:
+            size = self.speak_chunk_bytes
+            reply.chunks = [body[i : i + size] for i in range(0, len(body), size)]
+            reply.chunk_delay_s = self.speak_chunk_delay_s
+            reply.drop_after = self._speak_drops.pop(0) if self._speak_drops else None
+        self.speak_replies.append(reply)
+        return reply
+
+    def drop_speak(self, after_chunks: int, skip: int = 0) -> None:
+        """Cut the connection after ``after_chunks`` chunks of a streamed speak body: the body of the
+        request after the next ``skip`` ones (which stream whole)."""
+        self._speak_drops = [None] * skip + [after_chunks]
 
     def tone(self, seconds: float, rate: int) -> np.ndarray:
         count = math.ceil(seconds * rate)

@@ -7,7 +7,10 @@ Serves, under ``/v1`` (give the SDK ``base_url=fake.base_url``):
   ``verbose_json`` (segments and/or words). The gpt-4o transcription models accept only json and text,
   as the real API does.
 - ``POST /v1/audio/speech``: JSON body; answers real WAV bytes (a tone at 24 kHz whose length follows
-  the text) or raw 24 kHz s16le for ``response_format=pcm``.
+  the text) or raw 24 kHz s16le for ``response_format=pcm``. With ``speech_chunk_bytes`` set the body is
+  streamed in chunks of that size, ``speech_chunk_delay_s`` apart, as the real API streams speech while
+  it is generated; ``drop_speech(after_chunks)`` cuts one such body off mid-stream. ``speech_replies``
+  keeps every speech reply, so a test can see when its body was wholly sent.
 - ``POST /v1/chat/completions``: JSON body; answers a ``chat.completion`` whose usage counts
   ``input_audio`` parts as audio prompt tokens (10 per second of audio).
 
@@ -113,6 +116,10 @@ class FakeOpenAI(FakeServer):
         self.seconds_per_char = seconds_per_char
         self.voices = VOICES
         self.last_usage: dict[str, Any] | None = None
+        self.speech_chunk_bytes: int | None = None
+        self.speech_chunk_delay_s = 0.0
+        self.speech_replies: list[Reply] = []
+        self._speech_drops: list[int | None] = []
         self.route("POST", "/v1/audio/transcriptions", self._transcribe)
         self.route("POST", "/v1/audio/speech", self._speech)
         self.route("POST", "/v1/chat/completions", self._chat)
@@ -127,6 +134,15 @@ class FakeOpenAI(FakeServer):
         self.transcript, self.answer = self._defaults
         self.voices = VOICES
         self.last_usage = None
+        self.speech_chunk_bytes = None
+        self.speech_chunk_delay_s = 0.0
+        self.speech_replies = []
+        self._speech_drops = []
+
+    def drop_speech(self, after_chunks: int, skip: int = 0) -> None:
+        """Cut the connection after ``after_chunks`` chunks of a streamed speech body: the body of the
+        speech request after the next ``skip`` ones (which stream whole)."""
+        self._speech_drops = [None] * skip + [after_chunks]
 
     def fail_next(self, status: int, body: dict | str | None = None, times: int = 1) -> None:
         default = openai_error(
@@ -260,10 +276,20 @@ class FakeOpenAI(FakeServer):
         samples = tone(seconds, SPEECH_RATE, hz=330.0)
         response_format = body.get("response_format", "mp3")
         if response_format == "wav":
-            return Reply(200, encode_wav(samples, SPEECH_RATE), {"content-type": "audio/wav"})
-        if response_format == "pcm":
-            return Reply(200, samples.astype("<i2").tobytes(), {"content-type": "audio/pcm"})
-        return Reply(400, openai_error("this fake serves wav and pcm only", param="response_format"))
+            reply = Reply(200, encode_wav(samples, SPEECH_RATE), {"content-type": "audio/wav"})
+        elif response_format == "pcm":
+            reply = Reply(200, samples.astype("<i2").tobytes(), {"content-type": "audio/pcm"})
+        else:
+            return Reply(400, openai_error("this fake serves wav and pcm only", param="response_format"))
+        size = self.speech_chunk_bytes
+        if size:
+            data = reply.body
+            assert isinstance(data, bytes)
+            reply.chunks = [data[i : i + size] for i in range(0, len(data), size)]
+            reply.chunk_delay_s = self.speech_chunk_delay_s
+            reply.drop_after = self._speech_drops.pop(0) if self._speech_drops else None
+        self.speech_replies.append(reply)
+        return reply
 
     # -- /v1/chat/completions --------------------------------------------------------
 

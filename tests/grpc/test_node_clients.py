@@ -13,6 +13,7 @@ installs them (``.ci/run`` does). ``npm ci`` runs once per session, and not at a
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import shutil
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
@@ -41,12 +43,14 @@ from gateway.core.provider_types import Locality
 from gateway.grpc.server import GatewayServer
 from gateway.money.pricing import UnitPrices
 from policies.loader import hash_key
-from providers.testing import FakeTranscriber
+from providers.testing import FakeSynthesizer, FakeTranscriber
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings
+from tests.encoded_audio import decode_pyav
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 PER_S = Decimal("0.0002")
+PER_CHAR = Decimal("0.00001")
 ACME, GLOBEX, ADMIN = "acme-key", "globex-key", "admin-key"
 TEXT = "node clients reach the gateway"
 # Node starts in ~0.1 s and every call carries a 10 s deadline; this bounds a script that hangs anyway.
@@ -110,6 +114,7 @@ class Gateway:
     target: str
     channel: grpc.aio.Channel
     provider: FakeTranscriber
+    synthesizer: FakeSynthesizer
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +133,17 @@ async def gateway(redis_url: str) -> AsyncIterator[Gateway]:
     settings.policies_file = policies
     settings.ledger.flush_interval_s = 0.05
     provider = FakeTranscriber(name="cloud-stt", text=TEXT, locality=Locality.CLOUD)
-    prices = {("cloud-stt", provider.model): UnitPrices(per_audio_second=PER_S)}
-    server = GatewayServer(settings, providers=[provider], prices=prices)
+    synthesizer = FakeSynthesizer(name="cloud-tts", voice="voice-a", locality=Locality.CLOUD)
+    prices = {
+        ("cloud-stt", provider.model): UnitPrices(per_audio_second=PER_S),
+        ("cloud-tts", synthesizer.model): UnitPrices(per_character=PER_CHAR),
+    }
+    server = GatewayServer(settings, providers=[provider, synthesizer], prices=prices)
     port = await server.start()
     await server.wait_ready(10)
     target = f"127.0.0.1:{port}"
     async with grpc.aio.insecure_channel(target) as channel:
-        yield Gateway(target, channel, provider)
+        yield Gateway(target, channel, provider, synthesizer)
     await server.stop(5)
 
 
@@ -171,6 +180,51 @@ async def test_node_transcribes_a_wav_with_a_bearer_key(node, gateway, wav):
     minted = chosen_by_gateway["headers"]["x-request-id"]
     assert minted and minted != request_id
     assert chosen_by_gateway["reply"]["route"]["request_id"] == minted
+
+
+async def test_node_streams_a_synthesis_that_plays_when_joined(node, gateway):
+    sentences = ["Node streams speech.", "It plays as one file."]
+    text = " ".join(sentences)
+    request_id = f"node-tts-{uuid.uuid4().hex[:12]}"
+    streamed = await run_node(
+        node, "stream_synthesize.mjs", gateway.target, ACME, text, "AUDIO_FORMAT_OGG_OPUS", "0", request_id
+    )
+    assert streamed["status"]["code"] == grpc.StatusCode.OK.value[0], streamed["status"]
+    assert streamed["headers"]["x-request-id"] == request_id
+    chunks = streamed["chunks"]
+    # One chunk per sentence as the engine speaks it, in order, then the last message with the route.
+    assert [int(c["sequence"]) for c in chunks] == list(range(len(chunks)))
+    spoken, last = chunks[:-1], chunks[-1]
+    assert [text[c["text_start"] : c["text_end"]] for c in spoken] == sentences
+    assert [c["start_s"] for c in spoken] == pytest.approx([0.0, 0.5], abs=0.01)
+    assert {(c["mime_type"], c["sample_rate"], c["voice"]) for c in chunks} == {
+        ("audio/ogg;codecs=opus", 16_000, "voice-a")
+    }
+    assert not any(c["voice_may_change"] for c in chunks)
+    assert all(c["route"] is None for c in spoken)
+    route = last["route"]
+    assert (route["provider"], route["request_id"], route["cache_hit"]) == ("cloud-tts", request_id, False)
+    assert last["characters"] == sum(len(s) for s in sentences)
+    assert Decimal(route["cost_usd"]) == PER_CHAR * last["characters"]
+    assert [(a["provider"], a["outcome"]) for a in route["attempts"]] == [("cloud-tts", "ok")]
+
+    # Joined as a Node caller writes them to a file, the chunks are one Ogg/Opus stream: two 0.5 s tones.
+    joined = base64.b64decode(streamed["audio"])
+    assert sum(c["audio_bytes"] for c in chunks) == len(joined)
+    samples, rate, container = decode_pyav(joined, pb.AUDIO_FORMAT_OGG_OPUS, 16_000)
+    assert container == "ogg"  # libopus decodes at 48 kHz whatever rate it was encoded at
+    assert samples.size / rate == pytest.approx(1.0, abs=0.03)
+    assert np.abs(samples).max() > 1000  # a tone, not silence
+
+
+async def test_node_is_told_which_rates_an_encoding_takes(node, gateway):
+    refused = await run_node(
+        node, "stream_synthesize.mjs", gateway.target, ACME, "Hi.", "AUDIO_FORMAT_OGG_OPUS", "44100"
+    )
+    assert refused["chunks"] == []
+    assert refused["status"]["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    details = refused["status"]["details"]
+    assert "sample_rate 44100 is not supported by opus; use one of 8000, 12000" in details
 
 
 async def find_from_python(gateway: Gateway, api_key: str, request_id: str, records: int) -> None:
