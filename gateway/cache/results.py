@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal, TypeVar
 
+import orjson
 import redis
 import structlog
 from redis.asyncio import Redis
@@ -173,7 +174,7 @@ def _canonical(value: object, path: str) -> object:
 
 
 def _encode(entry: CachedEntry, writer: str) -> bytes:
-    header = json.dumps(
+    header = orjson.dumps(
         {
             "cost_usd": str(entry.cost_usd),
             "provider": entry.provider,
@@ -185,8 +186,7 @@ def _encode(entry: CachedEntry, writer: str) -> bytes:
             # Which lock holder wrote it: lets a refresh waiter tell a fresh value from the one it replaces.
             "writer": writer,
         },
-        separators=(",", ":"),
-    ).encode("utf-8")
+    )
     return b"".join((_MAGIC, _HEADER_LEN.pack(len(header)), header, entry.payload))
 
 
@@ -197,7 +197,7 @@ def _decode(raw: bytes) -> tuple[CachedEntry, str]:
     (header_len,) = _HEADER_LEN.unpack_from(raw, len(_MAGIC))
     if start + header_len > len(raw):
         raise ValueError("truncated cache entry")
-    header = json.loads(raw[start : start + header_len])
+    header = orjson.loads(raw[start : start + header_len])
     entry = CachedEntry(
         payload=raw[start + header_len :],
         cost_usd=Decimal(header["cost_usd"]),

@@ -48,8 +48,8 @@ def status_for(exc: errors.GatewayError) -> grpc.StatusCode:
     return grpc.StatusCode[errors.status_name(exc)]
 
 
-def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
-    for key, value in details.invocation_metadata or ():
+def _incoming_request_id(metadata: Metadata) -> str:
+    for key, value in metadata:
         if key == REQUEST_ID_HEADER and isinstance(value, str) and VALID_REQUEST_ID.match(value):
             return value
     return uuid.uuid4().hex
@@ -57,7 +57,12 @@ def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
 Deserializer = Callable[[bytes], Any]
-Authenticator = Callable[[tuple[tuple[str, str | bytes], ...]], Tenant]
+Metadata = tuple[tuple[str, str | bytes], ...]
+Authenticator = Callable[[Metadata], Tenant]
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> Metadata:
+    return tuple(context.invocation_metadata() or ())
 
 
 def retry_trailers(code: grpc.StatusCode, message: str, retry_after_s: float) -> tuple[tuple[str, Any], ...]:
@@ -105,19 +110,29 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, authenticate: Authenticator | None = None) -> None:
         self._authenticate = authenticate
+        # The wrapped handler of each method, built on its first call: building it is most of what this
+        # interceptor would otherwise cost per call. Only methods that exist are kept (the dict is bounded
+        # by the services), so callers naming random methods cannot grow it.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        authenticate = (
-            self._authenticate if handler_call_details.method.startswith(AUTHENTICATED_PREFIX) else None
-        )
-        call = _GuardedCall(handler_call_details, authenticate)
+        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        authenticate = self._authenticate if method.startswith(AUTHENTICATED_PREFIX) else None
+        call = _GuardedCall(method, authenticate)
         parse = None if handler.request_deserializer is None else checked(handler.request_deserializer)
         serializer = handler.response_serializer
         # Unary requests reach the wrapper as bytes (no deserializer), streamed ones parsed by ``parse``.
@@ -145,14 +160,15 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 class _GuardedCall:
     """What every call of one method runs around its behaviour."""
 
-    def __init__(self, details: grpc.HandlerCallDetails, authenticate: Authenticator | None) -> None:
-        self._details = details
+    def __init__(self, method: str, authenticate: Authenticator | None) -> None:
+        self._method = method
         self._authenticate = authenticate
 
     def unary(self, behaviour: Behaviour, parse: Deserializer | None) -> Behaviour:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._guarded(context):
-                return await behaviour(self._admit(request, parse), context)
+            metadata = _metadata(context)
+            async with self._guarded(context, metadata):
+                return await behaviour(self._admit(request, parse, metadata), context)
 
         return call
 
@@ -160,8 +176,9 @@ class _GuardedCall:
         # Always the writer form (context.write), whatever the behaviour's form: an async generator of
         # ours would be finalised outside this call's context when a client leaves mid-stream.
         async def call(request: Any, context: grpc.aio.ServicerContext) -> None:
-            async with self._guarded(context):
-                responses = behaviour(self._admit(request, parse), context)
+            metadata = _metadata(context)
+            async with self._guarded(context, metadata):
+                responses = behaviour(self._admit(request, parse, metadata), context)
                 if not inspect.isasyncgen(responses):
                     await responses
                     return
@@ -171,22 +188,22 @@ class _GuardedCall:
 
         return call
 
-    def _admit(self, request: Any, parse: Deserializer | None) -> Any:
+    def _admit(self, request: Any, parse: Deserializer | None, metadata: Metadata) -> Any:
         """Parse (a malformed request is the caller's fault, key or no key), then authenticate."""
         if parse is not None:
             request = parse(request)
         if self._authenticate is not None:
-            tenant = self._authenticate(tuple(self._details.invocation_metadata or ()))
+            tenant = self._authenticate(metadata)
             tenant_var.set(tenant)
             structlog.contextvars.bind_contextvars(tenant=tenant.name)
         return request
 
     @contextlib.asynccontextmanager
-    async def _guarded(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        request_id = _incoming_request_id(self._details)
+    async def _guarded(self, context: grpc.aio.ServicerContext, metadata: Metadata) -> AsyncIterator[None]:
+        request_id = _incoming_request_id(metadata)
         token = request_id_var.set(request_id)
         tenant_token = tenant_var.set(None)
-        with structlog.contextvars.bound_contextvars(request_id=request_id, method=self._details.method):
+        with structlog.contextvars.bound_contextvars(request_id=request_id, method=self._method):
             try:
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                 yield

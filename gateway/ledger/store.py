@@ -52,6 +52,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import orjson
 import structlog
 from redis.asyncio import Redis
 
@@ -276,7 +277,7 @@ class LedgerRecord:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        return _dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> LedgerRecord:
@@ -343,12 +344,17 @@ def _parse_optional_money(value: object) -> Decimal | None:
 # -- what a record adds to the rollups ---------------------------------------------------------------------
 
 
-def _store_entry(rec: LedgerRecord) -> StoreEntry:
+def _dumps(record: dict[str, Any]) -> str:
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _store_entry(rec: LedgerRecord, payload: str | None = None) -> StoreEntry:
+    """What storing ``rec`` writes; ``payload`` is its JSON when the caller has it already."""
     return StoreEntry(
         record_id=rec.record_id,
         request_id=rec.request_id,
         legacy_id=rec.legacy_id,
-        payload=rec.to_json(),
+        payload=rec.to_json() if payload is None else payload,
         day=rec.day,
         tenant=rec.tenant,
         operation=rec.operation,
@@ -398,7 +404,8 @@ class Ledger:
 
     def __init__(self, redis: Redis | None, prefix: str, spool_dir: Path, settings: LedgerSettings) -> None:
         self._settings = settings
-        self._queue: deque[LedgerRecord] = deque()
+        # Queued as what the store writes: built once, on the request path, from the fields it logs.
+        self._queue: deque[StoreEntry] = deque()
         self._spool = Spool(
             spool_dir, fsync=settings.fsync_batch, segment_records=settings.spool_segment_records
         )
@@ -432,11 +439,12 @@ class Ledger:
         Call it from the event loop's thread, the one :meth:`run` runs on.
         """
         event = rec.to_dict()
+        entry = _store_entry(rec, _dumps(event))
         del event["v"]
         # structlog's own "timestamp" is when the line was logged.
         event["record_ts"] = event.pop("timestamp")
         log.info("ledger.record", **event)
-        self._queue.append(rec)
+        self._queue.append(entry)
         self._accepted += 1
 
     async def stored(self, timeout_s: float) -> bool:
@@ -529,7 +537,7 @@ class Ledger:
             if self._store is not None and self._redis_ok:
                 batch = list(islice(self._queue, self._settings.batch_size))
                 try:
-                    await self._store.write([_store_entry(r) for r in batch])
+                    await self._store.write(batch)
                 except LedgerUnavailable as exc:
                     self._redis_ok = False
                     log.warning("ledger.store_failed", error=repr(exc.__cause__), queued=len(self._queue))
@@ -537,7 +545,7 @@ class Ledger:
             else:
                 batch = list(self._queue)
                 try:
-                    await asyncio.to_thread(self._spool.append, [r.to_json() for r in batch])
+                    await asyncio.to_thread(self._spool.append, [e.payload for e in batch])
                 except OSError as exc:
                     # Kept queued, so the next flush tries again.
                     log.error("ledger.spool_failed", error=repr(exc), queued=len(self._queue))
@@ -588,7 +596,7 @@ class Ledger:
             return
         batch = list(self._queue)
         try:
-            self._spool.append([r.to_json() for r in batch])
+            self._spool.append([e.payload for e in batch])
         except OSError as exc:
             log.critical("ledger.records_unstored", error=repr(exc), records=len(batch))
             return

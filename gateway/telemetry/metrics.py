@@ -74,6 +74,25 @@ CacheResult = Literal["hit", "miss", "bypass"]
 AdmissionRefusal = Literal["concurrency", "providers_busy"]
 
 
+class _Children:
+    """A metric's labelled children, found once per label set.
+
+    ``labels()`` validates the values and takes the metric's lock on every call; the request path asks for
+    the same few children thousands of times a second. The label sets are the metric's own, so this holds
+    no more than the metric already does.
+    """
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -151,6 +170,13 @@ class Metrics:
             self._in_flight.labels(call.value)
             for reason in ADMISSION_REFUSALS:
                 self._refused.labels(call.value, reason)
+        self._requests_of = _Children(self._requests)
+        self._request_latency_of = _Children(self._request_latency)
+        self._attempt_latency_of = _Children(self._attempt_latency)
+        self._cost_of = _Children(self._cost)
+        self._saved_of = _Children(self._saved)
+        self._cache_of = _Children(self._cache)
+        self._in_flight_of = _Children(self._in_flight)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -162,13 +188,13 @@ class Metrics:
         """One finished request; ``provider`` is the one that answered, or empty if none did."""
         op = _operation(operation)
         code = _status(status)
-        self._requests.labels(op, provider or NO_PROVIDER, code).inc()
+        self._requests_of(op, provider or NO_PROVIDER, code).inc()
         if code != "OK":
             self._errors.labels(op, code).inc()
-        self._request_latency.labels(op).observe(latency_s)
+        self._request_latency_of(op).observe(latency_s)
 
     def observe_attempt(self, provider: str, operation: Operation | str, latency_s: float) -> None:
-        self._attempt_latency.labels(provider, _operation(operation)).observe(latency_s)
+        self._attempt_latency_of(provider, _operation(operation)).observe(latency_s)
 
     def add_cost(
         self, tenant: str, provider: str, operation: Operation | str, cost: Decimal, saved: Decimal
@@ -177,13 +203,13 @@ class Metrics:
         if cost < 0 or saved < 0:
             raise ValueError(f"cost and savings cannot be negative: cost={cost} saved={saved}")
         labels = (tenant, provider, _operation(operation))
-        self._cost.labels(*labels).inc(float(cost))
-        self._saved.labels(*labels).inc(float(saved))
+        self._cost_of(*labels).inc(float(cost))
+        self._saved_of(*labels).inc(float(saved))
 
     def cache(self, operation: Operation | str, result: CacheResult) -> None:
         if result not in CACHE_RESULTS:
             raise ValueError(f"cache result must be one of {', '.join(CACHE_RESULTS)}, not {result!r}")
-        self._cache.labels(_operation(operation), result).inc()
+        self._cache_of(_operation(operation), result).inc()
 
     def set_breaker(self, provider: str, value: int) -> None:
         """``value`` as :func:`gateway.health.breaker_gauge_value` gives it."""
@@ -197,7 +223,7 @@ class Metrics:
         self._refused.labels(_call(call), reason).inc()
 
     def set_in_flight(self, call: CallKind | str, count: int) -> None:
-        self._in_flight.labels(_call(call)).set(count)
+        self._in_flight_of(_call(call)).set(count)
 
     def set_budget_remaining(self, tenant: str, usd: Decimal) -> None:
         self._budget.labels(tenant).set(float(usd))
