@@ -61,7 +61,7 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 AudioSource = bytes | str | Path
-OutputFormat = Literal["wav", "pcm16", "mp3", "opus", "flac", "mulaw"]
+OutputFormat = Literal["wav", "pcm16", "mp3", "opus", "flac", "mulaw", "aac"]
 TranscriptFormat = Literal["json", "text", "srt", "vtt"]
 Metadata = tuple[tuple[str, str], ...]
 
@@ -72,6 +72,7 @@ _FORMATS: dict[str, audio_gateway_pb2.AudioFormat] = {
     "opus": audio_gateway_pb2.AUDIO_FORMAT_OGG_OPUS,
     "flac": audio_gateway_pb2.AUDIO_FORMAT_FLAC,
     "mulaw": audio_gateway_pb2.AUDIO_FORMAT_MULAW,
+    "aac": audio_gateway_pb2.AUDIO_FORMAT_AAC,
 }
 _TRANSCRIPT_FORMATS: dict[str, audio_gateway_pb2.TranscriptFormat] = {
     "json": audio_gateway_pb2.TRANSCRIPT_FORMAT_JSON,

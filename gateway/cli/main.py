@@ -156,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--voice", default="", help="voice name (default: the provider's default)")
     synthesize.add_argument(
         "--format",
-        choices=("wav", "pcm16", "mp3", "opus", "flac", "mulaw"),
+        choices=("wav", "pcm16", "mp3", "opus", "flac", "mulaw", "aac"),
         default="wav",
         help="output encoding",
     )

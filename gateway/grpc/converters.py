@@ -40,6 +40,7 @@ _FORMAT = {
     pb.AUDIO_FORMAT_OGG_OPUS: domain.OutputFormat.OGG_OPUS,
     pb.AUDIO_FORMAT_FLAC: domain.OutputFormat.FLAC,
     pb.AUDIO_FORMAT_MULAW: domain.OutputFormat.MULAW,
+    pb.AUDIO_FORMAT_AAC: domain.OutputFormat.AAC,
 }
 _TRANSCRIPT_FORMAT = {
     pb.TRANSCRIPT_FORMAT_UNSPECIFIED: TranscriptFormat.JSON,

@@ -25,6 +25,7 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_FORMAT_OGG_OPUS: _ClassVar[AudioFormat]
     AUDIO_FORMAT_FLAC: _ClassVar[AudioFormat]
     AUDIO_FORMAT_MULAW: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_AAC: _ClassVar[AudioFormat]
 
 class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +65,7 @@ AUDIO_FORMAT_MP3: AudioFormat
 AUDIO_FORMAT_OGG_OPUS: AudioFormat
 AUDIO_FORMAT_FLAC: AudioFormat
 AUDIO_FORMAT_MULAW: AudioFormat
+AUDIO_FORMAT_AAC: AudioFormat
 OPERATION_UNSPECIFIED: Operation
 OPERATION_TRANSCRIBE: Operation
 OPERATION_SYNTHESIZE: Operation
