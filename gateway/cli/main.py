@@ -377,6 +377,7 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
 
     from gateway.core.yamlfile import ConfigFileError
     from gateway.grpc.server import serve
+    from gateway.http.server import http_doors
     from gateway.money.pricing import PriceBookError
     from gateway.settings import Settings
     from gateway.telemetry.logs import configure
@@ -388,7 +389,7 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
     _override_listen_address(settings, args.host, args.port)
     configure(settings.log)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, http_doors(settings)))
     except (ConfigFileError, PriceBookError) as exc:
         # Already names the file, the line and the problem.
         raise CliError(f"invalid configuration: {exc}") from None

@@ -121,6 +121,9 @@ class TranscribeOptions:
     language: str | None = None
     word_timestamps: bool = False
     prompt: str | None = None
+    # English text from speech in any language (Whisper's "translate" task); only a provider with the
+    # ``translate`` feature is routed such a request.
+    translate: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,15 +25,13 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.core import errors
+from gateway.routing.request_ids import REQUEST_ID_HEADER, request_id_from
 from policies.model import Tenant
 
 log = structlog.get_logger(__name__)
 
-REQUEST_ID_HEADER = "x-request-id"
 # gRPC's own retry machinery reads this trailer; clients without it read google.rpc.RetryInfo.
 RETRY_PUSHBACK_HEADER = "grpc-retry-pushback-ms"
-# Caller-chosen ids are echoed into logs and metadata, so keep them tame.
-VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tenant_var: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar("tenant", default=None)
@@ -49,10 +45,8 @@ def status_for(exc: errors.GatewayError) -> grpc.StatusCode:
 
 
 def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
-    for key, value in details.invocation_metadata or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and VALID_REQUEST_ID.match(value):
-            return value
-    return uuid.uuid4().hex
+    sent = (value for key, value in details.invocation_metadata or () if key == REQUEST_ID_HEADER)
+    return request_id_from(next(sent, None))
 
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]

@@ -27,9 +27,9 @@ import structlog
 from gateway.core.domain import AttemptRecord, RouteInfo
 from gateway.core.errors import (
     AllAttemptsFailed,
+    BudgetExhausted,
     DeadlineExceeded,
     InvalidInput,
-    LimitExceeded,
     NoRoute,
     NotReady,
     ProviderBusy,
@@ -382,7 +382,9 @@ class Attempts:
             and all(r.rule in ("budget", "not_ready", "breaker") for r in relevant)
         ):
             budget = next(r for r in relevant if r.rule == "budget")
-            return LimitExceeded(f"monthly budget exhausted: {budget.name}: {budget.reason}")
+            return BudgetExhausted(
+                f"monthly budget exhausted: {budget.name}: {budget.reason}", self._budgets.renews_in_s()
+            )
         return NoRoute(
             f"no provider can {operation.value} this request under policy {ranking.policy!r}",
             tuple(Rejection(r.name, r.reason) for r in ranking.rejected),

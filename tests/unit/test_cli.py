@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import wave
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -395,14 +395,21 @@ def test_usage_errors_exit_2(capsys):
 
 def test_serve_applies_host_and_port(monkeypatch):
     seen: list[Settings] = []
+    doors_seen: list[int] = []
 
-    async def fake_serve(settings: Settings) -> None:
+    async def fake_serve(settings: Settings, doors: Sequence[object] = ()) -> None:
         seen.append(settings)
+        doors_seen.append(len(doors))
 
     monkeypatch.setattr("gateway.grpc.server.serve", fake_serve)
     monkeypatch.setattr("gateway.telemetry.logs.configure", lambda _settings: None)
     assert cli.main(["serve", "--host", "127.0.0.1", "--port", "50999"]) == 0
     assert (seen[0].server.host, seen[0].server.port) == ("127.0.0.1", 50999)
+    # The HTTP API is served beside gRPC unless GATEWAY_HTTP__ENABLED=false.
+    assert doors_seen == [1]
+    monkeypatch.setenv("GATEWAY_HTTP__ENABLED", "false")
+    assert cli.main(["serve"]) == 0
+    assert doors_seen == [1, 0]
 
 
 def test_client_sends_the_api_key_but_never_shows_it(gateway, wav_file):

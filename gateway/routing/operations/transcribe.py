@@ -23,9 +23,11 @@ AudioOpener = Callable[[AudioInput], Awaitable["Recording"]]
 
 
 def rank_context(
-    audio_s: float, language: str | None, word_timestamps: bool, routing: Routing
+    audio_s: float, language: str | None, word_timestamps: bool, routing: Routing, translate: bool = False
 ) -> RankContext:
     features = frozenset({"word_timestamps"}) if word_timestamps else frozenset()
+    if translate:
+        features |= {"translate"}
     return RankContext(
         Operation.TRANSCRIBE, audio_s=audio_s, language=language, features=features, routing=routing
     )
@@ -99,8 +101,10 @@ class TranscribePlug:
                 "language": options.language,
                 "word_timestamps": options.word_timestamps,
                 "prompt": options.prompt,
+                # Only set when asked, so every transcription cached before translations keeps its key.
+                **({"translate": True} if options.translate else {}),
             },
             rank_context=lambda audio_s: rank_context(
-                audio_s, options.language, options.word_timestamps, request.routing
+                audio_s, options.language, options.word_timestamps, request.routing, options.translate
             ),
         )
