@@ -9,11 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from gateway.app import App
-from gateway.http import models, transcriptions
+from gateway.http import chat, models, speech, transcriptions
 from gateway.http.callers import RequestIds
 from gateway.http.errors import install_error_handlers
 
-ROUTERS: tuple[APIRouter, ...] = (models.router, transcriptions.router)
+ROUTERS: tuple[APIRouter, ...] = (models.router, transcriptions.router, speech.router, chat.router)
 
 DESCRIPTION = """\
 OpenAI's audio API, served by the audio gateway: every request is routed by the caller's policy to a

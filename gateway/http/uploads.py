@@ -112,3 +112,21 @@ def text_fields(form: FormData, skip: frozenset[str]) -> dict[str, str | list[st
         else:
             fields[name] = value
     return fields
+
+
+async def read_json_body(request: Request, audio_limit: int) -> bytes:
+    """A JSON body that carries audio as base64 (chat's ``input_audio``), refused (413) as soon as it
+    passes what ``audio_limit`` bytes of audio take in base64, plus room for the rest of the body."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("application/json"):
+        raise InvalidInput(
+            f"the body must be application/json, not {clip(content_type) or 'no content type'!r}"
+        )
+    limit = audio_limit * 4 // 3 + 4 + FORM_ALLOWANCE_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, audio_limit)
+    try:
+        return b"".join([chunk async for chunk in _counted(request.stream(), limit)])
+    except _TooLarge:
+        raise _too_large(limit, audio_limit) from None
