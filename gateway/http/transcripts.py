@@ -32,6 +32,10 @@ class TranscriptFormat(enum.StrEnum):
     VERBOSE_JSON = "verbose_json"
 
 
+# Formats that show when each piece was said: only a provider that times segments may serve them.
+TIMED_FORMATS = frozenset({TranscriptFormat.VERBOSE_JSON})
+
+
 class Task(enum.StrEnum):
     TRANSCRIBE = "transcribe"
     TRANSLATE = "translate"
