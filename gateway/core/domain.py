@@ -55,6 +55,7 @@ class OutputFormat(enum.StrEnum):
     OGG_OPUS = "opus"  # Opus in Ogg
     FLAC = "flac"
     MULAW = "mulaw"  # G.711 mu-law, 8 kHz, headerless (telephony)
+    AAC = "aac"  # AAC-LC in ADTS frames
 
 
 @dataclass(frozen=True)

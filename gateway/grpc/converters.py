@@ -11,6 +11,7 @@ from gateway.core import domain
 from gateway.core.domain import language_code
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
+from gateway.core.subtitles import TranscriptFormat, render
 from gateway.money.pricing import usd_text
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
@@ -41,6 +42,14 @@ _FORMAT = {
     pb.AUDIO_FORMAT_OGG_OPUS: domain.OutputFormat.OGG_OPUS,
     pb.AUDIO_FORMAT_FLAC: domain.OutputFormat.FLAC,
     pb.AUDIO_FORMAT_MULAW: domain.OutputFormat.MULAW,
+    pb.AUDIO_FORMAT_AAC: domain.OutputFormat.AAC,
+}
+_TRANSCRIPT_FORMAT = {
+    pb.TRANSCRIPT_FORMAT_UNSPECIFIED: TranscriptFormat.JSON,
+    pb.TRANSCRIPT_FORMAT_JSON: TranscriptFormat.JSON,
+    pb.TRANSCRIPT_FORMAT_TEXT: TranscriptFormat.TEXT,
+    pb.TRANSCRIPT_FORMAT_SRT: TranscriptFormat.SRT,
+    pb.TRANSCRIPT_FORMAT_VTT: TranscriptFormat.VTT,
 }
 _LOCALITY = {
     None: common.LOCALITY_UNSPECIFIED,
@@ -96,6 +105,10 @@ def transcribe_request(msg: pb.TranscribeRequest) -> domain.TranscribeRequest:
         ),
         routing=routing(msg.routing),
     )
+
+
+def transcript_format(msg: pb.TranscribeRequest) -> TranscriptFormat:
+    return _enum(_TRANSCRIPT_FORMAT, msg.response_format, "response_format", pb.TranscriptFormat)  # type: ignore[return-value]
 
 
 def synthesize_request(msg: pb.SynthesizeRequest) -> domain.SynthesizeRequest:
@@ -233,13 +246,16 @@ def _segment(s: SegmentTiming) -> pb.Segment:
     )
 
 
-def transcribe_response(result: domain.TranscribeResult) -> pb.TranscribeResponse:
+def transcribe_response(
+    result: domain.TranscribeResult, fmt: TranscriptFormat = TranscriptFormat.JSON
+) -> pb.TranscribeResponse:
     return pb.TranscribeResponse(
         text=result.text,
         language=result.language,
         duration_s=result.duration_s,
         segments=[_segment(s) for s in result.segments],
         words=[_word(w) for s in result.segments for w in s.words],
+        formatted=render(fmt, result.text, result.segments),
         route=route_info(result.route),
     )
 

@@ -157,6 +157,28 @@ def test_transcribe_words_table(gateway, wav_file, capsys):
     assert "start" in out and "conf" in out and "lazy" in out
 
 
+@pytest.mark.parametrize("fmt", ["srt", "vtt", "text"])
+def test_transcribe_format_prints_only_the_document(gateway, wav_file, capsys, fmt):
+    assert run(gateway, "transcribe", str(wav_file), "--words", "--format", fmt) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    if fmt == "text":
+        assert out == FAKE_TRANSCRIPT + "\n"
+        return
+    header, times = ("1\n", ",") if fmt == "srt" else ("WEBVTT\n\n", ".")
+    assert out.startswith(header)
+    assert f"00:00:00{times}000 --> " in out
+    assert "provider" not in out and "fake-stt" not in out
+    shown = [line for line in out.splitlines() if line and "-->" not in line and not line.isdigit()]
+    assert " ".join(shown[1:] if fmt == "vtt" else shown).split() == FAKE_TRANSCRIPT.split()
+
+
+def test_transcribe_format_json_is_the_response(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file), "--format", "json") == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["text"] == FAKE_TRANSCRIPT and reply["formatted"] == ""
+
+
 def test_transcribe_sends_options_and_routing(gateway, wav_file, capsys):
     code = run(
         gateway, "transcribe", str(wav_file), "--prompt", "Fox, Dog", "--privacy", "local_only",
