@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -130,6 +131,54 @@ async def test_word_timestamps_come_back_when_asked_for(gw):
     assert [w.word for w in words_only.words] == expected and words_only.segments is None
     forms = [parse_form(r) for r in gw.fake.requests]
     assert all("word" in f.fields["timestamp_granularities[]"] for f in forms)
+
+
+_SRT_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)[,.](\d{3}) --> (\d\d):(\d\d):(\d\d)[,.](\d{3})$")
+
+
+def _cues(document: str) -> list[tuple[float, float, list[str]]]:
+    """(start, end, lines) of each cue of an SRT or WebVTT document."""
+    found = []
+    for block in document.strip().split("\n\n"):
+        lines = block.splitlines()
+        timing = next(i for i, line in enumerate(lines) if "-->" in line)
+        h1, m1, s1, ms1, h2, m2, s2, ms2 = map(int, _SRT_TIME.match(lines[timing]).groups())
+        start = h1 * 3600 + m1 * 60 + s1 + ms1 / 1000
+        end = h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
+        found.append((start, end, lines[timing + 1 :]))
+    return found
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+async def test_subtitles_cue_the_whole_transcript_in_time_order(gw, fmt):
+    async with gw.client() as client:
+        raw = await client.audio.transcriptions.with_raw_response.create(
+            file=upload(fresh_clip(4.0)), model="policy:cheapest", response_format=fmt
+        )
+    document = raw.parse()
+    assert isinstance(document, str)
+    # Cues need segment times: the untimed (cheaper) model is never asked.
+    assert raw.headers["x-gateway-provider"] == "openai-whisper"
+    if fmt == "vtt":
+        assert document.startswith("WEBVTT\n\n") and raw.headers["content-type"].startswith("text/vtt")
+        document = document.removeprefix("WEBVTT\n\n")
+    else:
+        assert [block.splitlines()[0] for block in document.strip().split("\n\n")] == ["1", "2"]
+    cues = _cues(document)
+    assert " ".join(" ".join(lines) for _, _, lines in cues) == gw.fake.transcript
+    assert all(len(line) <= 42 for _, _, lines in cues for line in lines)
+    times = [t for start, end, _ in cues for t in (start, end)]
+    assert times == sorted(times) and times[0] == 0.0 and times[-1] == pytest.approx(4.0, abs=0.01)
+
+
+async def test_translations_come_as_subtitles_too(gw):
+    async with gw.client() as client:
+        document = await client.audio.translations.create(
+            file=upload(fresh_clip(3.0)), model=WHISPER, response_format="srt"
+        )
+    cues = _cues(document)
+    assert " ".join(" ".join(lines) for _, _, lines in cues) == gw.fake.translation
+    assert parse_form(gw.fake.requests[0]).value("response_format") == "verbose_json"
 
 
 async def test_stream_sends_text_deltas_then_done(gw):
