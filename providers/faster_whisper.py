@@ -86,7 +86,8 @@ class FasterWhisperTranscriber:
         if model_dir.is_dir() and not settings.model:
             label = "whisper-tiny.en"
         self.model = label
-        english_only = _is_english_only(model_dir) if model_dir.is_dir() else model_ref.endswith(".en")
+        # The shipped tiny.en directory has no tokenizer.json to tell by; its label does.
+        english_only = label.endswith(".en") or (model_dir.is_dir() and _is_english_only(model_dir))
         self.capabilities = Capabilities(
             operations=frozenset({Operation.TRANSCRIBE}),
             locality=Locality.LOCAL,

@@ -482,7 +482,8 @@ def _verbose_segments(result: Any, duration_s: float, text: str) -> tuple[Segmen
     raw_segments = sorted(result.segments or (), key=lambda s: float(s.start))
     words = [
         WordTiming(text=_text(w.word), start_s=float(w.start), end_s=float(w.end))
-        for w in (result.words or ())
+        # Translations (TranslationVerbose) have no words at all.
+        for w in (getattr(result, "words", None) or ())
     ]
     if not raw_segments:
         return (SegmentTiming(text=text.strip(), start_s=0.0, end_s=duration_s, words=tuple(words)),)

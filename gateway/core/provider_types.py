@@ -124,6 +124,9 @@ class TranscribeOptions:
     # English text from speech in any language (Whisper's "translate" task); only a provider with the
     # ``translate`` feature is routed such a request.
     translate: bool = False
+    # The caller needs the text timed in segments (subtitles, verbose output): only a provider with the
+    # ``segments`` feature is routed such a request, never one that returns a single untimed block.
+    segments: bool = False
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ def create_http_app(app: App) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # A path with a stray slash is a 404 in OpenAI's shape, not a redirect an SDK would not follow.
+        redirect_slashes=False,
     )
     http.state.gateway = app
     install_error_handlers(http)

@@ -22,7 +22,7 @@ from gateway.http import transcripts
 from gateway.http.callers import Caller, gateway_of
 from gateway.http.errors import ERROR_RESPONSES, FieldErrors
 from gateway.http.models import model_routing
-from gateway.http.transcripts import Task, TranscriptFormat
+from gateway.http.transcripts import TIMED_FORMATS, Task, TranscriptFormat
 from gateway.http.uploads import read_form, read_upload, text_fields
 
 router = APIRouter(tags=["audio"])
@@ -119,7 +119,10 @@ async def create_transcription(request: Request, ctx: Caller) -> Response:
     request_ = TranscribeRequest(
         audio=audio,
         options=TranscribeOptions(
-            language=language_code(form.language), word_timestamps=words, prompt=form.prompt or None
+            language=language_code(form.language),
+            word_timestamps=words,
+            prompt=form.prompt or None,
+            segments=form.response_format in TIMED_FORMATS,
         ),
         routing=model_routing(form.model, gateway_of(request)),
     )
@@ -145,7 +148,9 @@ async def create_translation(request: Request, ctx: Caller) -> Response:
     assert isinstance(form, TranslationForm)
     request_ = TranscribeRequest(
         audio=audio,
-        options=TranscribeOptions(prompt=form.prompt or None, translate=True),
+        options=TranscribeOptions(
+            prompt=form.prompt or None, translate=True, segments=form.response_format in TIMED_FORMATS
+        ),
         routing=model_routing(form.model, gateway_of(request)),
     )
     try:

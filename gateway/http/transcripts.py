@@ -1,9 +1,10 @@
 """A transcription result in the response format an OpenAI caller asked for.
 
-``json`` and ``text`` carry the text; ``verbose_json`` adds the language (by Whisper's name, as OpenAI
-reports it), the duration, segments and, when asked, words; ``stream`` sends the text as server-sent
-events, ``transcript.text.delta`` per segment and ``transcript.text.done`` with the whole text, the events
-OpenAI's SDKs parse.
+``json`` and ``text`` carry the text; ``srt`` and ``vtt`` are subtitles, cued by
+:mod:`gateway.core.subtitles` as gRPC Transcribe and the CLI cue them; ``verbose_json`` adds the language
+(by Whisper's name, as OpenAI reports it), the duration, segments and, when asked, words; ``stream``
+sends the text as server-sent events, ``transcript.text.delta`` per segment and ``transcript.text.done``
+with the whole text, the events OpenAI's SDKs parse.
 
 Segment fields OpenAI's schema requires but the gateway's providers do not all measure (``tokens``,
 ``avg_logprob``, ``compression_ratio``, ``no_speech_prob``, ``seek``) are present with neutral values,
@@ -20,6 +21,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from gateway.core import subtitles
 from gateway.core.domain import TranscribeResult
 from gateway.core.languages import language_name
 from gateway.core.provider_types import SegmentTiming
@@ -29,7 +31,13 @@ from gateway.http.route_headers import route_headers
 class TranscriptFormat(enum.StrEnum):
     JSON = "json"
     TEXT = "text"
+    SRT = "srt"
+    VTT = "vtt"
     VERBOSE_JSON = "verbose_json"
+
+
+# Formats that show when each piece was said: only a provider that times segments may serve them.
+TIMED_FORMATS = frozenset({TranscriptFormat.VERBOSE_JSON, TranscriptFormat.SRT, TranscriptFormat.VTT})
 
 
 class Task(enum.StrEnum):
@@ -88,6 +96,10 @@ def render(
     headers = route_headers(result.route)
     if fmt is TranscriptFormat.TEXT:
         return PlainTextResponse(result.text + "\n", headers=headers)
+    if fmt is TranscriptFormat.SRT:
+        return PlainTextResponse(subtitles.to_srt(result.segments), headers=headers)
+    if fmt is TranscriptFormat.VTT:
+        return PlainTextResponse(subtitles.to_vtt(result.segments), headers=headers, media_type="text/vtt")
     if fmt is TranscriptFormat.VERBOSE_JSON:
         return JSONResponse(verbose(result, task, temperature, segments, words), headers=headers)
     return JSONResponse({"text": result.text, "usage": _usage(result)}, headers=headers)
