@@ -208,12 +208,28 @@ async def _chunks(result: UnderstandResult, body: ChatRequest) -> AsyncIterator[
     yield b"data: [DONE]\n\n"
 
 
+def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with its ``$defs`` references replaced by what they name: the body is read by hand (within
+    the size limit), so FastAPI does not file its models under the document's components."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inlined(value, defs) for key, value in schema.items() if key != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(item, defs) for item in schema]
+    return schema
+
+
+_SCHEMA = ChatRequest.model_json_schema()
+
+
 @router.post(
     "/v1/chat/completions",
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": _inlined(_SCHEMA, _SCHEMA.get("$defs", {}))}},
         }
     },
     responses={

@@ -6,8 +6,10 @@ sentence plays while the rest is being spoken. ``stream_format=sse`` sends the s
 events, ``speech.audio.delta`` with base64 audio and a closing ``speech.audio.done``, as OpenAI does.
 
 Refusals before any audio (a bad field, no route, a budget) are OpenAI errors with their HTTP status. A
-failure after audio has gone out can no longer change the status: the connection is dropped without the
-closing chunk, so a client sees a broken body, never a short file that looks whole.
+failure after audio has gone out can no longer change the status. With ``stream_format=audio`` the
+connection is then dropped without the closing chunk, so a client sees a broken body, never a short file
+that looks whole; with ``sse`` the stream ends with an ``error`` event in OpenAI's error shape instead of
+``speech.audio.done``.
 
 Voices: OpenAI's own voice names (``alloy``, ``nova``…) mean "the provider's default voice", so a program
 written for OpenAI works whichever engine the policy picks; any other name is passed to the provider,
@@ -21,16 +23,19 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.domain import OutputFormat, SpeechChunk, SynthesizeRequest
+from gateway.core.errors import GatewayError, classify
 from gateway.http.callers import Caller, gateway_of
 from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.models import PROVIDER_PREFIX, model_routing
 from gateway.http.transcriptions import MODEL_DOC
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["audio"])
 
 # OpenAI's built-in voices: portable wishes, not names an arbitrary engine knows.
@@ -86,9 +91,26 @@ async def _audio(first: SpeechChunk, rest: AsyncIterator[SpeechChunk]) -> AsyncI
         await rest.aclose()  # type: ignore[attr-defined]
 
 
+async def _raw_audio(first: SpeechChunk, rest: AsyncIterator[SpeechChunk]) -> AsyncIterator[bytes]:
+    try:
+        async for audio in _audio(first, rest):
+            yield audio
+    except GatewayError as exc:
+        # Raising out of the response is how ASGI drops a connection mid-body; the log says why.
+        log.warning("speech.stream_failed", kind=exc.kind, stream_format="audio")
+        raise
+
+
 async def _events(first: SpeechChunk, rest: AsyncIterator[SpeechChunk]) -> AsyncIterator[bytes]:
-    async for audio in _audio(first, rest):
-        yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode("ascii")})
+    try:
+        async for audio in _audio(first, rest):
+            yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode("ascii")})
+    except GatewayError as exc:
+        log.warning("speech.stream_failed", kind=exc.kind, stream_format="sse")
+        classification = classify(exc)
+        error = {"message": str(exc), "type": classification.openai_type, "code": classification.openai_code}
+        yield _sse({"type": "error", "error": error})
+        return
     yield _sse({"type": "speech.audio.done"})
 
 
@@ -128,4 +150,4 @@ async def create_speech(body: SpeechRequest, request: Request, ctx: Caller) -> S
     headers = {"cache-control": "no-cache"}
     if body.stream_format == "sse":
         return StreamingResponse(_events(first, chunks), media_type="text/event-stream", headers=headers)
-    return StreamingResponse(_audio(first, chunks), media_type=first.mime_type, headers=headers)
+    return StreamingResponse(_raw_audio(first, chunks), media_type=first.mime_type, headers=headers)
