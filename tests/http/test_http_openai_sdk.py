@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import grpc
 import httpx
 import openai
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from openapi_spec_validator import validate
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
@@ -401,6 +404,27 @@ async def test_a_spent_budget_is_429_with_retry_after_until_it_renews(gw):
     # Too long to wait for: the SDKs are told not to retry on their own.
     assert error.response.headers["x-should-retry"] == "false"
     assert not gw.fake.requests
+
+
+async def test_grpc_refuses_the_same_budget_with_the_same_hint_and_no_automatic_retry(gw):
+    stub = pb_grpc.AudioGatewayStub(gw.channel)
+    async with gw.client(FRUGAL) as client:
+        with pytest.raises(openai.RateLimitError) as over_http:
+            await client.audio.transcriptions.create(file=upload(fresh_clip()), model=WHISPER)
+    with pytest.raises(grpc.aio.AioRpcError) as over_grpc:
+        await stub.Transcribe(
+            pb.TranscribeRequest(audio=common.Audio(content=fresh_clip())),
+            metadata=(("authorization", f"Bearer {FRUGAL}"),),
+        )
+    assert over_grpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailers = dict(over_grpc.value.trailing_metadata())
+    assert trailers["grpc-retry-pushback-ms"] == "-1"
+    status = rpc_status.from_call(over_grpc.value)
+    [detail] = status.details
+    info = error_details_pb2.RetryInfo()
+    assert detail.Unpack(info)
+    http_hint = int(over_http.value.response.headers["retry-after"])
+    assert abs(info.retry_delay.seconds - http_hint) <= 2
 
 
 async def test_past_the_concurrency_cap_is_429_with_a_short_retry(gw):
