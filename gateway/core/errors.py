@@ -39,6 +39,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A retry hint longer than this is not for a client's automatic retries (a budget renews next month): the
+# doors tell clients not to retry on their own (gRPC pushback -1, HTTP x-should-retry: false).
+AUTOMATIC_RETRY_MAX_S = 60.0
+
 # How much of a caller-supplied name (a path, a MIME type) a message may echo: enough to recognise it,
 # never enough to turn an error reply into an amplifier for whatever the caller sent.
 ECHO_CHARS = 100

@@ -56,13 +56,15 @@ Authenticator = Callable[[tuple[tuple[str, str | bytes], ...]], Tenant]
 
 def retry_trailers(code: grpc.StatusCode, message: str, retry_after_s: float) -> tuple[tuple[str, Any], ...]:
     """Trailing metadata that tells a client when to retry: a ``google.rpc.Status`` carrying
-    ``RetryInfo`` (``grpc-status-details-bin``) and gRPC's own ``grpc-retry-pushback-ms``."""
+    ``RetryInfo`` (``grpc-status-details-bin``) and gRPC's own ``grpc-retry-pushback-ms``, which is -1
+    ("do not retry", gRFC A6) when the wait is too long for a retry policy to sit through."""
     delay_ms = max(round(retry_after_s * 1000), 1)
     info = error_details_pb2.RetryInfo()
     info.retry_delay.FromMilliseconds(delay_ms)
     status = status_pb2.Status(code=code.value[0], message=message)
     status.details.add().Pack(info)
-    return (*rpc_status.to_status(status).trailing_metadata, (RETRY_PUSHBACK_HEADER, str(delay_ms)))
+    pushback = str(delay_ms) if retry_after_s <= errors.AUTOMATIC_RETRY_MAX_S else "-1"
+    return (*rpc_status.to_status(status).trailing_metadata, (RETRY_PUSHBACK_HEADER, pushback))
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: errors.GatewayError) -> None:

@@ -23,8 +23,6 @@ from gateway.core.errors import GatewayError, clip
 
 log = structlog.get_logger(__name__)
 
-# A retry hint longer than this is not worth an SDK's automatic retries (a budget renews next month).
-_SDK_RETRY_MAX_S = 60.0
 _INVALID = "invalid_request_error"
 
 
@@ -68,7 +66,7 @@ def retry_headers(retry_after_s: float) -> dict[str, str]:
         "retry-after": str(max(math.ceil(retry_after_s), 1)),
         "retry-after-ms": str(max(round(retry_after_s * 1000), 1)),
     }
-    headers["x-should-retry"] = "true" if retry_after_s <= _SDK_RETRY_MAX_S else "false"
+    headers["x-should-retry"] = "true" if retry_after_s <= errors.AUTOMATIC_RETRY_MAX_S else "false"
     return headers
 
 
