@@ -165,8 +165,6 @@ class GatewayProcess:
             "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "5",
             "GATEWAY_METRICS__HOST": "127.0.0.1",
             "GATEWAY_METRICS__PORT": "0",
-            "GATEWAY_HTTP__HOST": "127.0.0.1",
-            "GATEWAY_HTTP__PORT": "0",
             "GATEWAY_LEDGER__SPOOL_DIR": str(self._workdir / "spool"),
             "GATEWAY_REDIS__KEY_PREFIX": self.key_prefix,
         }
