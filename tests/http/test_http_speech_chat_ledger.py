@@ -93,9 +93,11 @@ async def gw(redis_url: str) -> AsyncIterator[Gateway]:
         (llm.name, llm.model): UnitPrices(per_input_token=PER_TOKEN, per_output_token=PER_TOKEN),
     }
     broken = SpeaksOnce(name="broken-tts", locality=cloud)
-    prices[(broken.name, broken.model)] = UnitPrices(per_character=PER_CHAR)
+    slow = FakeSynthesizer(name="slow-tts", locality=cloud, delay_s=0.5)
+    for fake in (broken, slow):
+        prices[(fake.name, fake.model)] = UnitPrices(per_character=PER_CHAR)
     server = GatewayServer(
-        settings, providers=[stt, tts, llm, broken], prices=prices, doors=http_doors(settings)
+        settings, providers=[stt, tts, llm, broken, slow], prices=prices, doors=http_doors(settings)
     )
     port = await server.start()
     await server.wait_ready(10)
@@ -234,3 +236,30 @@ async def test_a_failure_after_audio_went_out_breaks_the_body_or_ends_the_events
                     events.append(json.loads(line.removeprefix("data: ")))
     assert [e["type"] for e in events] == ["speech.audio.delta", "error"]
     assert events[-1]["error"]["type"] and "broken-tts" in events[-1]["error"]["message"]
+
+
+async def test_a_caller_who_leaves_mid_speech_stops_the_engine_and_the_ledger_says_so(gw):
+    text = "One is spoken. Two is cut short. Three is never reached. Four neither."
+    async with (
+        gw.client(request_id="speech-left-1") as client,
+        client.audio.speech.with_streaming_response.create(
+            model="provider:slow-tts", voice="fake-voice", input=text, response_format="pcm"
+        ) as response,
+    ):
+        async for piece in response.iter_bytes():
+            assert piece
+            break  # the first sentence's audio is enough: hang up
+    stub = reports_grpc.CostReportsStub(gw.channel)
+    for _ in range(100):
+        reply = await stub.FindRecords(
+            reports_pb.FindRecordsRequest(request_id="speech-left-1", tenant="acme"),
+            metadata=(("authorization", f"Bearer {ADMIN}"),),
+        )
+        if any(r.kind == "request" for r in reply.records):
+            break
+        await asyncio.sleep(0.05)
+    [request] = [r for r in reply.records if r.kind == "request"]
+    outcomes = sorted(r.outcome for r in reply.records if r.kind == "attempt")
+    assert "cancelled" in outcomes, outcomes
+    # Billed for what was spoken before the caller left, never for the sentences after.
+    assert Decimal(request.cost_usd) < PER_CHAR * len(text)
