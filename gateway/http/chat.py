@@ -25,17 +25,17 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.domain import AudioInput, UnderstandRequest, UnderstandResult
 from gateway.core.errors import InvalidInput, LimitExceeded, clip
 from gateway.core.provider_types import Operation
+from gateway.http import json_bodies
 from gateway.http.callers import Caller, gateway_of
 from gateway.http.errors import ERROR_RESPONSES, FieldErrors
 from gateway.http.models import model_routing
 from gateway.http.route_headers import route_headers
 from gateway.http.transcriptions import MODEL_DOC
-from gateway.http.uploads import read_json_body
 
 router = APIRouter(tags=["chat"])
 
@@ -208,30 +208,9 @@ async def _chunks(result: UnderstandResult, body: ChatRequest) -> AsyncIterator[
     yield b"data: [DONE]\n\n"
 
 
-def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
-    """``schema`` with its ``$defs`` references replaced by what they name: the body is read by hand (within
-    the size limit), so FastAPI does not file its models under the document's components."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
-        return {key: _inlined(value, defs) for key, value in schema.items() if key != "$defs"}
-    if isinstance(schema, list):
-        return [_inlined(item, defs) for item in schema]
-    return schema
-
-
-_SCHEMA = ChatRequest.model_json_schema()
-
-
 @router.post(
     "/v1/chat/completions",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _inlined(_SCHEMA, _SCHEMA.get("$defs", {}))}},
-        }
-    },
+    openapi_extra=json_bodies.request_body(ChatRequest),
     responses={
         200: {
             "description": "a chat.completion; with stream=true, chat.completion.chunk events",
@@ -248,11 +227,9 @@ async def create_chat_completion(request: Request, ctx: Caller) -> Response:
     """Answer a question about a recording sent as an input_audio part (Understand)."""
     gateway = gateway_of(request)
     limit = gateway.settings.limits.max_audio_bytes
-    raw = await read_json_body(request, limit)
-    try:
-        body = ChatRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise FieldErrors(list(exc.errors())) from None
+    # The audio travels as base64: four bytes of body for every three of audio.
+    what = f"the audio may be up to {limit} bytes (GATEWAY_LIMITS__MAX_AUDIO_BYTES) before base64"
+    body = await json_bodies.parse(request, ChatRequest, limit * 4 // 3 + 4, what)
     understand = UnderstandRequest(
         audio=_audio(body, limit),
         question=_question(body),

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.domain import OutputFormat, SpeechChunk, SynthesizeRequest
 from gateway.core.errors import GatewayError, classify
+from gateway.http import json_bodies
 from gateway.http.callers import Caller, gateway_of
 from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.models import PROVIDER_PREFIX, model_routing
@@ -126,11 +127,17 @@ async def _events(first: SpeechChunk, rest: AsyncIterator[SpeechChunk]) -> Async
         },
         **ERROR_RESPONSES,
     },
+    openapi_extra=json_bodies.request_body(SpeechRequest),
     response_class=StreamingResponse,
 )
-async def create_speech(body: SpeechRequest, request: Request, ctx: Caller) -> StreamingResponse:
+async def create_speech(request: Request, ctx: Caller) -> StreamingResponse:
     """Text to speech, routed by policy (OpenAI's speech API), streamed as it is spoken."""
     gateway = gateway_of(request)
+    chars = gateway.settings.limits.max_text_chars
+    # Four UTF-8 bytes at most a character, six as a JSON escape pair; the text limit itself is checked
+    # in characters by the pipeline.
+    what = f"the input may be up to {chars} characters (GATEWAY_LIMITS__MAX_TEXT_CHARS)"
+    body = await json_bodies.parse(request, SpeechRequest, chars * 6, what)
     fmt = _FORMATS[body.response_format]
     synthesize = SynthesizeRequest(
         text=body.input,

@@ -114,19 +114,18 @@ def text_fields(form: FormData, skip: frozenset[str]) -> dict[str, str | list[st
     return fields
 
 
-async def read_json_body(request: Request, audio_limit: int) -> bytes:
-    """A JSON body that carries audio as base64 (chat's ``input_audio``), refused (413) as soon as it
-    passes what ``audio_limit`` bytes of audio take in base64, plus room for the rest of the body."""
+async def read_json_body(request: Request, limit: int, what: str) -> bytes:
+    """A JSON body, refused (413) as soon as it passes ``limit`` bytes; ``what`` tells the caller which
+    limit that is. Read after authentication, so an unknown key never costs the gateway a large body."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("application/json"):
-        raise InvalidInput(
-            f"the body must be application/json, not {clip(content_type) or 'no content type'!r}"
-        )
-    limit = audio_limit * 4 // 3 + 4 + FORM_ALLOWANCE_BYTES
+        given = clip(content_type) or "no content type"
+        raise InvalidInput(f"the body must be application/json, not {given!r}")
     declared = request.headers.get("content-length", "")
+    too_large = LimitExceeded(f"the body is over {limit} bytes: {what}")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, audio_limit)
+        raise too_large
     try:
         return b"".join([chunk async for chunk in _counted(request.stream(), limit)])
     except _TooLarge:
-        raise _too_large(limit, audio_limit) from None
+        raise too_large from None

@@ -74,7 +74,7 @@ async def gw(redis_url: str) -> AsyncIterator[Gateway]:
         + tenant.format("frugal", hash_key(FRUGAL), ", monthly_budget_usd: 0.0000001")
         + tenant.format("ops", hash_key(ADMIN), ", admin: true")
     )
-    settings = local_settings()
+    settings = local_settings(max_audio_bytes=2_000_000)
     settings.policies_file = policies
     settings.redis.url = redis_url
     settings.redis.key_prefix = f"test-http-ledger:{uuid.uuid4().hex}:"
@@ -263,3 +263,25 @@ async def test_a_caller_who_leaves_mid_speech_stops_the_engine_and_the_ledger_sa
     assert "cancelled" in outcomes, outcomes
     # Billed for what was spoken before the caller left, never for the sentences after.
     assert Decimal(request.cost_usd) < PER_CHAR * len(text)
+
+
+@pytest.mark.parametrize("path", ["/audio/speech", "/chat/completions"])
+async def test_json_bodies_are_read_after_the_key_and_within_a_limit(gw, path):
+    huge = b'{"model": "tts-1", "voice": "alloy", "input": "' + b"a" * 9_000_000 + b'"}'
+    async with httpx.AsyncClient(timeout=30) as http:
+        unknown = await http.post(
+            gw.base_url + path,
+            content=huge,
+            headers={"authorization": "Bearer nope", "content-type": "application/json"},
+        )
+        too_large = await http.post(
+            gw.base_url + path,
+            content=huge,
+            headers={"authorization": f"Bearer {ACME}", "content-type": "application/json"},
+        )
+        not_json = await http.post(
+            gw.base_url + path, content=b"model=tts-1", headers={"authorization": f"Bearer {ACME}"}
+        )
+    assert unknown.status_code == 401
+    assert too_large.status_code == 413 and "GATEWAY_LIMITS__MAX_" in too_large.json()["error"]["message"]
+    assert not_json.status_code == 400 and "application/json" in not_json.json()["error"]["message"]
