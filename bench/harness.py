@@ -143,6 +143,7 @@ class GatewayProcess:
         ready_timeout_s: float = 180.0,
     ) -> None:
         self.port = free_port()
+        self.http_port = free_port()
         self._workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
         self.key_prefix = f"bench:{uuid.uuid4().hex[:12]}:"
         self._redis_url = redis_url
@@ -158,6 +159,9 @@ class GatewayProcess:
             **self.settings,
             "GATEWAY_SERVER__HOST": "127.0.0.1",
             "GATEWAY_SERVER__PORT": str(self.port),
+            # The HTTP door on loopback, on a port of its own, so that benchmarks run side by side.
+            "GATEWAY_HTTP__HOST": "127.0.0.1",
+            "GATEWAY_HTTP__PORT": str(self.http_port),
             "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "5",
             "GATEWAY_METRICS__HOST": "127.0.0.1",
             "GATEWAY_METRICS__PORT": "0",
@@ -171,6 +175,11 @@ class GatewayProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_base_url(self) -> str:
+        """The OpenAI-compatible API, as an OpenAI SDK's ``base_url``."""
+        return f"http://127.0.0.1:{self.http_port}/v1"
 
     @property
     def pid(self) -> int:

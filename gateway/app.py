@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -48,6 +49,20 @@ class App:
         self.audio.close()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+class Door(Protocol):
+    """A way in besides gRPC (the HTTP API), started after the gRPC server and drained with it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new requests and give in-flight ones ``grace_s`` seconds to finish."""
+        ...
+
+
+# Builds a door over the assembled gateway, so every door shares one App (pipeline, cache, ledger).
+DoorFactory = Callable[[App], Door]
 
 
 def build_app(

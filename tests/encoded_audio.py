@@ -24,6 +24,7 @@ FORMATS: dict[int, tuple[str | None, str]] = {
     pb.AUDIO_FORMAT_OGG_OPUS: (None, "audio/ogg;codecs=opus"),
     pb.AUDIO_FORMAT_FLAC: (None, "audio/flac"),
     pb.AUDIO_FORMAT_MULAW: ("mulaw", "audio/basic"),
+    pb.AUDIO_FORMAT_AAC: (None, "audio/aac"),
 }
 # What FFmpeg's probe calls each container (checked, so an MP3 labelled as Ogg would fail).
 CONTAINERS = {
@@ -33,7 +34,17 @@ CONTAINERS = {
     pb.AUDIO_FORMAT_OGG_OPUS: "ogg",
     pb.AUDIO_FORMAT_FLAC: "flac",
     pb.AUDIO_FORMAT_MULAW: "mulaw",
+    pb.AUDIO_FORMAT_AAC: "aac",
 }
+
+
+def slack_s(fmt: int, rate: int) -> float:
+    """How far a decoded length may stray from the audio encoded: MP3's encoder delay and last-frame padding
+    (no gapless header on a stream) stay within 0.1 s; AAC in ADTS also has no way to say it primed the
+    decoder with 1024 samples, and pads its last 1024-sample frame, which at 16 kHz is up to 0.128 s."""
+    if fmt == pb.AUDIO_FORMAT_AAC:
+        return max(0.1, 2048 / rate + 0.01)
+    return 0.1
 
 
 def decode_pyav(data: bytes, fmt: int, rate: int) -> tuple[np.ndarray, int, str]:

@@ -4,6 +4,7 @@
 
     audio-gateway serve --port 50051
     audio-gateway transcribe meeting.wav --language en --words
+    audio-gateway transcribe meeting.wav --words --format srt > meeting.srt
     audio-gateway synthesize "Hello there." -o hello.wav
     echo "Hello there." | audio-gateway synthesize - -o hello.wav
     audio-gateway understand call.wav -q "What did the caller ask for?"
@@ -137,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("--words", action="store_true", help="also return per-word timestamps")
     transcribe.add_argument("--prompt", default="", help="text that biases recognition (names, jargon)")
+    transcribe.add_argument(
+        "--format",
+        choices=("json", "text", "srt", "vtt"),
+        help="print only the transcript as this document on stdout: the response as JSON, plain text, or "
+        "SRT or WebVTT subtitles (--words gives the subtitles word timing)",
+    )
     transcribe.set_defaults(handler=_cmd_transcribe)
 
     synthesize = commands.add_parser(
@@ -149,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--voice", default="", help="voice name (default: the provider's default)")
     synthesize.add_argument(
         "--format",
-        choices=("wav", "pcm16", "mp3", "opus", "flac", "mulaw"),
+        choices=("wav", "pcm16", "mp3", "opus", "flac", "mulaw", "aac"),
         default="wav",
         help="output encoding",
     )
@@ -370,6 +377,7 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
 
     from gateway.core.yamlfile import ConfigFileError
     from gateway.grpc.server import serve
+    from gateway.http.server import http_doors
     from gateway.money.pricing import PriceBookError
     from gateway.settings import Settings
     from gateway.telemetry.logs import configure
@@ -381,7 +389,7 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
     _override_listen_address(settings, args.host, args.port)
     configure(settings.log)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, http_doors(settings)))
     except (ConfigFileError, PriceBookError) as exc:
         # Already names the file, the line and the problem.
         raise CliError(f"invalid configuration: {exc}") from None
@@ -410,10 +418,14 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
             language=args.language,
             word_timestamps=args.words,
             prompt=args.prompt,
+            response_format=args.format or "json",
             routing=_routing(args),
         )
-    if ui.json:
+    if ui.json or args.format == "json":
         _print_json(reply)
+        return EXIT_OK
+    if args.format:
+        sys.stdout.write(reply.formatted)
         return EXIT_OK
     details = [path.name, _format_duration(reply.duration_s)]
     if reply.language:

@@ -6,7 +6,19 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from gateway.core.errors import InvalidInput, clip
 from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, Usage
+
+
+def language_code(value: str | None) -> str | None:
+    """A caller's language tag as the primary ISO 639 code ("en-US" → "en"); None when unset."""
+    value = (value or "").strip().lower()
+    if not value:
+        return None
+    primary = value.replace("_", "-").split("-")[0]
+    if not primary.isalpha() or not 2 <= len(primary) <= 3:
+        raise InvalidInput(f"language {clip(value)!r} is not a language code such as 'en'")
+    return primary
 
 
 class CallKind(enum.StrEnum):
@@ -43,6 +55,7 @@ class OutputFormat(enum.StrEnum):
     OGG_OPUS = "opus"  # Opus in Ogg
     FLAC = "flac"
     MULAW = "mulaw"  # G.711 mu-law, 8 kHz, headerless (telephony)
+    AAC = "aac"  # AAC-LC in ADTS frames
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,12 @@ class TranscribeOptions:
     language: str | None = None
     word_timestamps: bool = False
     prompt: str | None = None
+    # English text from speech in any language (Whisper's "translate" task); only a provider with the
+    # ``translate`` feature is routed such a request.
+    translate: bool = False
+    # The caller needs the text timed in segments (subtitles, verbose output): only a provider with the
+    # ``segments`` feature is routed such a request, never one that returns a single untimed block.
+    segments: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ from decimal import Decimal
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import common_pb2 as common
 from gateway.core import domain
-from gateway.core.errors import InvalidInput, clip
+from gateway.core.domain import language_code
+from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
+from gateway.core.subtitles import TranscriptFormat, render
+from gateway.money.pricing import usd_text
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -39,6 +42,14 @@ _FORMAT = {
     pb.AUDIO_FORMAT_OGG_OPUS: domain.OutputFormat.OGG_OPUS,
     pb.AUDIO_FORMAT_FLAC: domain.OutputFormat.FLAC,
     pb.AUDIO_FORMAT_MULAW: domain.OutputFormat.MULAW,
+    pb.AUDIO_FORMAT_AAC: domain.OutputFormat.AAC,
+}
+_TRANSCRIPT_FORMAT = {
+    pb.TRANSCRIPT_FORMAT_UNSPECIFIED: TranscriptFormat.JSON,
+    pb.TRANSCRIPT_FORMAT_JSON: TranscriptFormat.JSON,
+    pb.TRANSCRIPT_FORMAT_TEXT: TranscriptFormat.TEXT,
+    pb.TRANSCRIPT_FORMAT_SRT: TranscriptFormat.SRT,
+    pb.TRANSCRIPT_FORMAT_VTT: TranscriptFormat.VTT,
 }
 _LOCALITY = {
     None: common.LOCALITY_UNSPECIFIED,
@@ -84,24 +95,20 @@ def audio_input(msg: common.Audio) -> domain.AudioInput:
     )
 
 
-def _language(value: str) -> str | None:
-    value = value.strip().lower()
-    if not value:
-        return None
-    primary = value.replace("_", "-").split("-")[0]
-    if not primary.isalpha() or not 2 <= len(primary) <= 3:
-        raise InvalidInput(f"language {clip(value)!r} is not a language code such as 'en'")
-    return primary
-
-
 def transcribe_request(msg: pb.TranscribeRequest) -> domain.TranscribeRequest:
     return domain.TranscribeRequest(
         audio=audio_input(msg.audio),
         options=TranscribeOptions(
-            language=_language(msg.language), word_timestamps=msg.word_timestamps, prompt=msg.prompt or None
+            language=language_code(msg.language),
+            word_timestamps=msg.word_timestamps,
+            prompt=msg.prompt or None,
         ),
         routing=routing(msg.routing),
     )
+
+
+def transcript_format(msg: pb.TranscribeRequest) -> TranscriptFormat:
+    return _enum(_TRANSCRIPT_FORMAT, msg.response_format, "response_format", pb.TranscriptFormat)  # type: ignore[return-value]
 
 
 def synthesize_request(msg: pb.SynthesizeRequest) -> domain.SynthesizeRequest:
@@ -127,7 +134,7 @@ def understand_request(msg: pb.UnderstandRequest) -> domain.UnderstandRequest:
     return domain.UnderstandRequest(
         audio=audio_input(msg.audio),
         question=msg.question,
-        language=_language(msg.language),
+        language=language_code(msg.language),
         max_answer_tokens=msg.max_answer_tokens or None,
         routing=routing(msg.routing),
     )
@@ -157,7 +164,7 @@ def explain_request(msg: pb.ExplainRouteRequest) -> domain.ExplainRequest:
         audio_s=duration,
         text=msg.text if which == "text" else None,
         characters=msg.characters if which == "characters" else None,
-        language=_language(msg.language),
+        language=language_code(msg.language),
         word_timestamps=msg.word_timestamps,
         voice=msg.voice.strip() or None,
         routing=routing(msg.routing),
@@ -226,7 +233,7 @@ def route_info(route: domain.RouteInfo) -> common.RouteInfo:
 
 
 def _money(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
+    return usd_text(value)
 
 
 def _word(w: WordTiming) -> pb.Word:
@@ -239,13 +246,16 @@ def _segment(s: SegmentTiming) -> pb.Segment:
     )
 
 
-def transcribe_response(result: domain.TranscribeResult) -> pb.TranscribeResponse:
+def transcribe_response(
+    result: domain.TranscribeResult, fmt: TranscriptFormat = TranscriptFormat.JSON
+) -> pb.TranscribeResponse:
     return pb.TranscribeResponse(
         text=result.text,
         language=result.language,
         duration_s=result.duration_s,
         segments=[_segment(s) for s in result.segments],
         words=[_word(w) for s in result.segments for w in s.words],
+        formatted=render(fmt, result.text, result.segments),
         route=route_info(result.route),
     )
 

@@ -10,11 +10,12 @@ import grpc
 from gateway.api.v1 import cost_reports_pb2 as pb
 from gateway.api.v1 import cost_reports_pb2_grpc as pb_grpc
 from gateway.core.errors import InvalidInput
-from gateway.grpc.interceptors import VALID_REQUEST_ID, tenant_var
+from gateway.grpc.interceptors import tenant_var
 from gateway.ledger import reports
 from gateway.ledger.store import Ledger, LedgerRecord
-from gateway.money.pricing import PriceBook
+from gateway.money.pricing import PriceBook, usd_text
 from gateway.routing.policy_store import PolicyStore
+from gateway.routing.request_ids import VALID_REQUEST_ID
 from policies.model import Tenant
 
 _GROUP = {
@@ -96,7 +97,7 @@ def _record(r: LedgerRecord) -> pb.LedgerRecord:
 
 
 def _money(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
+    return usd_text(value)
 
 
 def _row(r: reports.ReportRow) -> pb.CostReportRow:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,15 +25,13 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.core import errors
+from gateway.routing.request_ids import REQUEST_ID_HEADER, request_id_from
 from policies.model import Tenant
 
 log = structlog.get_logger(__name__)
 
-REQUEST_ID_HEADER = "x-request-id"
 # gRPC's own retry machinery reads this trailer; clients without it read google.rpc.RetryInfo.
 RETRY_PUSHBACK_HEADER = "grpc-retry-pushback-ms"
-# Caller-chosen ids are echoed into logs and metadata, so keep them tame.
-VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tenant_var: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar("tenant", default=None)
@@ -49,10 +45,8 @@ def status_for(exc: errors.GatewayError) -> grpc.StatusCode:
 
 
 def _incoming_request_id(metadata: Metadata) -> str:
-    for key, value in metadata:
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and VALID_REQUEST_ID.match(value):
-            return value
-    return uuid.uuid4().hex
+    sent = (value for key, value in metadata if key == REQUEST_ID_HEADER)
+    return request_id_from(next(sent, None))
 
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
@@ -67,13 +61,15 @@ def _metadata(context: grpc.aio.ServicerContext) -> Metadata:
 
 def retry_trailers(code: grpc.StatusCode, message: str, retry_after_s: float) -> tuple[tuple[str, Any], ...]:
     """Trailing metadata that tells a client when to retry: a ``google.rpc.Status`` carrying
-    ``RetryInfo`` (``grpc-status-details-bin``) and gRPC's own ``grpc-retry-pushback-ms``."""
+    ``RetryInfo`` (``grpc-status-details-bin``) and gRPC's own ``grpc-retry-pushback-ms``, which is -1
+    ("do not retry", gRFC A6) when the wait is too long for a retry policy to sit through."""
     delay_ms = max(round(retry_after_s * 1000), 1)
     info = error_details_pb2.RetryInfo()
     info.retry_delay.FromMilliseconds(delay_ms)
     status = status_pb2.Status(code=code.value[0], message=message)
     status.details.add().Pack(info)
-    return (*rpc_status.to_status(status).trailing_metadata, (RETRY_PUSHBACK_HEADER, str(delay_ms)))
+    pushback = str(delay_ms) if retry_after_s <= errors.AUTOMATIC_RETRY_MAX_S else "-1"
+    return (*rpc_status.to_status(status).trailing_metadata, (RETRY_PUSHBACK_HEADER, pushback))
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: errors.GatewayError) -> None:

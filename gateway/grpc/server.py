@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 
 import grpc
 import structlog
@@ -11,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc, cost_reports_pb2, cost_reports_pb2_grpc
-from gateway.app import App, build_app
+from gateway.app import App, Door, DoorFactory, build_app
 from gateway.core.provider_types import Operation
 from gateway.grpc.cost_reports import CostReportsServicer
 from gateway.grpc.interceptors import RequestInterceptor
@@ -37,16 +38,22 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class GatewayServer:
-    """A running gateway. ``start`` returns once the port listens; engines warm up behind it."""
+    """A running gateway. ``start`` returns once the port listens; engines warm up behind it.
+
+    ``doors`` builds the other ways in (the HTTP API) over the same App: they start with the gRPC server,
+    in the same event loop, and drain with it.
+    """
 
     def __init__(
         self,
         settings: Settings,
         providers: list[Provider] | None = None,
         prices: dict[tuple[str, str], UnitPrices] | None = None,
+        doors: Sequence[DoorFactory] = (),
     ) -> None:
         self.settings = settings
         self.app: App = build_app(settings, providers, prices)
+        self.doors: list[Door] = [factory(self.app) for factory in doors]
         self.port: int = 0
         self.metrics_port: int | None = None
         self._health = health.aio.HealthServicer()
@@ -88,6 +95,13 @@ class GatewayServer:
             await self._health.set(name, _NOT_SERVING)
         await self._server.start()
         log.info("server.listening", address=address, port=self.port)
+        try:
+            for door in self.doors:
+                await door.start()
+        except BaseException:
+            # A door that cannot listen (its port taken) fails the start: leave no gRPC port behind.
+            await self._server.stop(0)
+            raise
         self._warmup = asyncio.create_task(self._warm_up())
         ledger, metrics = self.app.ledger, self.app.metrics
         self._background.append(asyncio.create_task(ledger.run(self._stopping)))
@@ -140,7 +154,7 @@ class GatewayServer:
         grace = self.settings.server.shutdown_grace_s if grace_s is None else grace_s
         log.info("server.draining", grace_s=grace)
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        await asyncio.gather(self._server.stop(grace), *(door.stop(grace) for door in self.doors))
         # Flush the ledger (to Redis, or to the spool) before anything it needs is closed.
         self._stopping.set()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -164,5 +178,5 @@ class GatewayServer:
         await self.stop()
 
 
-async def serve(settings: Settings) -> None:
-    await GatewayServer(settings).run_until_signal()
+async def serve(settings: Settings, doors: Sequence[DoorFactory] = ()) -> None:
+    await GatewayServer(settings, doors=doors).run_until_signal()

@@ -38,8 +38,9 @@ class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
     async def Transcribe(
         self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.TranscribeResponse:
+        fmt = converters.transcript_format(request)
         result = await self._router.transcribe(converters.transcribe_request(request), self._context(context))
-        return converters.transcribe_response(result)
+        return converters.transcribe_response(result, fmt)
 
     async def Synthesize(
         self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext

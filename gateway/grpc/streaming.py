@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.core.audio.stream import check_sample_rate
+from gateway.core.domain import language_code
 from gateway.core.errors import InvalidInput
 from gateway.core.streaming import AudioEncoding, SpeechEvent, SpeechEventKind, StreamConfig, StreamResult
-from gateway.grpc.converters import _LOCALITY, _language, _word, route_info, routing
+from gateway.grpc.converters import _LOCALITY, _word, route_info, routing
 from gateway.routing.streaming import RouteNotice, StreamControl, StreamInput, StreamOutput, StreamStart
 
 _ENCODING = {
@@ -50,7 +51,7 @@ def stream_start(msg: pb.StreamTranscribeConfig) -> StreamStart:
     check_sample_rate(encoding, msg.sample_rate_hertz)
     config = StreamConfig(
         sample_rate=msg.sample_rate_hertz,
-        language=_language(msg.language),
+        language=language_code(msg.language),
         interim_results=msg.interim_results,
         word_timestamps=msg.word_timestamps,
         endpointing_ms=silence,

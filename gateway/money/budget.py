@@ -53,7 +53,7 @@ import redis
 import redis.asyncio
 import structlog
 
-from gateway.core.errors import DependencyUnavailable, LimitExceeded
+from gateway.core.errors import BudgetExhausted, DependencyUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -73,17 +73,22 @@ KEY_TTL_S = 40 * 24 * 3600
 Clock = Callable[[], datetime]
 
 
-class BudgetExceeded(LimitExceeded):
+class BudgetExceeded(BudgetExhausted):
     """The tenant's monthly budget cannot cover this request's estimated cost."""
 
-    kind = "budget_exceeded"
-
     def __init__(
-        self, tenant: str, month: str, used_usd: Decimal, limit_usd: Decimal, estimate_usd: Decimal
+        self,
+        tenant: str,
+        month: str,
+        used_usd: Decimal,
+        limit_usd: Decimal,
+        estimate_usd: Decimal,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(
             f"tenant {tenant!r} has used {_usd(used_usd)} of its {_usd(limit_usd)} monthly budget ({month}); "
-            f"this request may cost up to {_usd(estimate_usd)}"
+            f"this request may cost up to {_usd(estimate_usd)}",
+            retry_after_s,
         )
         self.tenant = tenant
         self.month = month
@@ -139,7 +144,9 @@ class Budgets(ABC):
             # Nothing was held, so settlement charges the whole actual cost if the store is back by then.
             return Reservation(tenant, month, 0, key)
         if not admitted:
-            raise BudgetExceeded(tenant, month, _from_nano(total), monthly_limit_usd, estimate_usd)
+            raise BudgetExceeded(
+                tenant, month, _from_nano(total), monthly_limit_usd, estimate_usd, self.renews_in_s()
+            )
         return Reservation(tenant, month, amount, key)
 
     async def settle(self, reservation: Reservation, actual_usd: Decimal) -> None:
@@ -177,6 +184,15 @@ class Budgets(ABC):
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
         return now.astimezone(UTC).strftime("%Y-%m")
+
+    def renews_in_s(self) -> float:
+        """Seconds until the next calendar month (UTC), when every tenant's budget starts afresh."""
+        now = self._now()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        now = now.astimezone(UTC)
+        year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+        return max((datetime(year, month, 1, tzinfo=UTC) - now).total_seconds(), 1.0)
 
     def key(self, tenant: str, month: str) -> str:
         return f"{self._prefix}budget:{tenant}:{month}"

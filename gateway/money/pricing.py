@@ -126,6 +126,11 @@ def price_units(prices: UnitPrices, usage: Usage) -> Decimal:
     return _to_quantum(total)
 
 
+def usd_text(amount: Decimal) -> str:
+    """An amount as plain decimal text, as the APIs report money: no exponent, no trailing zeros."""
+    return format(amount.normalize(), "f") if amount else "0"
+
+
 def _to_quantum(amount: Decimal) -> Decimal:
     # The default context keeps 28 digits, so a large amount would not quantize to nano-dollars at all:
     # give it the digits it needs, so no finite amount fails here.

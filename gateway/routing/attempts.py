@@ -27,9 +27,9 @@ import structlog
 from gateway.core.domain import AttemptRecord, RouteInfo
 from gateway.core.errors import (
     AllAttemptsFailed,
+    BudgetExhausted,
     DeadlineExceeded,
     InvalidInput,
-    LimitExceeded,
     NoRoute,
     NotReady,
     ProviderBusy,
@@ -376,13 +376,13 @@ class Attempts:
         ]
         if relevant and all(r.rule == "not_ready" for r in relevant):
             return NotReady(f"the {operation.value} engines are still loading; retry shortly")
-        if (
-            relevant
-            and any(r.rule == "budget" for r in relevant)
-            and all(r.rule in ("budget", "not_ready", "breaker") for r in relevant)
-        ):
-            budget = next(r for r in relevant if r.rule == "budget")
-            return LimitExceeded(f"monthly budget exhausted: {budget.name}: {budget.reason}")
+        # A candidate is judged on the budget only once it passed every other rule: money alone stops it,
+        # whatever excluded the others (a policy's lists, a missing feature).
+        budget = next((r for r in relevant if r.rule == "budget"), None)
+        if budget is not None:
+            return BudgetExhausted(
+                f"monthly budget exhausted: {budget.name}: {budget.reason}", self._budgets.renews_in_s()
+            )
         return NoRoute(
             f"no provider can {operation.value} this request under policy {ranking.policy!r}",
             tuple(Rejection(r.name, r.reason) for r in ranking.rejected),

@@ -6,6 +6,10 @@ Serves, under ``/v1`` (give the SDK ``base_url=fake.base_url``):
   ``response_format``, repeated ``timestamp_granularities[]``); answers ``json``, ``text`` or
   ``verbose_json`` (segments and/or words). The gpt-4o transcription models accept only json and text,
   as the real API does.
+- ``POST /v1/audio/translations``: multipart form (``file``, ``model``, ``prompt``, ``response_format``,
+  ``temperature``); English text (``translation``) as ``json``, ``text`` or ``verbose_json`` (segments,
+  ``task: translate``). Like the real API it serves ``whisper-1`` only, and refuses ``language`` (a
+  translation's output language is always English).
 - ``POST /v1/audio/speech``: JSON body; answers real WAV bytes (a tone at 24 kHz whose length follows
   the text) or raw 24 kHz s16le for ``response_format=pcm``. With ``speech_chunk_bytes`` set the body is
   streamed in chunks of that size, ``speech_chunk_delay_s`` apart, as the real API streams speech while
@@ -108,11 +112,13 @@ class FakeOpenAI(FakeServer):
         transcript: str = "The quick brown fox jumps over the lazy dog. It was not amused.",
         answer: str = "The speaker talks about a fox jumping over a dog.",
         seconds_per_char: float = 0.05,
+        translation: str = "Good morning. The train to the city leaves at nine.",
     ) -> None:
         super().__init__()
-        self._defaults = (transcript, answer)
+        self._defaults = (transcript, answer, translation)
         self.transcript = transcript
         self.answer = answer
+        self.translation = translation
         self.seconds_per_char = seconds_per_char
         self.voices = VOICES
         self.last_usage: dict[str, Any] | None = None
@@ -121,6 +127,7 @@ class FakeOpenAI(FakeServer):
         self.speech_replies: list[Reply] = []
         self._speech_drops: list[int | None] = []
         self.route("POST", "/v1/audio/transcriptions", self._transcribe)
+        self.route("POST", "/v1/audio/translations", self._translate)
         self.route("POST", "/v1/audio/speech", self._speech)
         self.route("POST", "/v1/chat/completions", self._chat)
 
@@ -131,7 +138,7 @@ class FakeOpenAI(FakeServer):
     def reset(self) -> None:
         """Clear the knobs and recordings, and restore the configured transcript, answer and voices."""
         super().reset()
-        self.transcript, self.answer = self._defaults
+        self.transcript, self.answer, self.translation = self._defaults
         self.voices = VOICES
         self.last_usage = None
         self.speech_chunk_bytes = None
@@ -152,8 +159,9 @@ class FakeOpenAI(FakeServer):
 
     # -- /v1/audio/transcriptions ------------------------------------------------------
 
-    def _transcribe(self, recorded: Recorded, _: re.Match[str]) -> Reply:
-        form = parse_form(recorded)
+    @staticmethod
+    def _upload(form: Form) -> tuple[str, float] | Reply:
+        """The model and the uploaded audio's duration, or the refusal the API answers."""
         upload = form.files.get("file")
         model = form.value("model")
         if upload is None or not model:
@@ -169,6 +177,14 @@ class FakeOpenAI(FakeServer):
                     param="file",
                 ),
             )
+        return model, duration
+
+    def _transcribe(self, recorded: Recorded, _: re.Match[str]) -> Reply:
+        form = parse_form(recorded)
+        checked = self._upload(form)
+        if isinstance(checked, Reply):
+            return checked
+        model, duration = checked
         response_format = form.value("response_format") or "json"
         granularities = form.fields.get("timestamp_granularities[]", [])
         if model.startswith(_JSON_ONLY_MODELS) and response_format not in ("json", "text"):
@@ -210,6 +226,47 @@ class FakeOpenAI(FakeServer):
         if "word" in granularities:
             body["words"] = [word for _, words in segments for word in words]
         return Reply(200, body)
+
+    # -- /v1/audio/translations --------------------------------------------------------
+
+    def _translate(self, recorded: Recorded, _: re.Match[str]) -> Reply:
+        form = parse_form(recorded)
+        checked = self._upload(form)
+        if isinstance(checked, Reply):
+            return checked
+        model, duration = checked
+        for refused in ("language", "timestamp_granularities[]"):
+            if refused in form.fields:
+                return Reply(
+                    400, openai_error(f"Unrecognized request argument supplied: {refused}", param=refused)
+                )
+        if model != "whisper-1":
+            return Reply(
+                400,
+                openai_error(
+                    f"Invalid model '{model}': translations support whisper-1 only.",
+                    param="model",
+                    code="unsupported_value",
+                ),
+            )
+        text = self.translation
+        response_format = form.value("response_format") or "json"
+        if response_format == "text":
+            return Reply(200, text + "\n", {"content-type": "text/plain; charset=utf-8"})
+        if response_format == "json":
+            return Reply(200, {"text": text})
+        if response_format != "verbose_json":
+            return Reply(400, openai_error("this fake serves json, text and verbose_json only"))
+        return Reply(
+            200,
+            {
+                "task": "translate",
+                "language": "english",
+                "duration": duration,
+                "text": text,
+                "segments": [segment for segment, _ in self._segments(text, duration)],
+            },
+        )
 
     @staticmethod
     def _transcription_usage(model: str, duration: float) -> dict[str, Any]:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +23,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
@@ -47,66 +43,17 @@ from providers.testing import FakeSynthesizer, FakeTranscriber
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings
 from tests.encoded_audio import decode_pyav
+from tests.node_runner import NODE_DIR, node_binary, run_node
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 PER_S = Decimal("0.0002")
 PER_CHAR = Decimal("0.00001")
 ACME, GLOBEX, ADMIN = "acme-key", "globex-key", "admin-key"
 TEXT = "node clients reach the gateway"
-# Node starts in ~0.1 s and every call carries a 10 s deadline; this bounds a script that hangs anyway.
-SCRIPT_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """The ``node`` binary, with ``tests/node/node_modules`` installed from the committed lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "the Node contract tests need node and npm on PATH: apt-get install nodejs npm (.ci/run does)",
-            pytrace=False,
-        )
-    lockfile = (NODE_DIR / "package-lock.json").read_bytes()
-    digest = hashlib.sha256(lockfile).hexdigest()
-    # npm ci deletes node_modules first, so the mark survives only a complete install of this lockfile.
-    mark = NODE_DIR / "node_modules" / ".lockfile-sha256"
-    if not (mark.is_file() and mark.read_text() == digest):
-        try:
-            subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-        except subprocess.CalledProcessError as exc:
-            pytest.fail(f"npm ci in {NODE_DIR} failed:\n{exc.stderr[-4000:]}", pytrace=False)
-        mark.write_text(digest)
-    return node
-
-
-async def run_node(node: str, script: str, *args: str) -> dict[str, Any]:
-    """Runs ``tests/node/<script>`` and returns the JSON it printed.
-
-    A subprocess of the event loop, never ``subprocess.run``: the gateway serves on this same loop.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        str(NODE_DIR / script),
-        *args,
-        cwd=NODE_DIR,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), SCRIPT_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError(f"node {script} ran over {SCRIPT_TIMEOUT_S} s") from None
-    assert proc.returncode == 0, f"node {script} exited {proc.returncode}:\n{err.decode()[-4000:]}"
-    return json.loads(out)
+    return node_binary()
 
 
 @dataclass

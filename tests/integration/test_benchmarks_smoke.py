@@ -32,6 +32,7 @@ EXPECTED = {
     ],
     "stream_vendor_latency.py": ["added latency per result p50"],
     "stream_synthesize.py": ["time to first audio ratio StreamSynthesize/Synthesize"],
+    "http_overhead.py": ["c=1 added latency p50", "c=1 added latency p99"],
     "hostile_inputs.py": [
         "INTERNAL responses",
         "UNKNOWN responses",

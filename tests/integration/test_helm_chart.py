@@ -121,6 +121,8 @@ RENDERED: dict[str, dict[str, Any]] = {
     "long-grace": {"gateway": {"shutdownGraceSeconds": 120.5, "preStopSleepSeconds": 0}},
     "config-changed": {"config": {"providers": SINGLE_PROVIDER}},
     "replicas-changed": {"replicaCount": 5},
+    "http-off": {"http": {"enabled": False}},
+    "ingress-minimal": {"ingress": {"enabled": True}, "http": {"port": 9000}},
     "models-by-init-container": {
         "models": {"initContainer": {"enabled": True, "image": {"repository": "busybox", "tag": "1.37"}}}
     },
@@ -132,6 +134,16 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
     "replicaCount-not-a-number": ({"replicaCount": "three"}, "/replicaCount"),
     "unknown-top-level-key": ({"replicas": 3}, "'replicas' not allowed"),
     "setting-the-chart-owns": ({"gateway": {"settings": {"SERVER__PORT": "8080"}}}, "SERVER__PORT"),
+    "http-setting-the-chart-owns": ({"gateway": {"settings": {"HTTP__PORT": "9000"}}}, "HTTP__PORT"),
+    "ingress-without-http": (
+        {"http": {"enabled": False}, "ingress": {"enabled": True}},
+        "needs http.enabled",
+    ),
+    "http-on-the-grpc-port": ({"http": {"port": 50051}}, "http.port must differ"),
+    "ingress-path-not-absolute": (
+        {"ingress": {"enabled": True, "hosts": [{"host": "a.example", "paths": [{"path": "v1"}]}]}},
+        "/ingress/hosts/0/paths/0/path",
+    ),
     "headless-load-balancer": ({"service": {"headless": True, "type": "LoadBalancer"}}, "/service/type"),
     "relative-voice-path": (
         {"engines": {"piper": {"voices": ["voices/amy.onnx"]}}},
@@ -661,6 +673,7 @@ def test_optional_objects_appear_only_when_enabled(helm):
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
         "ServiceMonitor",
+        "Ingress",
     }
     # The HPA owns the replica count; a fixed one would be reset on every upgrade.
     assert "replicas" not in only(full, "Deployment")["spec"]
@@ -674,8 +687,8 @@ def test_optional_objects_appear_only_when_enabled(helm):
 
     off = objects(helm, "pdb-and-metrics-off")
     assert "PodDisruptionBudget" not in kinds(off)
-    assert [p["name"] for p in only(off, "Service")["spec"]["ports"]] == ["grpc"]
-    assert [p["name"] for p in gateway_container(off)["ports"]] == ["grpc"]
+    assert [p["name"] for p in only(off, "Service")["spec"]["ports"]] == ["grpc", "http"]
+    assert [p["name"] for p in gateway_container(off)["ports"]] == ["grpc", "http"]
     assert env_values(gateway_container(off))["GATEWAY_METRICS__ENABLED"] == "false"
 
 
@@ -688,7 +701,9 @@ def test_service_exposes_grpc_and_metrics(helm, scenario):
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert ports["grpc"]["port"] == 50051 and ports["grpc"]["targetPort"] == "grpc"
     assert ports["metrics"]["port"] == 9464 and ports["metrics"]["targetPort"] == "metrics"
-    assert container_ports == {"grpc": 50051, "metrics": 9464}
+    assert ports["http"]["port"] == 8080 and ports["http"]["targetPort"] == "http"
+    assert container_ports == {"grpc": 50051, "http": 8080, "metrics": 9464}
+    assert env_values(container)["GATEWAY_HTTP__PORT"] == "8080"
     assert env_values(container)["GATEWAY_METRICS__PORT"] == "9464"
     selector = service["spec"]["selector"]
     assert selector.items() <= only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
@@ -702,6 +717,50 @@ def test_service_exposes_grpc_and_metrics(helm, scenario):
         assert service["spec"]["clusterIP"] == "None"
         assert f"dns:///{FULLNAME}.{NAMESPACE}.svc.cluster.local:50051" in notes(helm, scenario)
         assert "round_robin" in notes(helm, scenario)
+
+
+def test_the_http_api_is_served_and_exposed_unless_turned_off(helm):
+    off = objects(helm, "http-off")
+    container = gateway_container(off)
+    assert env_values(container)["GATEWAY_HTTP__ENABLED"] == "false"
+    assert "GATEWAY_HTTP__PORT" not in env_values(container)
+    assert "http" not in {p["name"] for p in container["ports"]}
+    assert "http" not in {p["name"] for p in only(off, "Service")["spec"]["ports"]}
+    assert "Ingress" not in kinds(off) and "OPENAI_BASE_URL" not in notes(helm, "http-off")
+    text = notes(helm, "default")
+    assert f"port-forward service/{FULLNAME} 8080:8080" in text
+    assert "OPENAI_BASE_URL=http://localhost:8080/v1" in text
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:8080/v1" in text
+    # Probes stay on gRPC health, whichever doors are open.
+    for scenario in ("default", "http-off"):
+        probe = gateway_container(objects(helm, scenario))["readinessProbe"]
+        assert probe["grpc"]["port"] == 50051 and "httpGet" not in probe
+
+
+def test_ingress_routes_the_http_api(helm):
+    full = only(objects(helm, "full"), "Ingress")
+    assert full["apiVersion"] == "networking.k8s.io/v1" and full["spec"]["ingressClassName"] == "nginx"
+    assert full["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "32m"
+    assert full["metadata"]["labels"]["exposure"] == "public"
+    assert full["spec"]["tls"] == [{"hosts": ["speech.example.com"], "secretName": "speech-example-com-tls"}]
+    [rule] = full["spec"]["rules"]
+    assert rule["host"] == "speech.example.com"
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [
+        ("/v1", "Prefix"),
+        ("/openapi.json", "Exact"),
+    ]
+    backend = {"service": {"name": FULLNAME, "port": {"name": "http"}}}
+    assert all(p["backend"] == backend for p in rule["http"]["paths"])
+    assert "https://speech.example.com/v1" in notes(helm, "full")
+
+    minimal = objects(helm, "ingress-minimal")
+    ingress = only(minimal, "Ingress")
+    assert "ingressClassName" not in ingress["spec"] and "tls" not in ingress["spec"]
+    assert [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]] == ["/"]
+    service_ports = {p["name"]: p for p in only(minimal, "Service")["spec"]["ports"]}
+    assert service_ports["http"]["port"] == 9000
+    assert {p["name"]: p["containerPort"] for p in gateway_container(minimal)["ports"]}["http"] == 9000
+    assert "http://audio-gateway.example.com/v1" in notes(helm, "ingress-minimal")
 
 
 def test_grafana_dashboard_config_map(helm):

@@ -45,6 +45,7 @@ def test_sighup_reloads_valid_policies_and_keeps_them_over_a_bad_file(tmp_path):
         "GATEWAY_SERVER__HOST": "127.0.0.1",
         "GATEWAY_SERVER__PORT": str(port),
         "GATEWAY_METRICS__ENABLED": "false",
+        "GATEWAY_HTTP__ENABLED": "false",
         "GATEWAY_POLICIES_FILE": str(policies),
         # Only the signal may trigger a reload in this test.
         "GATEWAY_POLICIES_RELOAD_INTERVAL_S": "3600",

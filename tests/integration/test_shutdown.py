@@ -36,6 +36,8 @@ def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
         "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "60",
         "GATEWAY_LOG__FORMAT": "json",
         "GATEWAY_METRICS__PORT": "0",
+        "GATEWAY_HTTP__HOST": "127.0.0.1",
+        "GATEWAY_HTTP__PORT": "0",
         "GATEWAY_LEDGER__SPOOL_DIR": str(tmp_path / "spool"),
     }
     log_path = tmp_path / "server.log"

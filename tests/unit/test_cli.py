@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import wave
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -155,6 +155,28 @@ def test_transcribe_words_table(gateway, wav_file, capsys):
     assert run(gateway, "transcribe", str(wav_file), "--words") == 0
     out = capsys.readouterr().out
     assert "start" in out and "conf" in out and "lazy" in out
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt", "text"])
+def test_transcribe_format_prints_only_the_document(gateway, wav_file, capsys, fmt):
+    assert run(gateway, "transcribe", str(wav_file), "--words", "--format", fmt) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    if fmt == "text":
+        assert out == FAKE_TRANSCRIPT + "\n"
+        return
+    header, times = ("1\n", ",") if fmt == "srt" else ("WEBVTT\n\n", ".")
+    assert out.startswith(header)
+    assert f"00:00:00{times}000 --> " in out
+    assert "provider" not in out and "fake-stt" not in out
+    shown = [line for line in out.splitlines() if line and "-->" not in line and not line.isdigit()]
+    assert " ".join(shown[1:] if fmt == "vtt" else shown).split() == FAKE_TRANSCRIPT.split()
+
+
+def test_transcribe_format_json_is_the_response(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file), "--format", "json") == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["text"] == FAKE_TRANSCRIPT and reply["formatted"] == ""
 
 
 def test_transcribe_sends_options_and_routing(gateway, wav_file, capsys):
@@ -373,14 +395,21 @@ def test_usage_errors_exit_2(capsys):
 
 def test_serve_applies_host_and_port(monkeypatch):
     seen: list[Settings] = []
+    doors_seen: list[int] = []
 
-    async def fake_serve(settings: Settings) -> None:
+    async def fake_serve(settings: Settings, doors: Sequence[object] = ()) -> None:
         seen.append(settings)
+        doors_seen.append(len(doors))
 
     monkeypatch.setattr("gateway.grpc.server.serve", fake_serve)
     monkeypatch.setattr("gateway.telemetry.logs.configure", lambda _settings: None)
     assert cli.main(["serve", "--host", "127.0.0.1", "--port", "50999"]) == 0
     assert (seen[0].server.host, seen[0].server.port) == ("127.0.0.1", 50999)
+    # The HTTP API is served beside gRPC unless GATEWAY_HTTP__ENABLED=false.
+    assert doors_seen == [1]
+    monkeypatch.setenv("GATEWAY_HTTP__ENABLED", "false")
+    assert cli.main(["serve"]) == 0
+    assert doors_seen == [1, 0]
 
 
 def test_client_sends_the_api_key_but_never_shows_it(gateway, wav_file):

@@ -8,6 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TranscriptFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSCRIPT_FORMAT_UNSPECIFIED: _ClassVar[TranscriptFormat]
+    TRANSCRIPT_FORMAT_JSON: _ClassVar[TranscriptFormat]
+    TRANSCRIPT_FORMAT_TEXT: _ClassVar[TranscriptFormat]
+    TRANSCRIPT_FORMAT_SRT: _ClassVar[TranscriptFormat]
+    TRANSCRIPT_FORMAT_VTT: _ClassVar[TranscriptFormat]
+
 class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AUDIO_FORMAT_UNSPECIFIED: _ClassVar[AudioFormat]
@@ -17,6 +25,7 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_FORMAT_OGG_OPUS: _ClassVar[AudioFormat]
     AUDIO_FORMAT_FLAC: _ClassVar[AudioFormat]
     AUDIO_FORMAT_MULAW: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_AAC: _ClassVar[AudioFormat]
 
 class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +53,11 @@ class SpeechEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SPEECH_EVENT_SPEECH_BEGIN: _ClassVar[SpeechEventType]
     SPEECH_EVENT_END_OF_UTTERANCE: _ClassVar[SpeechEventType]
     SPEECH_EVENT_PROVIDER_CHANGED: _ClassVar[SpeechEventType]
+TRANSCRIPT_FORMAT_UNSPECIFIED: TranscriptFormat
+TRANSCRIPT_FORMAT_JSON: TranscriptFormat
+TRANSCRIPT_FORMAT_TEXT: TranscriptFormat
+TRANSCRIPT_FORMAT_SRT: TranscriptFormat
+TRANSCRIPT_FORMAT_VTT: TranscriptFormat
 AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 AUDIO_FORMAT_WAV: AudioFormat
 AUDIO_FORMAT_PCM16: AudioFormat
@@ -51,6 +65,7 @@ AUDIO_FORMAT_MP3: AudioFormat
 AUDIO_FORMAT_OGG_OPUS: AudioFormat
 AUDIO_FORMAT_FLAC: AudioFormat
 AUDIO_FORMAT_MULAW: AudioFormat
+AUDIO_FORMAT_AAC: AudioFormat
 OPERATION_UNSPECIFIED: Operation
 OPERATION_TRANSCRIBE: Operation
 OPERATION_SYNTHESIZE: Operation
@@ -68,18 +83,20 @@ SPEECH_EVENT_END_OF_UTTERANCE: SpeechEventType
 SPEECH_EVENT_PROVIDER_CHANGED: SpeechEventType
 
 class TranscribeRequest(_message.Message):
-    __slots__ = ("audio", "language", "word_timestamps", "prompt", "routing")
+    __slots__ = ("audio", "language", "word_timestamps", "prompt", "response_format", "routing")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     audio: _common_pb2.Audio
     language: str
     word_timestamps: bool
     prompt: str
+    response_format: TranscriptFormat
     routing: _common_pb2.RoutingOptions
-    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., prompt: _Optional[str] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., prompt: _Optional[str] = ..., response_format: _Optional[_Union[TranscriptFormat, str]] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
 
 class Word(_message.Message):
     __slots__ = ("text", "start_s", "end_s", "confidence")
@@ -108,20 +125,22 @@ class Segment(_message.Message):
     def __init__(self, text: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., speaker: _Optional[str] = ...) -> None: ...
 
 class TranscribeResponse(_message.Message):
-    __slots__ = ("text", "language", "duration_s", "segments", "words", "route")
+    __slots__ = ("text", "language", "duration_s", "segments", "words", "formatted", "route")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
+    FORMATTED_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     text: str
     language: str
     duration_s: float
     segments: _containers.RepeatedCompositeFieldContainer[Segment]
     words: _containers.RepeatedCompositeFieldContainer[Word]
+    formatted: str
     route: _common_pb2.RouteInfo
-    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., formatted: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("text", "voice", "format", "sample_rate", "speed", "routing")

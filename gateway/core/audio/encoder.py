@@ -2,12 +2,13 @@
 
 An :class:`Encoder` takes 16-bit mono PCM chunks (at any rate; it resamples) and returns the bytes of the
 requested encoding that are ready so far; ``flush`` returns the rest. Joined, the outputs are one file
-that plays as a whole: Ogg pages for Opus, MP3 frames, a FLAC stream, a WAV header with an open length
-when streaming. The whole-file case is the same encoder run once (:func:`encode_all`), so a cached
-Synthesize and a joined StreamSynthesize hold the same kind of audio.
+that plays as a whole: Ogg pages for Opus, MP3 frames, AAC in ADTS frames (each with its own header, so
+any run of them plays), a FLAC stream, a WAV header with an open length when streaming. The whole-file
+case is the same encoder run once (:func:`encode_all`), so a cached Synthesize and a joined
+StreamSynthesize hold the same kind of audio.
 
-Every encoding goes through PyAV (FFmpeg): libopus, libmp3lame, flac and pcm_mulaw. WAV and raw PCM16
-need no codec; their bytes are the resampled samples themselves.
+Every encoding goes through PyAV (FFmpeg): libopus, libmp3lame, FFmpeg's aac, flac and pcm_mulaw. WAV and
+raw PCM16 need no codec; their bytes are the resampled samples themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from gateway.core.errors import InvalidInput
 _OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
 _MP3_RATES = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
 _MULAW_RATES = (8_000,)
+# AAC's sampling-frequency table, within the 8..48 kHz a request may ask for.
+_AAC_RATES = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
 # Ogg pages are flushed after this much audio (microseconds), so a streamed chunk leaves at once instead
 # of waiting for the muxer's default one-second page.
 _OGG_PAGE_US = 20_000
@@ -51,6 +54,7 @@ SPECS: dict[OutputFormat, EncodingSpec] = {
     ),
     OutputFormat.FLAC: EncodingSpec(OutputFormat.FLAC, None, "flac", "flac", "audio/flac"),
     OutputFormat.MULAW: EncodingSpec(OutputFormat.MULAW, _MULAW_RATES, "pcm_mulaw", None, "audio/basic"),
+    OutputFormat.AAC: EncodingSpec(OutputFormat.AAC, _AAC_RATES, "aac", "adts", "audio/aac"),
 }
 
 
@@ -127,6 +131,9 @@ class Encoder:
             self._stream = self._container.add_stream(self._spec.codec, rate=rate, layout="mono")
             if fmt is OutputFormat.MP3:
                 self._stream.bit_rate = 64_000 if rate >= 32_000 else 32_000
+            elif fmt is OutputFormat.AAC:
+                # Plenty for mono speech; AAC-LC carries at most 6 bits a sample, which caps it at 8 kHz.
+                self._stream.bit_rate = min(64_000, 6 * rate)
         elif self._spec.codec is not None:
             codec = av.CodecContext.create(self._spec.codec, "w")
             codec.sample_rate, codec.layout, codec.format = rate, "mono", "s16"

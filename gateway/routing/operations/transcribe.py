@@ -23,9 +23,18 @@ AudioOpener = Callable[[AudioInput], Awaitable["Recording"]]
 
 
 def rank_context(
-    audio_s: float, language: str | None, word_timestamps: bool, routing: Routing
+    audio_s: float,
+    language: str | None,
+    word_timestamps: bool,
+    routing: Routing,
+    options: TranscribeOptions | None = None,
 ) -> RankContext:
-    features = frozenset({"word_timestamps"}) if word_timestamps else frozenset()
+    wanted = {
+        "word_timestamps": word_timestamps,
+        "translate": options is not None and options.translate,
+        "segments": options is not None and options.segments,
+    }
+    features = frozenset(name for name, needed in wanted.items() if needed)
     return RankContext(
         Operation.TRANSCRIBE, audio_s=audio_s, language=language, features=features, routing=routing
     )
@@ -99,8 +108,11 @@ class TranscribePlug:
                 "language": options.language,
                 "word_timestamps": options.word_timestamps,
                 "prompt": options.prompt,
+                # Only present when asked for, so every result cached before they existed keeps its key.
+                **({"translate": True} if options.translate else {}),
+                **({"segments": True} if options.segments else {}),
             },
             rank_context=lambda audio_s: rank_context(
-                audio_s, options.language, options.word_timestamps, request.routing
+                audio_s, options.language, options.word_timestamps, request.routing, options
             ),
         )

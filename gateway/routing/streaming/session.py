@@ -38,6 +38,7 @@ from gateway.core.audio.stream import StreamDecoder, pcm_rms
 from gateway.core.domain import AttemptRecord, RouteInfo
 from gateway.core.errors import (
     AllAttemptsFailed,
+    BudgetExhausted,
     GatewayError,
     InvalidInput,
     LimitExceeded,
@@ -443,9 +444,10 @@ class _Session:
             left = await budgets.remaining(tenant.name, limit)
             amount = min(max(increment, needed), left)
             if amount < needed:
-                raise LimitExceeded(
+                raise BudgetExhausted(
                     f"monthly budget exhausted: tenant {tenant.name!r} has ${left:.6f} left, and the next "
-                    f"audio costs ${needed:.6f} at {attempt.provider.name}"
+                    f"audio costs ${needed:.6f} at {attempt.provider.name}",
+                    budgets.renews_in_s(),
                 )
             self.reservations.append(await budgets.reserve(tenant.name, limit, amount))
             self.reserved_usd += amount

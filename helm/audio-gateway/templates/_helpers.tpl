@@ -159,6 +159,12 @@ that span several values.
 {{- if and .Values.service.headless (ne .Values.service.type "ClusterIP") }}
 {{- fail "service.headless needs service.type ClusterIP" }}
 {{- end }}
+{{- if and .Values.ingress.enabled (not .Values.http.enabled) }}
+{{- fail "ingress.enabled needs http.enabled: the Ingress routes to the HTTP API" }}
+{{- end }}
+{{- if and .Values.http.enabled (eq (int .Values.http.port) (int .Values.gateway.port)) }}
+{{- fail "http.port must differ from gateway.port: gRPC and HTTP listen on ports of their own" }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}
