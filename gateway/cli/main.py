@@ -47,6 +47,7 @@ from gateway.api.v1 import audio_gateway_pb2, common_pb2
 from gateway.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, GatewayClient
 
 if TYPE_CHECKING:
+    from gateway.app import DoorFactory
     from gateway.settings import Settings
 
 TARGET_ENV = "GATEWAY_TARGET"
@@ -377,7 +378,6 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
 
     from gateway.core.yamlfile import ConfigFileError
     from gateway.grpc.server import serve
-    from gateway.http.server import http_doors
     from gateway.money.pricing import PriceBookError
     from gateway.settings import Settings
     from gateway.telemetry.logs import configure
@@ -388,8 +388,14 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
         raise CliError(f"invalid configuration in the GATEWAY_* environment:\n{exc}") from None
     _override_listen_address(settings, args.host, args.port)
     configure(settings.log)
+    doors: list[DoorFactory] = []
+    if settings.http.enabled:
+        # Imported only when served: FastAPI adds about a second to the start of a small node.
+        from gateway.http.server import http_doors
+
+        doors = http_doors(settings)
     try:
-        asyncio.run(serve(settings, http_doors(settings)))
+        asyncio.run(serve(settings, doors))
     except (ConfigFileError, PriceBookError) as exc:
         # Already names the file, the line and the problem.
         raise CliError(f"invalid configuration: {exc}") from None

@@ -8,13 +8,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from gateway.app import build_app
 from gateway.core import errors
 from gateway.core.domain import Routing
 from gateway.core.provider_types import SegmentTiming
 from gateway.grpc.interceptors import status_for
+from gateway.http.app import create_http_app
 from gateway.http.errors import gateway_error_response, retry_headers
 from gateway.http.models import model_routing
 from gateway.http.transcripts import deltas
@@ -162,3 +166,35 @@ def test_only_a_multilingual_whisper_declares_translate(tmp_path: Path):
     settings.whisper.model = str(model)
     caps = FasterWhisperTranscriber(settings.whisper).capabilities
     assert "translate" in caps.features and caps.languages is None
+
+
+class EchoBody(BaseModel):
+    input: str
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+
+
+echo_router = APIRouter()
+
+
+@echo_router.post("/v1/echo")
+async def echo(body: EchoBody) -> dict[str, float]:
+    return {"speed": body.speed}
+
+
+async def test_fastapis_own_validation_errors_are_400_in_openai_shape(gateway_app):
+    # What an endpoint with a JSON body gets (speech, chat): FastAPI validates it before the endpoint runs.
+    http = create_http_app(gateway_app)
+    http.include_router(echo_router)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=http), base_url="http://gw") as client:
+        ok = await client.post("/v1/echo", json={"input": "hi", "speed": 2})
+        slow = await client.post("/v1/echo", json={"input": "hi", "speed": 9})
+        missing = await client.post("/v1/echo", json={})
+        broken = await client.post(
+            "/v1/echo", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    assert ok.status_code == 200 and ok.json() == {"speed": 2.0} and ok.headers["x-request-id"]
+    assert slow.status_code == 400 and slow.json()["error"]["param"] == "speed"
+    assert slow.json()["error"]["type"] == "invalid_request_error"
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_required_parameter"
+    assert missing.json()["error"]["param"] == "input"
+    assert broken.status_code == 400 and set(broken.json()["error"]) == {"message", "type", "param", "code"}
