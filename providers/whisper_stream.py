@@ -383,6 +383,10 @@ class WhisperStream:
             compute_seconds=self._tally.compute_s,
         )
 
+    def acknowledged_s(self) -> float:
+        # In process, nothing is lost on the way: what the VAD has taken in was heard.
+        return (self._base + self._audio.size) / RATE
+
     # -- intake: resampling and VAD, in arrival order -----------------------------------------------
 
     async def _intake(self) -> None:
