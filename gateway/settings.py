@@ -140,6 +140,10 @@ class WhisperSettings(BaseModel):
     stream_vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     # An utterance longer than this is finalized early at a committed segment end (Whisper sees 30 s).
     stream_max_buffer_s: float = Field(15.0, ge=5.0, le=25.0)
+    # The encoder window of an utterance's final: the utterance and this much silence after it, instead of
+    # Whisper's 30 s (a few times cheaper); a result that fails Whisper's own checks is decoded again on
+    # the full window. 0: always the full window.
+    stream_final_context_s: float = Field(5.0, ge=0.0, le=30.0)
 
 
 class PiperSettings(BaseModel):

@@ -281,6 +281,13 @@ class _Utterance:
     pause_end: int | None = None  # where the utterance ends if the pause going on lasts
 
 
+@dataclass(frozen=True)
+class _Slice:
+    start: int  # absolute 16 kHz sample index
+    end: int
+    samples: np.ndarray
+
+
 class _Control(enum.Enum):
     FINALIZE = "finalize"
     CLOSE = "close"
@@ -309,7 +316,8 @@ class WhisperStream:
         tuning: StreamTuning,
         front: Front,
         decoder: Decoder,
-        run_decode: Callable[[Callable[[], Hypothesis]], Awaitable[Timed[Hypothesis]]],
+        # (work, final?) → its result; a final is urgent, an interim step can wait.
+        run_decode: Callable[[Callable[[], Hypothesis], bool], Awaitable[Timed[Hypothesis]]],
         run_front: Callable[[Callable[[], Any]], Awaitable[Timed[Any]]],
         on_end: Callable[[], None],
     ) -> None:
@@ -458,9 +466,13 @@ class WhisperStream:
     # -- decoding: LocalAgreement steps, finals, speech events --------------------------------------
 
     async def _decode_loop(self) -> None:
+        # An interim step runs on a worker while this loop goes on watching for the utterance's end, so
+        # a final never waits for one.
+        step: asyncio.Task[tuple[int, Hypothesis | None]] | None = None
         try:
             agreement = LocalAgreement()
-            decoded_to = 0  # absolute sample the last decode of the current utterance reached
+            decoded_to = 0  # absolute sample the latest decode of the current utterance started up to
+            applied_to = 0  # ... and the latest hypothesis taken into the agreement reached
             # A decode of the utterance up to where a pause began: its final, if the pause lasts.
             ready: tuple[int, int, Hypothesis] | None = None
             while not self._done:
@@ -475,6 +487,16 @@ class WhisperStream:
                     utterance.announced = True
                     assert utterance.begin_at is not None
                     self._emit(SpeechEvent(SpeechEventKind.SPEECH_BEGIN, utterance.begin_at / RATE))
+                if step is not None and step.done():
+                    end, hypothesis = step.result()
+                    step = None
+                    # A step that a later decode overtook (a pause's final) is stale.
+                    if hypothesis is not None and end > applied_to:
+                        applied_to = end
+                        agreement.update(hypothesis.words)
+                        self._interim(utterance, agreement)
+                        self._trim_long(utterance, agreement, hypothesis)
+                    continue
                 if utterance.end is None:
                     pause = utterance.pause_end
                     if (
@@ -482,29 +504,37 @@ class WhisperStream:
                         and pause <= total
                         and (ready is None or ready[:2] != (utterance.start, pause))
                     ):
-                        end, final = pause, True
-                    elif (
-                        total - max(decoded_to, utterance.start) >= round(self._tuning.step_s * RATE)
+                        # The pause may be the end: decode the final now, while the endpointing
+                        # silence is still being heard.
+                        hypothesis = await self._decode(self._take_audio(utterance.start, pause), True)
+                        assert hypothesis is not None
+                        decoded_to = max(decoded_to, pause)
+                        ready = (utterance.start, pause, hypothesis)
+                        if pause > applied_to:
+                            applied_to = pause
+                            agreement.update(hypothesis.words)
+                            self._interim(utterance, agreement)
+                            self._trim_long(utterance, agreement, hypothesis)
+                        continue
+                    if (
+                        step is None
+                        and total - max(decoded_to, utterance.start) >= round(self._tuning.step_s * RATE)
                         and not self._front.hushed
                     ):
-                        end, final = total, False
-                    else:
-                        await self._sleep()
+                        step = self._step(self._take_audio(utterance.start, total), total)
+                        decoded_to = total
                         continue
-                    hypothesis = await self._decode(utterance.start, end, final=final)
-                    decoded_to = max(decoded_to, end)
-                    if hypothesis is None:
-                        continue
-                    if final:
-                        ready = (utterance.start, end, hypothesis)
-                    agreement.update(hypothesis.words)
-                    self._interim(utterance, agreement)
-                    self._trim_long(utterance, agreement, hypothesis)
+                    await self._sleep()
                     continue
+                if step is not None:
+                    # The final covers what the step would have: it is not waited for, and skipped if
+                    # it has not started.
+                    step.cancel()
+                    step = None
                 if ready is not None and ready[:2] == (utterance.start, utterance.end):
                     hypothesis = ready[2]
                 else:
-                    decoded = await self._decode(utterance.start, utterance.end, final=True)
+                    decoded = await self._decode(self._take_audio(utterance.start, utterance.end), True)
                     assert decoded is not None
                     hypothesis = decoded
                 # The final is its own decode at full quality; it may differ from the interims' committed
@@ -516,7 +546,7 @@ class WhisperStream:
                     )
                 self._utterances.popleft()
                 self._drop_before(utterance.end)
-                agreement, decoded_to, ready = LocalAgreement(), 0, None
+                agreement, decoded_to, applied_to, ready = LocalAgreement(), 0, 0, None
                 if self._config.single_utterance and utterance.ended_by_vad_at is not None:
                     self._done = True
                     self._intake_task.cancel()
@@ -525,19 +555,34 @@ class WhisperStream:
             raise
         except BaseException as exc:
             self._fail(exc)
+        finally:
+            if step is not None:
+                step.cancel()
 
     async def _sleep(self) -> None:
         self._wake.clear()
         await self._wake.wait()
 
-    async def _decode(self, start: int, end: int, final: bool) -> Hypothesis | None:
-        """Decode [start, end) on the engine pool; None when an interim step found the queue full."""
-        audio = self._audio[start - self._base : end - self._base].copy()
+    def _step(self, audio: _Slice, end: int) -> asyncio.Task[tuple[int, Hypothesis | None]]:
+        async def step() -> tuple[int, Hypothesis | None]:
+            return end, await self._decode(audio, False)
+
+        task = asyncio.create_task(step(), name=f"{self._name}-stream-step")
+        task.add_done_callback(lambda _: self._wake.set())
+        return task
+
+    def _take_audio(self, start: int, end: int) -> _Slice:
+        """The samples [start, end), copied now: the buffer may be trimmed before a worker is free."""
+        return _Slice(start, end, self._audio[start - self._base : end - self._base].copy())
+
+    async def _decode(self, audio: _Slice, final: bool) -> Hypothesis | None:
+        """Decode on the engine pool; None when an interim step found the queue full."""
         prompt = self._history[-_PROMPT_CHARS:]
+        samples = audio.samples
         waited = 0.0
         while True:
             try:
-                timed = await self._run_decode(lambda: self._decoder(audio, prompt, final))
+                timed = await self._run_decode(lambda: self._decoder(samples, prompt, final), final)
             except ProviderBusy as busy:
                 # Batch work fills the queue: an interim can wait for the next step, a final cannot.
                 if not final:
@@ -548,7 +593,7 @@ class WhisperStream:
                 waited += busy.retry_after_s
                 continue
             self._tally.compute_s += timed.compute_s
-            return _placed(timed.value, start / RATE, (end - start) / RATE)
+            return _placed(timed.value, audio.start / RATE, (audio.end - audio.start) / RATE)
 
     def _interim(self, utterance: _Utterance, agreement: LocalAgreement) -> None:
         if not self._config.interim_results:
