@@ -455,11 +455,11 @@ def summarize(name: str, tally: Tally, prefix: str) -> dict[str, float]:
     )
     rtf = max(tally.rtf)
     report(
-        f"{prefix}c={CONCURRENCY} processing RTF (worst round)",
+        f"{prefix}c={CONCURRENCY} processing RTF",
         f"{rtf:.2f}",
         f"<= {GOAL_RTF:g}",
         rtf <= GOAL_RTF,
-        " | ".join(tally.c_detail),
+        f"the worst of {len(tally.rtf)} round(s): " + " | ".join(tally.c_detail),
     )
     return {"partial p50": p50, "partial p90": p90, "final p50": f50, "WER ratio": ratio, "RTF": rtf}
 

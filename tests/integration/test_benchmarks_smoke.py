@@ -84,21 +84,22 @@ STREAM_GOALS = [
 ]
 
 
-def test_the_stream_benchmark_runs_quick_and_prints_its_goals():
+def test_the_stream_benchmark_runs_quick_and_prints_its_goals(redis_url):
     # On its own, after the others: it keeps both cores busy with Whisper, which would starve them.
-    # It drives the local engine in-process until StreamTranscribe is served, so it needs no gateway.
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "bench/stream_transcribe.py", "--quick"],
+        [sys.executable, "bench/stream_transcribe.py", "--quick", "--redis-url", redis_url],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=150,
+        timeout=240,
         check=False,
     )
     assert done.returncode == 0, done.stdout
-    assert re.search(r"^config: provider in-process \(faster-whisper ", done.stdout, re.M), done.stdout
+    assert re.search(r"^config \[A\]: gateway subprocess, StreamTranscribe over gRPC", done.stdout, re.M), (
+        done.stdout
+    )
     metrics = {match["metric"] for match in RESULT.finditer(done.stdout)}
     assert set(STREAM_GOALS) <= metrics, f"printed {sorted(metrics)}:\n{done.stdout}"
