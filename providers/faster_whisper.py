@@ -217,9 +217,12 @@ class FasterWhisperTranscriber:
 
         settings = self._settings
         language = config.language or self._warmup_language()
-        endpointer = Endpointer(self._vad_session, settings.stream_vad_threshold, config.endpointing_ms)
+        endpointer = Endpointer(
+            self._vad_session, settings.stream_vad_threshold, config.endpointing_ms, settings.stream_pause_ms
+        )
         tuning = StreamTuning(
             step_s=settings.stream_step_ms / 1000,
+            pause_s=settings.stream_pause_ms / 1000,
             max_buffer_s=settings.stream_max_buffer_s,
             vad_threshold=settings.stream_vad_threshold,
         )

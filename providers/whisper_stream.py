@@ -49,10 +49,10 @@ _WINDOW = 512  # Silero v5+/v6 at 16 kHz: 32 ms per probability
 _CONTEXT = 64  # samples of the previous window Silero sees before each window
 # Speech must last this many windows before an utterance begins, so a click is not an utterance.
 _MIN_SPEECH_WINDOWS = 3
-# Audio kept before the first speech window and after the last one: Silero's onsets are late by a
-# window or two, and Whisper drops clipped words.
+# Audio kept before the first speech window: Silero's onsets are late by a window or two, and Whisper
+# drops clipped words. After the last one, an utterance keeps the pause that was heard when its final
+# was decoded (StreamTuning.pause_s).
 _PRE_ROLL_S = 0.3
-_POST_ROLL_S = 0.2
 # Silence kept while no utterance is open: the pre-roll and Silero's onset delay, with room to spare.
 _SILENCE_KEPT_S = 1.0
 # Text of earlier utterances handed to Whisper as its prompt: context for names and casing.
@@ -150,14 +150,14 @@ class Endpointer:
     Not thread-safe; one stream feeds it from one worker at a time.
     """
 
-    def __init__(self, session: Any, threshold: float, endpointing_ms: int) -> None:
+    def __init__(self, session: Any, threshold: float, endpointing_ms: int, pause_ms: int = 200) -> None:
         self._session = session
         self._threshold = threshold
         self._neg_threshold = max(threshold - 0.15, 0.01)  # as Silero's own get_speech_timestamps
         self._silence_windows = max(1, round(endpointing_ms / 1000 * RATE / _WINDOW))
-        # A pause long enough to hold the post-roll: the utterance may end here, so decoding it now
-        # has its final ready when the endpointing silence is complete.
-        self._pause_windows = -(-round(_POST_ROLL_S * RATE) // _WINDOW)
+        # A pause of ``pause_ms``: the utterance may end here, so decoding it now has its final ready
+        # when the endpointing silence is complete.
+        self._pause_windows = -(-round(pause_ms / 1000 * RATE) // _WINDOW)
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
@@ -296,6 +296,9 @@ class _Control(enum.Enum):
 @dataclass(frozen=True)
 class StreamTuning:
     step_s: float  # new audio between two decodes of an unfinished utterance
+    # The silence after which an utterance's final is decoded, in case it ends there; the utterance
+    # keeps that much of it (Whisper drops words clipped short).
+    pause_s: float
     max_buffer_s: float  # past it, a long utterance is cut at a committed segment end
     vad_threshold: float
 
@@ -441,7 +444,7 @@ class WhisperStream:
                 continue
             if last is None or last.end is not None:
                 continue
-            end = max(last.start, min(at + round(_POST_ROLL_S * RATE), total))
+            end = max(last.start, min(at + round(self._tuning.pause_s * RATE), total))
             if kind == "pause":
                 last.pause_end = end
             elif kind == "resume":

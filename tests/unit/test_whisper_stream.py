@@ -217,7 +217,7 @@ async def test_a_pause_is_finalized_at_once_even_while_an_interim_step_runs(vad_
     stream = WhisperStream(
         "engine",
         StreamConfig(sample_rate=RATE),
-        StreamTuning(step_s=0.5, max_buffer_s=15.0, vad_threshold=0.5),
+        StreamTuning(step_s=0.5, pause_s=0.2, max_buffer_s=15.0, vad_threshold=0.5),
         Front(RATE, Endpointer(vad_session, 0.5, 500)),
         decoder,
         run_decode,
