@@ -347,6 +347,8 @@ class Tally:
     references: list[str] = field(default_factory=list)
     rtf: list[float] = field(default_factory=list)
     c_detail: list[str] = field(default_factory=list)
+    single_audio_s: float = 0.0
+    single_engine_s: float = 0.0
 
 
 _references: dict[tuple[str, str], tuple[str, list[TimedToken]]] = {}
@@ -369,6 +371,8 @@ async def singles(target: Target, clip: speech.RealClip, tally: Tally) -> None:
     tally.missing += never
     tally.words += len(tokens)
     tally.finals += final_latencies(run)
+    tally.single_audio_s += run.usage.audio_seconds
+    tally.single_engine_s += run.usage.compute_seconds
     tally.stream_texts.append(" ".join(r.text for r in run.finals()))
     tally.batch_texts.append(text)
     tally.references.append(clip.reference)
@@ -460,6 +464,11 @@ def summarize(name: str, tally: Tally, prefix: str) -> dict[str, float]:
         f"<= {GOAL_RTF:g}",
         rtf <= GOAL_RTF,
         f"the worst of {len(tally.rtf)} round(s): " + " | ".join(tally.c_detail),
+    )
+    per_audio_s = tally.single_engine_s / tally.single_audio_s if tally.single_audio_s else float("nan")
+    print(
+        f"{prefix}engine seconds per second of audio, one stream at a time: {per_audio_s:.2f} "
+        f"({tally.single_engine_s:.1f} s over {tally.single_audio_s:.1f} s)"
     )
     return {"partial p50": p50, "partial p90": p90, "final p50": f50, "WER ratio": ratio, "RTF": rtf}
 
