@@ -43,6 +43,9 @@ class RankContext:
     max_answer_tokens: int = 0
     question_bytes: int = 0
     speed: float = 1.0
+    # A live stream: its cost is priced at streaming rates (a vendor's websocket rate, a local engine's
+    # compute per second of streamed audio), so candidates compare like with like.
+    streaming: bool = False
 
 
 @dataclass(frozen=True)

@@ -416,6 +416,9 @@ class AssemblyAIStream:
     def usage(self) -> Usage:
         return Usage(audio_seconds=self._bytes_received / (PCM_SAMPLE_WIDTH * self._config.sample_rate))
 
+    def acknowledged_s(self) -> float:
+        return self._events.acknowledged_s
+
     # -- internals ----------------------------------------------------------------
 
     async def _flush(self) -> None:
@@ -451,6 +454,7 @@ class AssemblyAIStream:
 
     def _on_speech_started(self, _client: object, event: live.SpeechStartedEvent) -> None:
         self._events.heard()
+        self._events.reached(event.timestamp / 1000.0)
         if not self._speaking:
             self._speaking = True
             self._events.put(SpeechEvent(SpeechEventKind.SPEECH_BEGIN, event.timestamp / 1000.0))
@@ -465,6 +469,8 @@ class AssemblyAIStream:
             self._events.put(SpeechEvent(SpeechEventKind.SPEECH_BEGIN, words[0].start_s))
         start = words[0].start_s if words else self._position()
         end = words[-1].end_s if words else start
+        if words:
+            self._events.reached(end)
         if turn.end_of_turn and turn.turn_is_formatted:
             text = turn.transcript.strip()
             if text:

@@ -148,6 +148,12 @@ class TranscriptionStream(Protocol):
         """What this attempt has consumed so far (audio seconds received, compute seconds)."""
         ...
 
+    def acknowledged_s(self) -> float:
+        """How far into the audio sent (seconds on this stream's timeline) the vendor has shown it heard:
+        the furthest its results, VAD events and acknowledgements reach. Audio sent past it may never
+        have arrived; a stream that fails is billed only up to here."""
+        ...
+
 
 @runtime_checkable
 class StreamingTranscriber(Provider, Protocol):

@@ -589,6 +589,9 @@ class DeepgramStream:
     def usage(self) -> Usage:
         return Usage(audio_seconds=self._seconds_sent())
 
+    def acknowledged_s(self) -> float:
+        return self._events.acknowledged_s
+
     def _seconds_sent(self) -> float:
         return self._bytes_sent / (PCM_SAMPLE_WIDTH * self._config.sample_rate)
 
@@ -652,8 +655,10 @@ class DeepgramStream:
             if self._in_utterance:
                 return []
             self._in_utterance = True
+            self._events.reached(float(message.timestamp))
             return [SpeechEvent(SpeechEventKind.SPEECH_BEGIN, float(message.timestamp))]
         if isinstance(message, ListenV1UtteranceEnd):
+            self._events.reached(float(message.last_word_end))
             return self._utterance_end(float(message.last_word_end))
         if isinstance(message, ListenV1Error):
             detail = " ".join(str(message.description or message.code or "").split())[:100]
@@ -666,6 +671,8 @@ class DeepgramStream:
         text = _text(alternative.transcript)
         start = float(message.start)
         end = start + float(message.duration)
+        # Every Results message, an empty one for silence included, covers the audio up to its end.
+        self._events.reached(end)
         if message.from_finalize:
             self._finalizing = False
         if not self._finalizing and not self._closing and end >= self._seconds_sent() - _ANSWER_SLACK_S:

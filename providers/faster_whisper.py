@@ -34,7 +34,7 @@ from providers.whisper_stream import (
     WhisperStream,
     Word,
 )
-from providers.workers import Timed, WorkerPool
+from providers.workers import Priority, Timed, WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,6 +52,12 @@ _PUBLISHED_WER = {"tiny.en": 0.056, "tiny": 0.076, "base.en": 0.042, "base": 0.0
 # One decode of a stream's utterance (at most 30 s of audio) that takes longer than this is a stall.
 _STREAM_DECODE_TIMEOUT_S = 30.0
 _STREAM_FRONT_TIMEOUT_S = 10.0
+_WINDOW_FRAMES = 3000  # Whisper's 30 s window, in mel frames
+# Whisper's own fallback thresholds (compression_ratio_threshold, log_prob_threshold).
+_COMPRESSION_RATIO_LIMIT = 2.4
+_LOGPROB_LIMIT = -1.0
+# Tokens a second of speech may need, timestamps included; a decode that uses more is running on.
+_MAX_TOKENS_PER_S = 8
 
 
 def default_model_dir() -> Path:
@@ -216,9 +222,12 @@ class FasterWhisperTranscriber:
 
         settings = self._settings
         language = config.language or self._warmup_language()
-        endpointer = Endpointer(self._vad_session, settings.stream_vad_threshold, config.endpointing_ms)
+        endpointer = Endpointer(
+            self._vad_session, settings.stream_vad_threshold, config.endpointing_ms, settings.stream_pause_ms
+        )
         tuning = StreamTuning(
             step_s=settings.stream_step_ms / 1000,
+            pause_s=settings.stream_pause_ms / 1000,
             max_buffer_s=settings.stream_max_buffer_s,
             vad_threshold=settings.stream_vad_threshold,
         )
@@ -226,8 +235,10 @@ class FasterWhisperTranscriber:
         def decoder(audio: np.ndarray, prompt: str, final: bool) -> Hypothesis:
             return self._decode_stream(audio, prompt, final, language, config.word_timestamps)
 
-        async def run_decode(fn: Callable[[], Hypothesis]) -> Timed[Hypothesis]:
-            return await self._pool.run(fn, _STREAM_DECODE_TIMEOUT_S)
+        async def run_decode(fn: Callable[[], Hypothesis], final: bool) -> Timed[Hypothesis]:
+            # Someone is waiting for a final now; an interim step is superseded by the next one.
+            priority = Priority.URGENT if final else Priority.BACKGROUND
+            return await self._pool.run(fn, _STREAM_DECODE_TIMEOUT_S, priority)
 
         async def run_front(fn: Callable[[], T]) -> Timed[T]:
             return await self._front_pool.run(fn, _STREAM_FRONT_TIMEOUT_S)
@@ -249,39 +260,114 @@ class FasterWhisperTranscriber:
         if self._engine is None:
             raise ProviderUnavailable(self.name, "the model is not loaded any more")
         engine: WhisperModel = self._engine
-        extra: dict[str, Any] = {}
         duration_s = audio.size / 16_000
-        if not final:
-            # Whisper's encoder always sees 30 s, most of it padding for a short buffer. An interim step
-            # encodes only the buffer and a second more (5-8x faster); Whisper then tends to run on past
-            # the audio, so its output is capped and cut at the first loop. Finals see the full window.
-            engine = _short_context(engine, min(3000, 100 * math.ceil(duration_s + 1.0)))
-            extra["max_new_tokens"] = round(duration_s * 5 + 10)
+        settings = self._settings
         try:
-            raw_segments, _info = engine.transcribe(
+            if not final:
+                # Whisper's encoder always sees 30 s, most of it padding for a short buffer. An interim
+                # step encodes only the buffer and a second more (5-8x faster); Whisper then tends to run
+                # on past the audio, so its output is capped and cut at the first loop.
+                raw = _decode(
+                    _short_context(engine, _frames(duration_s + 1.0)),
+                    audio,
+                    language,
+                    prompt,
+                    word_timestamps,
+                    beam_size=settings.stream_interim_beam_size,
+                    temperature=0.0,
+                    max_new_tokens=round(duration_s * 5 + 10),
+                )
+                segments = [list(_words(seg, word_timestamps)) for seg in raw]
+                return _hypothesis(_without_loop(segments, duration_s))
+            pad_s = settings.stream_final_context_s
+            if pad_s and _frames(duration_s + pad_s) < _WINDOW_FRAMES:
+                # The final's encoder sees the utterance and ``pad_s`` of silence after it: a few times
+                # cheaper than the 30 s window, as accurate on our recordings, but with less padding
+                # Whisper may loop or stop early. So it is kept only when it passes the checks Whisper's
+                # own fallback applies; otherwise the utterance is decoded again on the full window.
+                allowance = round(duration_s * _MAX_TOKENS_PER_S + 20)
+                raw = _decode(
+                    _short_context(engine, _frames(duration_s + pad_s)),
+                    audio,
+                    language,
+                    prompt,
+                    word_timestamps,
+                    beam_size=settings.beam_size,
+                    temperature=0.0,
+                    max_new_tokens=allowance,
+                )
+                if _trustworthy(raw, allowance):
+                    return _hypothesis([list(_words(seg, word_timestamps)) for seg in raw])
+            raw = _decode(
+                engine,
                 audio,
-                language=language,
-                beam_size=self._settings.beam_size if final else self._settings.stream_interim_beam_size,
-                word_timestamps=word_timestamps,
-                initial_prompt=prompt or None,
-                condition_on_previous_text=False,
-                # A final may fall back to sampling when greedy decoding loops; an interim step may not
-                # (the next step decodes again anyway).
-                temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
-                vad_filter=False,
-                **extra,
+                language,
+                prompt,
+                word_timestamps,
+                beam_size=settings.beam_size,
+                # A final may fall back to sampling when beam search loops; an interim step may not (the
+                # next step decodes again anyway).
+                temperature=(0.0, 0.2, 0.4, 0.6),
             )
-            segments = [list(_words(seg, word_timestamps)) for seg in raw_segments]
         except (RuntimeError, ValueError) as exc:
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
-        if not final:
-            segments = _without_loop(segments, duration_s)
-        return Hypothesis(tuple(tuple(seg) for seg in segments if seg))
+        return _hypothesis([list(_words(seg, word_timestamps)) for seg in raw])
 
     async def close(self) -> None:
         self._pool.close()
         self._front_pool.close()
         self._engine = None
+
+
+def _decode(
+    engine: WhisperModel,
+    audio: np.ndarray,
+    language: str | None,
+    prompt: str,
+    word_timestamps: bool,
+    *,
+    beam_size: int,
+    temperature: float | tuple[float, ...],
+    max_new_tokens: int | None = None,
+) -> list[Any]:
+    """One decode of a stream's buffer: Whisper's segments, decoded (the generator is consumed here)."""
+    raw_segments, _info = engine.transcribe(
+        audio,
+        language=language,
+        beam_size=beam_size,
+        word_timestamps=word_timestamps,
+        initial_prompt=prompt or None,
+        condition_on_previous_text=False,
+        temperature=temperature,
+        vad_filter=False,
+        max_new_tokens=max_new_tokens,
+    )
+    return list(raw_segments)
+
+
+def _trustworthy(segments: list[Any], allowance: int) -> bool:
+    """Whether a short-window decode passed Whisper's own fallback tests (not too repetitive, not too
+    unlikely), did not loop, and ended within its token allowance."""
+    if not segments:
+        return False
+    if any(
+        seg.compression_ratio > _COMPRESSION_RATIO_LIMIT or seg.avg_logprob < _LOGPROB_LIMIT
+        for seg in segments
+    ):
+        return False
+    if sum(len(seg.tokens) for seg in segments) >= allowance:
+        return False
+    keys = [re.sub(r"[^\w']", "", word.lower()) for seg in segments for word in seg.text.split()]
+    return not any(_repeat_at(keys, i) for i in range(len(keys)))
+
+
+def _hypothesis(segments: list[list[Word]]) -> Hypothesis:
+    return Hypothesis(tuple(tuple(seg) for seg in segments if seg))
+
+
+def _frames(seconds: float) -> int:
+    """Mel frames (100 a second) covering ``seconds``, in whole seconds, at most Whisper's 30 s window."""
+    return min(_WINDOW_FRAMES, 100 * math.ceil(seconds))
 
 
 def _short_context(engine: WhisperModel, frames: int) -> WhisperModel:

@@ -48,6 +48,16 @@ class LiveEvents:
         self._queue: asyncio.Queue[StreamEvent | ProviderError | _Wake | None] = asyncio.Queue()
         self._owed_since: float | None = None
         self._finished = False
+        self._reached_s = 0.0
+
+    @property
+    def acknowledged_s(self) -> float:
+        """The furthest point on the audio timeline the vendor's messages have reached."""
+        return self._reached_s
+
+    def reached(self, at_s: float) -> None:
+        """The vendor said something about the audio up to ``at_s``: it heard that much."""
+        self._reached_s = max(self._reached_s, at_s)
 
     @property
     def finished(self) -> bool:

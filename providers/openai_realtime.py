@@ -177,6 +177,8 @@ class RealtimeTranscriptionStream:
         self._aborted = False
         self._finals = 0
         self._wake = asyncio.Event()
+        # How far the server's VAD events and answered commits reach (its deltas carry no times).
+        self._acknowledged_s = 0.0
 
     # -- input ---------------------------------------------------------------------------
 
@@ -217,6 +219,13 @@ class RealtimeTranscriptionStream:
 
     def usage(self) -> Usage:
         return Usage(audio_seconds=self._sent_s)
+
+    def acknowledged_s(self) -> float:
+        return self._acknowledged_s
+
+    def _reached(self, at_s: float | None) -> None:
+        if at_s is not None:
+            self._acknowledged_s = max(self._acknowledged_s, at_s)
 
     def _resample(self, pcm: bytes) -> bytes:
         if self._resampler is None:
@@ -329,12 +338,14 @@ class RealtimeTranscriptionStream:
             if kind == "input_audio_buffer.speech_started":
                 item = self._item(str(event.item_id))
                 item.start_s = max(int(event.audio_start_ms) / 1000, self._boundary_s)
+                self._reached(item.start_s)
                 self._speaking = True
                 yield SpeechEvent(SpeechEventKind.SPEECH_BEGIN, item.start_s)
             elif kind == "input_audio_buffer.speech_stopped":
                 item = self._item(str(event.item_id))
                 item.end_s = int(event.audio_end_ms) / 1000
                 item.by_vad = True
+                self._reached(item.end_s)
                 self._speaking = False
                 self._boundary_s = max(self._boundary_s, item.end_s)
                 self._pending.add(str(event.item_id))
@@ -347,6 +358,7 @@ class RealtimeTranscriptionStream:
                     item.end_s = at_s
                     self._speaking = False
                     self._boundary_s = max(self._boundary_s, at_s)
+                self._reached(item.end_s)
                 self._pending.add(item_id)
             elif kind == "conversation.item.input_audio_transcription.delta":
                 item = self._item(str(event.item_id))
@@ -478,6 +490,8 @@ class VllmRealtimeStream(RealtimeTranscriptionStream):
                 )
         elif kind == "transcription.done":
             end_s = self._ending_at_s if self._ending_at_s is not None else self._sent_s
+            # The answer to the final commit: the transcription took the audio up to it.
+            self._reached(self._ending_at_s)
             text = str(event.get("text") or self._text).strip()
             self._commits.clear()
             self._ending_at_s = None

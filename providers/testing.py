@@ -425,6 +425,7 @@ class FakeTranscriptionStream:
         self._since_interim = 0
         self._utterance: list[WordTiming] = []
         self._in_utterance = False
+        self._reached_s = 0.0  # how far the events it said reach
 
     @property
     def received_s(self) -> float:
@@ -481,6 +482,13 @@ class FakeTranscriptionStream:
     def usage(self) -> Usage:
         return Usage(audio_seconds=self.received_s, compute_seconds=0.0)
 
+    def acknowledged_s(self) -> float:
+        return self._reached_s
+
+    def _put(self, event: StreamEvent) -> None:
+        self._reached_s = max(self._reached_s, event.at_s if isinstance(event, SpeechEvent) else event.end_s)
+        self._queue.put_nowait(event)
+
     # -- recognition ----------------------------------------------------------------------------------
 
     def _hear(self, frame: np.ndarray) -> None:
@@ -489,7 +497,7 @@ class FakeTranscriptionStream:
         if voiced:
             if not self._in_utterance:
                 self._in_utterance = True
-                self._queue.put_nowait(SpeechEvent(SpeechEventKind.SPEECH_BEGIN, start / self._rate))
+                self._put(SpeechEvent(SpeechEventKind.SPEECH_BEGIN, start / self._rate))
             if not self._word:
                 self._word_start = start
             self._word.append(frame)
@@ -525,14 +533,12 @@ class FakeTranscriptionStream:
     def _interim(self) -> None:
         words = [w.text for w in self._utterance] + [self._guess()]
         start = self._utterance[0].start_s if self._utterance else self._word_start / self._rate
-        self._queue.put_nowait(
-            StreamResult(" ".join(words), False, start, self._voiced_end / self._rate, stability=0.5)
-        )
+        self._put(StreamResult(" ".join(words), False, start, self._voiced_end / self._rate, stability=0.5))
 
     def _final(self, *, eou: bool) -> None:
         if self._utterance:
             words = tuple(self._utterance)
-            self._queue.put_nowait(
+            self._put(
                 StreamResult(
                     " ".join(w.text for w in words),
                     True,
@@ -544,7 +550,7 @@ class FakeTranscriptionStream:
                 )
             )
         if eou and self._in_utterance:
-            self._queue.put_nowait(
+            self._put(
                 SpeechEvent(SpeechEventKind.END_OF_UTTERANCE, (self._voiced_end + self._silence) / self._rate)
             )
         self._utterance = []

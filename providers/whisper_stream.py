@@ -49,10 +49,10 @@ _WINDOW = 512  # Silero v5+/v6 at 16 kHz: 32 ms per probability
 _CONTEXT = 64  # samples of the previous window Silero sees before each window
 # Speech must last this many windows before an utterance begins, so a click is not an utterance.
 _MIN_SPEECH_WINDOWS = 3
-# Audio kept before the first speech window and after the last one: Silero's onsets are late by a
-# window or two, and Whisper drops clipped words.
+# Audio kept before the first speech window: Silero's onsets are late by a window or two, and Whisper
+# drops clipped words. After the last one, an utterance keeps the pause that was heard when its final
+# was decoded (StreamTuning.pause_s).
 _PRE_ROLL_S = 0.3
-_POST_ROLL_S = 0.2
 # Silence kept while no utterance is open: the pre-roll and Silero's onset delay, with room to spare.
 _SILENCE_KEPT_S = 1.0
 # Text of earlier utterances handed to Whisper as its prompt: context for names and casing.
@@ -150,14 +150,14 @@ class Endpointer:
     Not thread-safe; one stream feeds it from one worker at a time.
     """
 
-    def __init__(self, session: Any, threshold: float, endpointing_ms: int) -> None:
+    def __init__(self, session: Any, threshold: float, endpointing_ms: int, pause_ms: int = 200) -> None:
         self._session = session
         self._threshold = threshold
         self._neg_threshold = max(threshold - 0.15, 0.01)  # as Silero's own get_speech_timestamps
         self._silence_windows = max(1, round(endpointing_ms / 1000 * RATE / _WINDOW))
-        # A pause long enough to hold the post-roll: the utterance may end here, so decoding it now
-        # has its final ready when the endpointing silence is complete.
-        self._pause_windows = -(-round(_POST_ROLL_S * RATE) // _WINDOW)
+        # A pause of ``pause_ms``: the utterance may end here, so decoding it now has its final ready
+        # when the endpointing silence is complete.
+        self._pause_windows = -(-round(pause_ms / 1000 * RATE) // _WINDOW)
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
@@ -281,6 +281,13 @@ class _Utterance:
     pause_end: int | None = None  # where the utterance ends if the pause going on lasts
 
 
+@dataclass(frozen=True)
+class _Slice:
+    start: int  # absolute 16 kHz sample index
+    end: int
+    samples: np.ndarray
+
+
 class _Control(enum.Enum):
     FINALIZE = "finalize"
     CLOSE = "close"
@@ -289,6 +296,9 @@ class _Control(enum.Enum):
 @dataclass(frozen=True)
 class StreamTuning:
     step_s: float  # new audio between two decodes of an unfinished utterance
+    # The silence after which an utterance's final is decoded, in case it ends there; the utterance
+    # keeps that much of it (Whisper drops words clipped short).
+    pause_s: float
     max_buffer_s: float  # past it, a long utterance is cut at a committed segment end
     vad_threshold: float
 
@@ -309,7 +319,8 @@ class WhisperStream:
         tuning: StreamTuning,
         front: Front,
         decoder: Decoder,
-        run_decode: Callable[[Callable[[], Hypothesis]], Awaitable[Timed[Hypothesis]]],
+        # (work, final?) → its result; a final is urgent, an interim step can wait.
+        run_decode: Callable[[Callable[[], Hypothesis], bool], Awaitable[Timed[Hypothesis]]],
         run_front: Callable[[Callable[[], Any]], Awaitable[Timed[Any]]],
         on_end: Callable[[], None],
     ) -> None:
@@ -383,6 +394,10 @@ class WhisperStream:
             compute_seconds=self._tally.compute_s,
         )
 
+    def acknowledged_s(self) -> float:
+        # In process, nothing is lost on the way: what the VAD has taken in was heard.
+        return (self._base + self._audio.size) / RATE
+
     # -- intake: resampling and VAD, in arrival order -----------------------------------------------
 
     async def _intake(self) -> None:
@@ -429,7 +444,7 @@ class WhisperStream:
                 continue
             if last is None or last.end is not None:
                 continue
-            end = max(last.start, min(at + round(_POST_ROLL_S * RATE), total))
+            end = max(last.start, min(at + round(self._tuning.pause_s * RATE), total))
             if kind == "pause":
                 last.pause_end = end
             elif kind == "resume":
@@ -454,9 +469,13 @@ class WhisperStream:
     # -- decoding: LocalAgreement steps, finals, speech events --------------------------------------
 
     async def _decode_loop(self) -> None:
+        # An interim step runs on a worker while this loop goes on watching for the utterance's end, so
+        # a final never waits for one.
+        step: asyncio.Task[tuple[int, Hypothesis | None]] | None = None
         try:
             agreement = LocalAgreement()
-            decoded_to = 0  # absolute sample the last decode of the current utterance reached
+            decoded_to = 0  # absolute sample the latest decode of the current utterance started up to
+            applied_to = 0  # ... and the latest hypothesis taken into the agreement reached
             # A decode of the utterance up to where a pause began: its final, if the pause lasts.
             ready: tuple[int, int, Hypothesis] | None = None
             while not self._done:
@@ -471,6 +490,16 @@ class WhisperStream:
                     utterance.announced = True
                     assert utterance.begin_at is not None
                     self._emit(SpeechEvent(SpeechEventKind.SPEECH_BEGIN, utterance.begin_at / RATE))
+                if step is not None and step.done():
+                    end, hypothesis = step.result()
+                    step = None
+                    # A step that a later decode overtook (a pause's final) is stale.
+                    if hypothesis is not None and end > applied_to:
+                        applied_to = end
+                        agreement.update(hypothesis.words)
+                        self._interim(utterance, agreement)
+                        self._trim_long(utterance, agreement, hypothesis)
+                    continue
                 if utterance.end is None:
                     pause = utterance.pause_end
                     if (
@@ -478,29 +507,37 @@ class WhisperStream:
                         and pause <= total
                         and (ready is None or ready[:2] != (utterance.start, pause))
                     ):
-                        end, final = pause, True
-                    elif (
-                        total - max(decoded_to, utterance.start) >= round(self._tuning.step_s * RATE)
+                        # The pause may be the end: decode the final now, while the endpointing
+                        # silence is still being heard.
+                        hypothesis = await self._decode(self._take_audio(utterance.start, pause), True)
+                        assert hypothesis is not None
+                        decoded_to = max(decoded_to, pause)
+                        ready = (utterance.start, pause, hypothesis)
+                        if pause > applied_to:
+                            applied_to = pause
+                            agreement.update(hypothesis.words)
+                            self._interim(utterance, agreement)
+                            self._trim_long(utterance, agreement, hypothesis)
+                        continue
+                    if (
+                        step is None
+                        and total - max(decoded_to, utterance.start) >= round(self._tuning.step_s * RATE)
                         and not self._front.hushed
                     ):
-                        end, final = total, False
-                    else:
-                        await self._sleep()
+                        step = self._step(self._take_audio(utterance.start, total), total)
+                        decoded_to = total
                         continue
-                    hypothesis = await self._decode(utterance.start, end, final=final)
-                    decoded_to = max(decoded_to, end)
-                    if hypothesis is None:
-                        continue
-                    if final:
-                        ready = (utterance.start, end, hypothesis)
-                    agreement.update(hypothesis.words)
-                    self._interim(utterance, agreement)
-                    self._trim_long(utterance, agreement, hypothesis)
+                    await self._sleep()
                     continue
+                if step is not None:
+                    # The final covers what the step would have: it is not waited for, and skipped if
+                    # it has not started.
+                    step.cancel()
+                    step = None
                 if ready is not None and ready[:2] == (utterance.start, utterance.end):
                     hypothesis = ready[2]
                 else:
-                    decoded = await self._decode(utterance.start, utterance.end, final=True)
+                    decoded = await self._decode(self._take_audio(utterance.start, utterance.end), True)
                     assert decoded is not None
                     hypothesis = decoded
                 # The final is its own decode at full quality; it may differ from the interims' committed
@@ -512,7 +549,7 @@ class WhisperStream:
                     )
                 self._utterances.popleft()
                 self._drop_before(utterance.end)
-                agreement, decoded_to, ready = LocalAgreement(), 0, None
+                agreement, decoded_to, applied_to, ready = LocalAgreement(), 0, 0, None
                 if self._config.single_utterance and utterance.ended_by_vad_at is not None:
                     self._done = True
                     self._intake_task.cancel()
@@ -521,19 +558,34 @@ class WhisperStream:
             raise
         except BaseException as exc:
             self._fail(exc)
+        finally:
+            if step is not None:
+                step.cancel()
 
     async def _sleep(self) -> None:
         self._wake.clear()
         await self._wake.wait()
 
-    async def _decode(self, start: int, end: int, final: bool) -> Hypothesis | None:
-        """Decode [start, end) on the engine pool; None when an interim step found the queue full."""
-        audio = self._audio[start - self._base : end - self._base].copy()
+    def _step(self, audio: _Slice, end: int) -> asyncio.Task[tuple[int, Hypothesis | None]]:
+        async def step() -> tuple[int, Hypothesis | None]:
+            return end, await self._decode(audio, False)
+
+        task = asyncio.create_task(step(), name=f"{self._name}-stream-step")
+        task.add_done_callback(lambda _: self._wake.set())
+        return task
+
+    def _take_audio(self, start: int, end: int) -> _Slice:
+        """The samples [start, end), copied now: the buffer may be trimmed before a worker is free."""
+        return _Slice(start, end, self._audio[start - self._base : end - self._base].copy())
+
+    async def _decode(self, audio: _Slice, final: bool) -> Hypothesis | None:
+        """Decode on the engine pool; None when an interim step found the queue full."""
         prompt = self._history[-_PROMPT_CHARS:]
+        samples = audio.samples
         waited = 0.0
         while True:
             try:
-                timed = await self._run_decode(lambda: self._decoder(audio, prompt, final))
+                timed = await self._run_decode(lambda: self._decoder(samples, prompt, final), final)
             except ProviderBusy as busy:
                 # Batch work fills the queue: an interim can wait for the next step, a final cannot.
                 if not final:
@@ -544,7 +596,7 @@ class WhisperStream:
                 waited += busy.retry_after_s
                 continue
             self._tally.compute_s += timed.compute_s
-            return _placed(timed.value, start / RATE, (end - start) / RATE)
+            return _placed(timed.value, audio.start / RATE, (audio.end - audio.start) / RATE)
 
     def _interim(self, utterance: _Utterance, agreement: LocalAgreement) -> None:
         if not self._config.interim_results:

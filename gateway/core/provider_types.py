@@ -51,6 +51,10 @@ class Capabilities:
     published_wer: float | None = None
     # The longest one attempt may take, whatever the request's deadline; None: only the deadline bounds it.
     timeout_s: float | None = None
+    # A local engine's compute seconds per second of live audio it streams, what ranking prices a stream
+    # at (a stream re-decodes as it goes, so this is not the file rtf). 1.0, the default, is the most a
+    # stream paced in real time can hold, and what its budget increments reserve.
+    stream_compute_per_audio_s: float = 1.0
 
 
 @dataclass(frozen=True)

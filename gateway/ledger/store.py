@@ -180,8 +180,10 @@ class LedgerRecord:
     an empty ``request_key`` means exactly that.
 
     An attempt that was cancelled or timed out may still be billed by its vendor: it has
-    ``billing_unknown=True``, ``cost_usd=0`` and the estimated cost in ``possibly_billed_usd``. A request
-    record's ``possibly_billed_usd`` sums its attempts'. It is never added to ``cost_usd``.
+    ``billing_unknown=True``, ``cost_usd=0`` and the estimated cost in ``possibly_billed_usd``. A live
+    stream's attempt that failed has ``cost_usd`` for the audio its vendor's results reached and, when
+    audio was sent past that, ``billing_unknown=True`` and that audio's price in ``possibly_billed_usd``.
+    A request record's ``possibly_billed_usd`` sums its attempts'. It is never added to ``cost_usd``.
     """
 
     kind: RecordKind

@@ -85,8 +85,21 @@ class PriceBook:
         return price_units(self.stream_unit_prices(provider, model, locality), usage)
 
     def estimate(self, candidate: CandidateInfo, ctx: RankContext, latency_ms: float) -> Decimal:
-        """Expected cost before the call: local compute ≈ the expected latency."""
+        """Expected cost before the call: local compute ≈ the expected latency.
+
+        A stream (``ctx.streaming``) is priced for ``ctx.audio_s`` of its audio as it will be billed: a
+        vendor at its streaming rate, a local engine for the compute it holds per second streamed. Both
+        grow in proportion to the audio, so the order holds whatever the stream's length turns out to be.
+        """
         locality = candidate.capabilities.locality
+        if ctx.streaming:
+            seconds = candidate.capabilities.stream_compute_per_audio_s * ctx.audio_s
+            return self.stream_cost(
+                candidate.name,
+                candidate.model,
+                locality,
+                Usage(audio_seconds=ctx.audio_s, compute_seconds=seconds),
+            )
         if locality is Locality.LOCAL:
             return self._compute_cost(latency_ms / 1000.0)
         usage = estimated_usage(

@@ -341,6 +341,7 @@ async def test_every_candidate_failing_is_unavailable(tmp_path):
 # -- money, privacy, limits --------------------------------------------------------------------------------
 
 PER_SECOND = Decimal("0.001")
+QUANTUM = Decimal("0.000000001")
 
 
 async def test_budget_running_out_flushes_then_ends_resource_exhausted(tmp_path, redis_url):
@@ -370,6 +371,70 @@ async def test_budget_running_out_flushes_then_ends_resource_exhausted(tmp_path,
     assert request.outcome == "budget_exceeded"
     assert request.units.audio_seconds == pytest.approx(summary.billed_seconds)
     assert request.cost_usd == Decimal(summary.route_info.cost_usd)
+
+
+def acknowledged_before_switch(responses: Sequence[pb.StreamTranscribeResponse]) -> float:
+    """How far the first provider's results and speech events reached, as the caller saw them."""
+    reached = 0.0
+    for r in responses:
+        if r.HasField("event") and r.event.type == pb.SPEECH_EVENT_PROVIDER_CHANGED:
+            return reached
+        if r.HasField("result"):
+            reached = max(reached, r.result.result_end_time_s)
+        elif r.HasField("event"):
+            reached = max(reached, r.event.time_s)
+    raise AssertionError("the provider never changed")
+
+
+async def test_a_stalled_vendor_is_billed_only_for_the_audio_it_acknowledged(tmp_path, redis_url):
+    first = FakeStreamingTranscriber(name="first", locality=Locality.CLOUD, stall_after_s=3.0)
+    second = FakeStreamingTranscriber(name="second", locality=Locality.CLOUD)
+    prices = {
+        ("first", first.model): UnitPrices(per_audio_second=PER_SECOND),
+        ("second", second.model): UnitPrices(per_audio_second=PER_SECOND * 2),
+    }
+
+    def tune(settings: Settings) -> None:
+        settings.streams.stall_audio_s = 1.0
+
+    async with gateway(tmp_path, [first, second], redis_url=redis_url, prices=prices, tune=tune) as gw:
+        pcm = speech(WORDS * 2, (2, 5, 8, 11, 14, 17))
+        request_id = f"stall-{uuid.uuid4().hex[:8]}"
+        metadata = (("authorization", f"Bearer {KEY}"), ("x-request-id", request_id))
+        out = await gw.stream([pb.StreamTranscribeRequest(config=linear16()), *audio_messages(pcm)], metadata)
+        assert out.code == grpc.StatusCode.OK, out.details
+        assert out.transcript == WORDS * 2
+        records = await gw.records(request_id)
+
+    stalled, served = out.summary.route_info.attempts
+    assert (stalled.provider, stalled.outcome, served.provider, served.outcome) == (
+        "first",
+        "timeout",
+        "second",
+        "ok",
+    )
+    # The gateway went on sending into the stalled vendor until it noticed, far past its last answer.
+    sent_s = first.streams[0].received_s
+    acknowledged_s = acknowledged_before_switch(out.responses)
+    assert 2.0 < acknowledged_s <= 3.0 < sent_s - 1.0
+    # Billed: what its answers reached. The rest may or may not be on its bill: kept apart.
+    assert Decimal(stalled.cost_usd) == (PER_SECOND * Decimal(repr(acknowledged_s))).quantize(QUANTUM)
+    assert stalled.billing_unknown
+    unacknowledged = PER_SECOND * (Decimal(repr(sent_s)) - Decimal(repr(acknowledged_s)))
+    assert Decimal(stalled.possibly_billed_usd) == pytest.approx(unacknowledged, abs=Decimal("1e-8"))
+    # The provider that finished is billed everything it was sent.
+    assert not served.billing_unknown and Decimal(served.possibly_billed_usd) == 0
+    served_cost = (PER_SECOND * 2 * Decimal(repr(second.streams[0].received_s))).quantize(QUANTUM)
+    assert Decimal(served.cost_usd) == served_cost
+    assert Decimal(out.summary.route_info.cost_usd) == Decimal(stalled.cost_usd) + served_cost
+
+    request = next(r for r in records if r.kind == "request")
+    assert request.cost_usd == Decimal(out.summary.route_info.cost_usd)
+    assert request.possibly_billed_usd == Decimal(stalled.possibly_billed_usd)
+    ledger_stalled = next(r for r in records if r.kind == "attempt" and r.provider == "first")
+    assert ledger_stalled.billing_unknown and ledger_stalled.units.audio_seconds == pytest.approx(
+        acknowledged_s
+    )
 
 
 async def test_local_only_streams_never_reach_a_cloud_provider(tmp_path):

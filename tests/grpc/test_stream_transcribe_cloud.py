@@ -8,11 +8,14 @@ the replayed audio holds: the original one, moved back by where the replay start
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
@@ -24,6 +27,7 @@ from tests.conftest import local_settings
 from tests.fakes.assemblyai_live import FakeAssemblyAILive
 from tests.fakes.deepgram_live import FakeDeepgramLive
 from tests.fakes.ws_base import SCRIPT
+from tests.grpc.test_stream_transcribe import acknowledged_before_switch
 from tests.live_streams import RATE, pcm
 
 pytestmark = [
@@ -54,9 +58,9 @@ providers:
 """
 
 
-@pytest.fixture
-async def cloud(
-    tmp_path, monkeypatch
+@asynccontextmanager
+async def cloud_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, price_book: Path | None = None
 ) -> AsyncIterator[tuple[pb_grpc.AudioGatewayStub, FakeAssemblyAILive, FakeDeepgramLive]]:
     with FakeAssemblyAILive(api_key=AAI_KEY) as aai, FakeDeepgramLive(api_key=DG_KEY) as dg:
         providers = tmp_path / "providers.yaml"
@@ -72,6 +76,7 @@ async def cloud(
         settings.whisper.enabled = settings.piper.enabled = settings.llama.enabled = False
         settings.providers_file = providers
         settings.policies_file = policies
+        settings.price_book_file = price_book
         server = GatewayServer(settings)
         await server.start()
         await server.wait_ready(timeout_s=30)
@@ -80,6 +85,14 @@ async def cloud(
                 yield pb_grpc.AudioGatewayStub(channel), aai, dg
         finally:
             await server.stop(grace_s=1)
+
+
+@pytest.fixture
+async def cloud(
+    tmp_path, monkeypatch
+) -> AsyncIterator[tuple[pb_grpc.AudioGatewayStub, FakeAssemblyAILive, FakeDeepgramLive]]:
+    async with cloud_gateway(tmp_path, monkeypatch) as served:
+        yield served
 
 
 async def stream(
@@ -147,8 +160,14 @@ async def test_a_vendor_that_drops_mid_stream_hands_over_with_no_lost_words(clou
     # Each attempt is priced at its vendor's streaming rate for the audio it was sent.
     dg_cost = (per_second("deepgram/nova-3:streaming") * Decimal("3.4")).quantize(QUANTUM)
     assert Decimal(attempts[1].cost_usd) == dg_cost
+    # AssemblyAI is billed the audio its answers reached; what was sent after, until the drop was seen,
+    # may or may not be on its bill.
     aai_rate = per_second("assemblyai/universal:streaming")
-    assert aai_rate * Decimal(3) <= Decimal(attempts[0].cost_usd) <= aai_rate * Decimal(5)
+    acknowledged = Decimal(repr(acknowledged_before_switch(responses)))
+    assert Decimal("1.6") <= acknowledged < 4
+    assert Decimal(attempts[0].cost_usd) == (aai_rate * acknowledged).quantize(QUANTUM)
+    assert attempts[0].billing_unknown
+    assert 0 < Decimal(attempts[0].possibly_billed_usd) <= (aai_rate * (5 - acknowledged)).quantize(QUANTUM)
     assert Decimal(summary.route_info.cost_usd) == Decimal(attempts[0].cost_usd) + dg_cost
 
 
@@ -171,3 +190,25 @@ async def test_local_only_streams_never_reach_a_cloud_vendor(cloud):
         await stream(stub, pcm(1.0), common.RoutingOptions(privacy=common.PRIVACY_LOCAL_ONLY))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert aai.handshakes == 0 and dg.handshakes == 0
+
+
+async def test_streams_are_ranked_at_streaming_rates_not_file_rates(tmp_path, monkeypatch):
+    """Deepgram is the cheaper vendor for files and the dearer for streams: a stream goes to AssemblyAI."""
+    book = yaml.safe_load(default_price_list_path().read_text(encoding="utf-8"))
+    dg_file = per_second("deepgram/nova-3")
+    assert per_second("deepgram/nova-3:streaming") > per_second("assemblyai/universal:streaming")
+    # AssemblyAI's file rate raised above Deepgram's; its streaming rate stays the list price.
+    book["prices"]["assemblyai/universal"]["usd"] = str(dg_file * 2 * 3600)
+    path = tmp_path / "pricebook.yaml"
+    path.write_text(yaml.safe_dump(book), encoding="utf-8")
+
+    async with cloud_gateway(tmp_path, monkeypatch, path) as (stub, aai, dg):
+        explain = pb.ExplainRouteRequest(operation=pb.OPERATION_TRANSCRIBE, audio_duration_s=60.0)
+        explained = await stub.ExplainRoute(explain, metadata=(("authorization", f"Bearer {KEY}"),))
+        eligible = sorted((c.rank, c.provider) for c in explained.candidates if c.eligible)
+        assert eligible == [(1, "deepgram-live"), (2, "assemblyai-live")]
+
+        responses = await stream(stub, pcm(2.0))
+    routes = [r.route for r in responses if r.HasField("route")]
+    assert [r.provider for r in routes] == ["assemblyai-live"]
+    assert len(aai.sessions) == 1 and dg.handshakes == 0

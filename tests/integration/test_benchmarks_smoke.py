@@ -75,7 +75,7 @@ def test_each_benchmark_runs_quick_and_prints_its_goals(redis_url):
     print(f"{len(EXPECTED)} quick benchmarks side by side: {elapsed:.1f} s")
 
 
-def _run_alone(name: str, *args: str) -> str:
+def _run_alone(name: str, *args: str, timeout_s: float = 150) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, f"bench/{name}", "--quick", *args],
@@ -84,7 +84,7 @@ def _run_alone(name: str, *args: str) -> str:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=150,
+        timeout=timeout_s,
         check=False,
     )
     assert done.returncode == 0, done.stdout
@@ -110,10 +110,9 @@ STREAM_GOALS = [
 ]
 
 
-def test_the_stream_benchmark_runs_quick_and_prints_its_goals():
+def test_the_stream_benchmark_runs_quick_and_prints_its_goals(redis_url):
     # On its own, after the others: it keeps both cores busy with Whisper, which would starve them.
-    # It drives the local engine in-process until StreamTranscribe is served, so it needs no gateway.
-    output = _run_alone("stream_transcribe.py")
-    assert re.search(r"^config: provider in-process \(faster-whisper ", output, re.M), output
+    output = _run_alone("stream_transcribe.py", "--redis-url", redis_url, timeout_s=240)
+    assert re.search(r"^config \[A\]: gateway subprocess, StreamTranscribe over gRPC", output, re.M), output
     metrics = {match["metric"] for match in RESULT.finditer(output)}
     assert set(STREAM_GOALS) <= metrics, f"printed {sorted(metrics)}:\n{output}"

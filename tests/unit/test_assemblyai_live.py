@@ -179,6 +179,13 @@ async def test_a_dropped_socket_raises_unavailable(
     assert isinstance(collector.error, ProviderUnavailable)
     assert "1006" in str(collector.error)
     assert 1.0 <= stream.usage().audio_seconds <= 3.0
+    # What AssemblyAI showed it heard: the end of the last word of its turns, or a later speech start.
+    reached = max(
+        [w["end"] / 1000 for m in fake.session.sent if m.get("type") == "Turn" for w in m["words"]]
+        + [m["timestamp"] / 1000 for m in fake.session.sent if m.get("type") == "SpeechStarted"]
+    )
+    assert stream.acknowledged_s() == pytest.approx(reached)
+    assert 0 < stream.acknowledged_s() <= fake.session.heard_s
 
 
 async def test_a_server_error_raises_unavailable(

@@ -196,6 +196,10 @@ async def test_a_dropped_socket_raises_unavailable_and_usage_counts_what_was_sen
     assert 1.0 <= stream.usage().audio_seconds <= 3.0
     # Audio written before the drop was noticed counts: the socket took it, and the vendor may bill it.
     assert stream.usage().audio_seconds >= fake.session.heard_s
+    # What Deepgram showed it heard: the end of its last Results, an empty one for silence included.
+    reached = max(m["start"] + m["duration"] for m in fake.session.sent if m.get("type") == "Results")
+    assert stream.acknowledged_s() == pytest.approx(reached)
+    assert 0 < stream.acknowledged_s() <= fake.session.heard_s < stream.usage().audio_seconds
 
 
 async def test_a_stall_raises_timeout_and_drops_the_socket(

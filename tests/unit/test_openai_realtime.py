@@ -174,6 +174,8 @@ async def test_deltas_are_interims_completions_are_finals_and_vad_gives_speech_e
     # The trailing silence was committed on close, and its empty transcript produced no result.
     assert fake.connections[0].commits == 1
     assert stream.usage().audio_seconds == pytest.approx(4.4)
+    # The server's answer to the closing commit took the audio up to its end.
+    assert stream.acknowledged_s() == pytest.approx(4.4)
 
 
 async def test_interim_results_off_sends_only_finals(fake):
@@ -296,6 +298,9 @@ async def test_a_connection_dropped_mid_stream_raises_unavailable(fake):
     with pytest.raises(ProviderUnavailable, match="dropped") as caught:
         await stream_all(stream, chunks(two_utterances(16_000), 16_000))
     assert caught.value.retryable
+    # The server's VAD events said how far it had heard; its deltas carry no times and say nothing.
+    heard_s = fake.connections[0].audio_s
+    assert stream.acknowledged_s() <= heard_s < stream.usage().audio_seconds
     await provider.close()
 
 

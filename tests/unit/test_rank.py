@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -146,3 +147,45 @@ def test_estimates_follow_the_latency_model_and_price_book():
 def test_fallback_off_means_one_attempt():
     assert ranked(Policy(name="p", fallback=False)).max_attempts == 1
     assert ranked(Policy(name="p", max_attempts=2)).max_attempts == 2
+
+
+def test_streams_are_ranked_at_streaming_rates():
+    """A vendor cheap for files but dear for streams must not win a stream on its file price."""
+    file_cheap = cand("file-cheap", Locality.CLOUD, features=("streaming",))
+    stream_cheap = cand("stream-cheap", Locality.CLOUD, features=("streaming",))
+    # A local engine whose file prior for one second is 150 ms + 350 ms, and whose stream holds 0.1 s of
+    # compute per second of audio.
+    local = cand("local", features=("streaming",), fixed_ms=150, rtf=0.35)
+    local = replace(local, capabilities=replace(local.capabilities, stream_compute_per_audio_s=0.1))
+    prices = PriceBook(
+        local_usd_per_hour=Decimal("0.36"),
+        vendor_prices={
+            ("file-cheap", "file-cheap-model"): UnitPrices(per_audio_second=Decimal("0.00001")),
+            ("stream-cheap", "stream-cheap-model"): UnitPrices(per_audio_second=Decimal("0.00002")),
+        },
+        stream_prices={
+            ("file-cheap", "file-cheap-model"): UnitPrices(per_audio_second=Decimal("0.00009")),
+            ("stream-cheap", "stream-cheap-model"): UnitPrices(per_audio_second=Decimal("0.00003")),
+        },
+    )
+    catalogue = [file_cheap, stream_cheap]
+    features = frozenset({"streaming"})
+
+    def order(streaming: bool, candidates=catalogue) -> list[tuple[str, Decimal]]:
+        ctx = RankContext(T, audio_s=1.0, features=features, streaming=streaming)
+        return [(k.name, k.estimated_cost_usd) for k in rank(ctx, candidates, PLAIN, prices.estimate).kept]
+
+    assert order(streaming=False) == [
+        ("file-cheap", Decimal("0.00001")),
+        ("stream-cheap", Decimal("0.00002")),
+    ]
+    assert order(streaming=True) == [("stream-cheap", Decimal("0.00003")), ("file-cheap", Decimal("0.00009"))]
+    # Local compute at $0.36/h is $0.0001 a second: a file second is estimated at 0.5 s of compute, a
+    # streamed second at 0.1 s, which puts local first for streams only.
+    assert order(False, [local, *catalogue])[0] == ("file-cheap", Decimal("0.00001"))
+    assert dict(order(False, [local, *catalogue]))["local"] == Decimal("0.00005")
+    assert order(True, [local, *catalogue]) == [
+        ("local", Decimal("0.00001")),
+        ("stream-cheap", Decimal("0.00003")),
+        ("file-cheap", Decimal("0.00009")),
+    ]

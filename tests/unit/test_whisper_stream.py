@@ -163,3 +163,88 @@ def test_an_interim_hypothesis_is_cut_where_it_runs_past_the_audio():
     segments = [words("and mister john"), words("dashwood had then", start=1.0)]
     cut = _without_loop(segments, duration_s=1.5)
     assert [texts(seg) for seg in cut] == ["and mister john", "dashwood had"]
+
+
+def segment(text: str, *, tokens: int | None = None, ratio: float = 1.5, logprob: float = -0.3) -> object:
+    from types import SimpleNamespace
+
+    count = tokens if tokens is not None else len(text.split()) + 2
+    return SimpleNamespace(text=text, tokens=list(range(count)), compression_ratio=ratio, avg_logprob=logprob)
+
+
+@pytest.mark.parametrize(
+    ("segments", "trusted"),
+    [
+        ([segment("Mr. John Dashwood had then leisure"), segment(" to consider.")], True),
+        ([], False),  # speech was heard: nothing at all is a decode that stopped early
+        ([segment("ten of clubs ten of clubs ten of clubs")], False),  # a loop
+        ([segment("Mr. John Dashwood", ratio=2.6)], False),  # too repetitive for Whisper's own check
+        ([segment("Mr. John Dashwood", logprob=-1.2)], False),  # too unlikely for it
+        ([segment("Mr. John Dashwood", tokens=30)], False),  # it used its whole token allowance
+    ],
+)
+def test_a_short_window_final_is_kept_only_when_it_passes_whispers_checks(segments, trusted):
+    from providers.faster_whisper import _trustworthy
+
+    assert _trustworthy(segments, allowance=30) is trusted
+
+
+async def test_a_pause_is_finalized_at_once_even_while_an_interim_step_runs(vad_session):
+    """A final never waits for an interim step: the step is still on its worker when the final is out."""
+    import asyncio
+
+    from gateway.core.streaming import StreamConfig, StreamResult
+    from providers.whisper_stream import Hypothesis, StreamTuning, WhisperStream
+    from providers.workers import Timed
+
+    step_started, release_step = asyncio.Event(), asyncio.Event()
+    decodes: list[str] = []
+
+    def decoder(audio: np.ndarray, prompt: str, final: bool) -> Hypothesis:
+        decodes.append("final" if final else "interim")
+        return Hypothesis((tuple(words("the final words" if final else "the interim")),))
+
+    async def run_decode(fn, final: bool) -> Timed[Hypothesis]:
+        if not final:
+            step_started.set()
+            await release_step.wait()  # an interim step stuck on a busy worker
+        return Timed(fn(), 0.0)
+
+    async def run_front(fn) -> Timed[object]:
+        return Timed(fn(), 0.0)
+
+    ended = asyncio.Event()
+    stream = WhisperStream(
+        "engine",
+        StreamConfig(sample_rate=RATE),
+        StreamTuning(step_s=0.5, pause_s=0.2, max_buffer_s=15.0, vad_threshold=0.5),
+        Front(RATE, Endpointer(vad_session, 0.5, 500)),
+        decoder,
+        run_decode,
+        run_front,
+        ended.set,
+    )
+    events = []
+
+    async def collect() -> None:
+        async for event in stream.events():
+            events.append(event)
+
+    collector = asyncio.create_task(collect())
+    voice = (speech_16k("librivox_sense_sensibility_0880") * 32768).astype("<i2")
+    await stream.send(voice[: int(1.6 * RATE)].tobytes())  # cut mid-word: an interim step starts
+    await asyncio.wait_for(step_started.wait(), 5)
+    await stream.send(np.zeros(RATE, dtype="<i2").tobytes())
+    for _ in range(200):
+        if any(isinstance(e, StreamResult) and e.is_final for e in events):
+            break
+        await asyncio.sleep(0.01)
+    finals = [e for e in events if isinstance(e, StreamResult) and e.is_final]
+    assert [f.text for f in finals] == ["the final words"], events
+    assert decodes == ["final"]  # the step has not even reached its worker
+    # The stale step, released after the final, adds nothing: its utterance is over.
+    release_step.set()
+    await stream.close()
+    await asyncio.wait_for(collector, 5)
+    assert [e.text for e in events if isinstance(e, StreamResult)][-1] == "the final words"
+    assert ended.is_set()

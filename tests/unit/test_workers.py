@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.core.errors import ProviderBusy, ProviderTimeout
-from providers.workers import WorkerPool
+from providers.workers import Priority, WorkerPool
 
 
 def blocker(started: threading.Event, release: threading.Event, value: str = "done"):
@@ -130,3 +130,33 @@ async def test_failed_and_cancelled_work_frees_slots_and_the_hint_follows_job_le
             await pool.run(lambda: time.sleep(0.02), None)
         # Jobs take ~20 ms now, so the hint shrinks to its floor.
         assert pool.retry_after_s() == 0.1
+
+
+async def test_a_free_worker_takes_the_most_urgent_waiting_job_first():
+    running = threading.Event()
+    order: list[str] = []
+    with pool_and_release(workers=1, max_queued=5) as (pool, release):
+        busy = asyncio.create_task(pool.run(blocker(running, release), None))
+        await wait_until(running)
+        queued = [
+            asyncio.create_task(pool.run(lambda name=name: order.append(name), None, priority))
+            for name, priority in [
+                ("interim 1", Priority.BACKGROUND),
+                ("file", Priority.NORMAL),
+                ("interim 2", Priority.BACKGROUND),
+                ("final", Priority.URGENT),
+            ]
+        ]
+        await asyncio.sleep(0.01)
+        # A waiting job its caller gave up on is skipped, and frees its queue slot at once.
+        abandoned = asyncio.create_task(pool.run(lambda: order.append("abandoned"), None, Priority.URGENT))
+        await asyncio.sleep(0.01)
+        assert pool.outstanding == 6
+        abandoned.cancel()
+        await asyncio.sleep(0.01)
+        assert pool.outstanding == 5
+        release.set()
+        await busy
+        await asyncio.gather(*queued)
+    assert order == ["final", "file", "interim 1", "interim 2"]
+    assert await drained(pool)

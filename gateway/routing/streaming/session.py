@@ -7,7 +7,8 @@ one request record per stream (:meth:`Pipeline.accounted`). Streams are never ca
 
 - **Admission.** A cap on streams open at once, and one per tenant (``GATEWAY_STREAMS__*``).
 - **Metering.** The seconds billed are the seconds of caller audio received. Each provider attempt is
-  priced by the price book for the audio it was sent (replays included: the vendor heard them too).
+  priced by the price book for the audio it was sent (replays included: the vendor heard them too); one
+  that failed, only for the audio its results reached (:func:`billed_audio_s`).
 - **Budgets.** A budgeted tenant's stream reserves money in increments (``budget_increment_s`` of audio at
   the current provider's price) before sending audio past what is held. When the budget cannot cover the
   next audio, the provider is asked to flush its finals, they are delivered, and the stream ends with
@@ -80,6 +81,8 @@ STREAMING = "streaming"
 # Audio quieter than this (RMS of s16 samples) is silence to the stall check: a provider owes no
 # event for silence.
 _SOUND_RMS = 200.0
+# Vendors round their times (to the millisecond, or to a frame): this close to the end is the end.
+_SAMPLE_SLACK_S = 0.02
 # How long the caller's further messages are read and dropped before a stream that ended early returns.
 DRAIN_S = 0.5
 
@@ -226,10 +229,13 @@ class _Session:
         features = {STREAMING, "word_timestamps"} if config.word_timestamps else {STREAMING}
         context = RankContext(
             Operation.TRANSCRIBE,
-            audio_s=1.0,  # costs compare per second of audio; the stream's length is unknown
+            # The stream's length is unknown, and every candidate's stream cost grows in proportion to
+            # its audio: costs compare per second, at streaming rates.
+            audio_s=1.0,
             language=config.language,
             features=frozenset(features),
             routing=self.start.routing,
+            streaming=True,
         )
         self.ranking = await service.pipeline.rank(context, policy, self.ctx.tenant)
         try:
@@ -629,16 +635,27 @@ class _Session:
         return RouteNotice(p.name, p.model, p.capabilities.locality, changed, attempt.offset_s)
 
     def _record(self, attempt: _Attempt, outcome: str, error: str, exc: ProviderError | None = None) -> None:
-        """The attempt's record: what it was sent is what its vendor bills, whatever the outcome."""
+        """The attempt's record, billed by the rule in :func:`billed_audio_s`."""
         attempt.over = True
         service, route, provider = self.service, self.scope.route, attempt.provider
         locality = provider.capabilities.locality
+        sent_s = attempt.sent_samples / self.rate
         try:
             compute = attempt.stream.usage().compute_seconds
+            acknowledged_s = attempt.stream.acknowledged_s()
         except Exception:  # a provider's broken bookkeeping must not lose the attempt's record
-            compute = 0.0
-        usage = Usage(audio_seconds=attempt.sent_samples / self.rate, compute_seconds=compute)
+            compute, acknowledged_s = 0.0, sent_s
+        billed_s = billed_audio_s(locality, outcome, sent_s, acknowledged_s)
+        usage = Usage(audio_seconds=billed_s, compute_seconds=compute)
         cost = service.prices.stream_cost(provider.name, provider.model, locality, usage)
+        # Audio sent to a vendor that failed before showing it heard it: it may be on the vendor's bill
+        # or not, so it is kept apart from the cost, as for any call whose billing is unknown.
+        unacknowledged = Usage(audio_seconds=sent_s - billed_s)
+        possibly_billed = (
+            service.prices.stream_cost(provider.name, provider.model, locality, unacknowledged)
+            if billed_s < sent_s
+            else None
+        )
         latency_ms = (time.perf_counter() - attempt.started) * 1000.0
         route.attempts.append(
             AttemptRecord(
@@ -651,6 +668,8 @@ class _Session:
                 cost_usd=cost,
                 locality=locality,
                 usage=usage,
+                billing_unknown=possibly_billed is not None,
+                possibly_billed_usd=possibly_billed or Decimal(0),
             )
         )
         route.cost_usd += cost
@@ -683,6 +702,28 @@ class _Session:
         self.errors.append(exc)
         self.service.health.record(provider.name, ok=False, latency_ms=latency_ms)
         self.service.accounting.attempt_done(provider.name, Operation.TRANSCRIBE, latency_ms)
+
+
+def billed_audio_s(locality: Locality, outcome: str, sent_s: float, acknowledged_s: float) -> float:
+    """The seconds of audio an attempt's record bills.
+
+    - An attempt that finished (``ok``), or that the gateway ended while its vendor was serving
+      (``cancelled``), is billed all the audio it was sent: the vendor heard it.
+    - A vendor attempt that failed (dropped, stalled, errored) is billed the audio it showed it had
+      heard: up to the furthest point its results, VAD events and acknowledgements reached
+      (``TranscriptionStream.acknowledged_s``). Audio sent after that, up to when the gateway saw the
+      failure, may have gone into a dead socket or a stalled server: it is recorded as possibly billed
+      (``billing_unknown``), never as cost.
+    - A local engine is billed the compute it held, which it measures, not the audio; its audio is all
+      it was sent.
+    """
+    if (
+        outcome in ("ok", "cancelled")
+        or locality is Locality.LOCAL
+        or acknowledged_s >= sent_s - _SAMPLE_SLACK_S
+    ):
+        return sent_s
+    return max(acknowledged_s, 0.0)
 
 
 async def drain(stream: AsyncIterator[object], timeout_s: float) -> None:
