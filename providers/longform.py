@@ -5,8 +5,9 @@ feeds each window the text before it. Across a change of speaker that garbles ph
 ends a window's text early, the rest of the window is skipped: whole sentences vanish. Instead:
 
 1. Silero VAD (shipped inside faster-whisper) finds the speech regions.
-2. The regions are merged, in order, into windows of at most ``max_window_s``. The silence between windows
-   is not decoded: long silence is where Whisper invents text.
+2. The regions are merged, in order, into windows of at most ``max_window_s``, each widened back over a
+   short silence before it (speech too soft for VAD starts there). Longer silence is not decoded: it is
+   where Whisper invents text.
 3. Each window is decoded on its own (one after the other, or several at once through faster-whisper's
    ``BatchedInferencePipeline``) and its segments and words are shifted onto the recording's timeline.
 4. A safety net: a speech region that no decoded segment reaches is decoded again on its own, and its
@@ -31,10 +32,13 @@ from gateway.core.provider_types import SegmentTiming, WordTiming
 SAMPLE_RATE = 16_000
 WHISPER_WINDOW_S = 30.0
 # A region is decoded again when the decoded segments reach less than this share of it: a window whose text
-# ended early leaves whole regions bare, while segment times that merely drift still reach most of theirs.
-_MISSED_SHARE = 0.2
+# ended early leaves whole regions bare, while segment times that merely drift still reach most of theirs
+# (and a region decoded again whose words the window already has adds nothing; see heard()).
+_MISSED_SHARE = 0.5
 # Shorter regions are left alone: a breath or a click that VAD took for speech, not a lost sentence.
 _MISSED_MIN_S = 1.0
+# Silence before a window that is decoded with it: where a soft-spoken start hides from VAD.
+_ONSET_S = 3.0
 # How far Whisper's segment times may drift from the speech they transcribe.
 _DRIFT_S = 0.3
 # A region decoded again whose words the window's text already holds, this share of them in order, was
@@ -123,7 +127,12 @@ def speech_regions(samples: np.ndarray, tuning: LongformTuning) -> list[Span]:
 
 def windows(regions: Sequence[Span], max_window_s: float) -> list[Span]:
     """The regions merged in order into windows of at most ``max_window_s``, each from the start of its
-    first region to the end of its last (the pauses between them stay in)."""
+    first region to the end of its last (the pauses between them stay in).
+
+    A window also takes in a short silence before it (up to ``_ONSET_S``, within Whisper's 30 s): VAD
+    misses the quiet first words of a speaker who starts softly, and Whisper, which hears them, would
+    otherwise never be given them. Only longer silence is left out.
+    """
     limit = round(max_window_s * SAMPLE_RATE)
     merged: list[Span] = []
     for region in regions:
@@ -131,7 +140,14 @@ def windows(regions: Sequence[Span], max_window_s: float) -> list[Span]:
             merged[-1] = Span(merged[-1].start, region.end)
         else:
             merged.append(region)
-    return merged
+    onset, whole = round(_ONSET_S * SAMPLE_RATE), round(WHISPER_WINDOW_S * SAMPLE_RATE)
+    widened = []
+    for window in merged:
+        before = widened[-1].end if widened else 0
+        if window.start - before <= onset:
+            window = Span(max(before, window.end - whole), window.end)
+        widened.append(window)
+    return widened
 
 
 def missed(regions: Sequence[Span], segments: Sequence[SegmentTiming]) -> list[Span]:
