@@ -159,7 +159,6 @@ class GatewayProcess:
             # The HTTP API is off unless a benchmark's settings turn it on: most measure gRPC, and FastAPI
             # only slows the gateway's start.
             "GATEWAY_HTTP__ENABLED": "false",
-            "GATEWAY_HTTP__HOST": "127.0.0.1",
             **self.settings,
             "GATEWAY_SERVER__HOST": "127.0.0.1",
             "GATEWAY_SERVER__PORT": str(self.port),

@@ -134,7 +134,17 @@ class WhisperSettings(BaseModel):
     # next candidate (0: no waiting, only the running ones).
     max_queued: int = Field(16, ge=0)
     beam_size: int = Field(5, ge=1)
-    vad_filter: bool = False
+    # Whole recordings (Transcribe): Silero VAD's speech regions, merged into windows of up to
+    # max_window_s, each decoded on its own (providers/longform.py). Defaults measured on
+    # ../shared/speech with tiny.en (bench/longform_wer.py; docs/providers.md has the figures).
+    max_window_s: float = Field(15.0, ge=5.0, le=30.0)
+    vad_threshold: float = Field(0.2, gt=0.0, lt=1.0)
+    vad_min_silence_ms: int = Field(300, ge=0, le=10_000)
+    vad_speech_pad_ms: int = Field(400, ge=0, le=2_000)
+    # Within a window, each 30 s pass reads the text before it.
+    condition_on_previous_text: bool = True
+    # Windows decoded together in one batch (faster-whisper's BatchedInferencePipeline); 1: one by one.
+    batch_size: int = Field(1, ge=1, le=32)
     # Live streams (StreamTranscribe) the engine serves at once; past it a stream is refused as busy and
     # the router tries the next candidate. Streams share the workers above with whole-file requests.
     max_streams: int = Field(4, ge=1)

@@ -26,6 +26,7 @@ from gateway.core.provider_types import (
     Usage,
     WordTiming,
 )
+from providers import longform
 from providers.whisper_stream import (
     Endpointer,
     Front,
@@ -37,7 +38,7 @@ from providers.whisper_stream import (
 from providers.workers import Priority, Timed, WorkerPool
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from faster_whisper import WhisperModel
 
@@ -102,6 +103,12 @@ class FasterWhisperTranscriber:
             languages=frozenset({"en"}) if english_only else None,
             features=_FEATURES if english_only else _FEATURES | {"translate"},
             published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
+        )
+        self._longform = longform.LongformTuning(
+            max_window_s=settings.max_window_s,
+            vad_threshold=settings.vad_threshold,
+            vad_min_silence_ms=settings.vad_min_silence_ms,
+            vad_speech_pad_ms=settings.vad_speech_pad_ms,
         )
         self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
         # Resampling and VAD of live audio: light, in arrival order, and never stuck behind a decode.
@@ -172,32 +179,68 @@ class FasterWhisperTranscriber:
     ) -> tuple[str, str, tuple[SegmentTiming, ...]]:
         if self._engine is None:
             raise ProviderUnavailable(self.name, "the model is not loaded yet")
+        engine: WhisperModel = self._engine
         try:
-            raw_segments, info = self._engine.transcribe(
-                samples,
-                language=options.language or None,
-                word_timestamps=options.word_timestamps,
-                initial_prompt=options.prompt or None,
-                task="translate" if options.translate else "transcribe",
-                beam_size=self._settings.beam_size,
-                vad_filter=self._settings.vad_filter,
-            )
-            segments = tuple(
-                SegmentTiming(
-                    text=seg.text.strip(),
-                    start_s=float(seg.start),
-                    end_s=float(seg.end),
-                    words=tuple(
-                        WordTiming(w.word, float(w.start), float(w.end), float(w.probability))
-                        for w in (seg.words or ())
-                    ),
-                )
-                for seg in raw_segments  # a lazy generator: decoding happens here
-            )
+            found, language = longform.transcribe(samples, self._decoder(engine, options), self._longform)
         except (RuntimeError, ValueError) as exc:
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
-        text = " ".join(seg.text for seg in segments if seg.text)
-        return text, "en" if options.translate else info.language, segments
+        segments = tuple(seg for seg in found if seg.text)
+        language = language or options.language or self._warmup_language()
+        # A translation's text is English, whatever language was heard.
+        return " ".join(seg.text for seg in segments), "en" if options.translate else language, segments
+
+    def _decoder(self, engine: WhisperModel, options: TranscribeOptions) -> longform.Decoder:
+        """Windows one after the other, each with Whisper's full decoding (temperature fallback, and a
+        second pass over what a window's first left out); or, with ``batch_size`` > 1, up to that many
+        windows in one batch of the model, each decoded once."""
+        settings = self._settings
+        common: dict[str, Any] = {
+            "language": options.language or None,
+            "word_timestamps": options.word_timestamps,
+            "initial_prompt": options.prompt or None,
+            "beam_size": settings.beam_size,
+            "vad_filter": False,
+            "task": "translate" if options.translate else "transcribe",
+        }
+
+        def one_by_one(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
+            per_span: list[list[SegmentTiming]] = []
+            language = ""
+            for span in spans:
+                raw, info = engine.transcribe(
+                    samples[span.start : span.end],
+                    condition_on_previous_text=settings.condition_on_previous_text,
+                    **common,
+                )
+                per_span.append([longform.placed(_timing(seg), span, span.start_s) for seg in raw])
+                language = language or info.language
+            return longform.Decoded(per_span, language)
+
+        def batched(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
+            if len(spans) == 1:
+                return one_by_one(samples, spans)
+            from faster_whisper import BatchedInferencePipeline
+
+            # One pipeline per call: it keeps per-call state (the last word's time) on the instance.
+            raw, info = BatchedInferencePipeline(engine).transcribe(
+                samples,
+                clip_timestamps=[{"start": span.start_s, "end": span.end_s} for span in spans],
+                batch_size=settings.batch_size,
+                without_timestamps=False,
+                **common,
+            )
+            # Each segment's seek is its window's start in frames; word alignment can move a segment's own
+            # start before its window's, so the seek, not the time, says which window it came from.
+            index = {int(span.start_s * engine.frames_per_second): i for i, span in enumerate(spans)}
+            per_span: list[list[SegmentTiming]] = [[] for _ in spans]
+            for seg in raw:
+                i = index.get(seg.seek)
+                if i is None:
+                    raise ValueError("a batched segment does not belong to any window")
+                per_span[i].append(longform.placed(_timing(seg), spans[i], 0.0))
+            return longform.Decoded(per_span, info.language)
+
+        return batched if settings.batch_size > 1 else one_by_one
 
     async def open_stream(self, config: StreamConfig, timeout_s: float | None) -> WhisperStream:
         if self._engine is None or self._vad_session is None:
@@ -368,6 +411,19 @@ def _hypothesis(segments: list[list[Word]]) -> Hypothesis:
 def _frames(seconds: float) -> int:
     """Mel frames (100 a second) covering ``seconds``, in whole seconds, at most Whisper's 30 s window."""
     return min(_WINDOW_FRAMES, 100 * math.ceil(seconds))
+
+
+def _timing(segment: Any) -> SegmentTiming:
+    """faster-whisper's segment (a lazy generator yields them: decoding happens here) as ours."""
+    return SegmentTiming(
+        text=segment.text.strip(),
+        start_s=float(segment.start),
+        end_s=float(segment.end),
+        words=tuple(
+            WordTiming(w.word, float(w.start), float(w.end), float(w.probability))
+            for w in (segment.words or ())
+        ),
+    )
 
 
 def _short_context(engine: WhisperModel, frames: int) -> WhisperModel:

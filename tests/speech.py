@@ -5,6 +5,7 @@ The recordings live beside the repository in ``shared/speech/`` (see its README)
 
 from __future__ import annotations
 
+import difflib
 import functools
 import io
 import json
@@ -13,6 +14,7 @@ import re
 import shutil
 import subprocess
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +109,85 @@ def padded(clip: bytes, silence_s: float) -> bytes:
         out.setparams(params)
         out.writeframes(frames + silence)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Part:
+    id: str
+    reference: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Recordings joined in order with silence between them, as one 16 kHz mono WAV."""
+
+    wav: bytes
+    parts: tuple[Part, ...]
+
+    @property
+    def reference(self) -> str:
+        return " ".join(p.reference for p in self.parts)
+
+
+def joined(clip_ids: list[str], gap_s: float = 0.5) -> Joined:
+    """The clips of the real-speech set one after another (resampled to 16 kHz), ``gap_s`` of silence
+    between them: a long recording whose every sentence, speaker and timing is known."""
+    from gateway.core.audio import encode_wav, resample_pcm16
+
+    rate = 16_000
+    gap = np.zeros(round(gap_s * rate), dtype=np.int16)
+    pieces, parts, at = [], [], 0
+    for index, clip_id in enumerate(clip_ids):
+        clip = real_clip(clip_id)
+        samples = resample_pcm16(clip.samples, clip.rate, rate)
+        if index:
+            pieces.append(gap)
+            at += gap.size
+        pieces.append(samples)
+        parts.append(Part(clip_id, clip.reference, at / rate, (at + samples.size) / rate))
+        at += samples.size
+    return Joined(encode_wav(np.concatenate(pieces), rate), tuple(parts))
+
+
+def long_parts(clip_id: str) -> tuple[Part, ...]:
+    """The parts of one of the set's long clips, with their times (each joined after 0.5 s of silence)."""
+    at, parts = 0.0, []
+    for part_id in manifest()[clip_id]["parts"]:  # type: ignore[union-attr]
+        entry = manifest()[part_id]
+        duration = real_clip(part_id).duration_s
+        parts.append(Part(part_id, str(entry["reference"]), at, at + duration))
+        at += duration + 0.5
+    return tuple(parts)
+
+
+@functools.cache
+def _english() -> Callable[[str], str]:
+    # Whisper's own normaliser (numbers, spelling, "Mr." / "mister"), as the set's README scores with it.
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def english(text: str) -> str:
+    """``text`` as Whisper's English normaliser writes it (lower case, no punctuation, numbers as digits)."""
+    return _english()(text)
+
+
+def errors(reference: str, hypothesis: str) -> tuple[int, int, int]:
+    """Word errors of ``hypothesis`` after Whisper's English normalisation: (errors, deletions, words)."""
+    ref, hyp = _english()(reference), _english()(hypothesis)
+    words = len(ref.split())
+    if not hyp.strip():
+        return words, words, words
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, out.deletions, words
+
+
+def heard_share(reference: str, hypothesis: str) -> float:
+    """The share of ``reference``'s words that ``hypothesis`` holds, in order (1.0: nothing dropped)."""
+    # Digits one by one: the normaliser merges "five five" into "55" but leaves a transcribed "5 5" apart.
+    ref, hyp = (re.sub(r"(\d)", r" \1 ", _english()(text)).split() for text in (reference, hypothesis))
+    blocks = difflib.SequenceMatcher(None, hyp, ref, autojunk=False).get_matching_blocks()
+    return sum(b.size for b in blocks) / max(len(ref), 1)

@@ -257,9 +257,12 @@ class Attempts:
         audio_s: float,
         characters: int,
         estimate: Decimal = Decimal(0),
+        delivered: Usage | None = None,
     ) -> None:
-        # The vendor may have done the work of a call we stopped waiting for: it may bill it.
-        possibly_billed = estimate if isinstance(exc, ProviderTimeout) else None
+        # The vendor may have done the work of a call we stopped waiting for, or that broke off after
+        # part of its answer arrived: it may bill it.
+        partial = delivered is not None and delivered != Usage()
+        possibly_billed = estimate if isinstance(exc, ProviderTimeout) or partial else None
         attempt = _record(
             route,
             provider,
@@ -268,7 +271,7 @@ class Attempts:
             str(exc),
             started,
             Decimal(0),
-            Usage(),
+            delivered or Usage(),
             possibly_billed=possibly_billed,
         )
         # The caller's bad input says nothing about the provider's health, nor does a full queue.
@@ -340,8 +343,11 @@ class Attempts:
         started: float,
         characters: int,
         estimate: Decimal,
+        delivered: Usage | None = None,
     ) -> None:
-        self._failed(route, provider, operation, exc, started, 0.0, characters, estimate)
+        """A failed piece of a walk the caller drives. ``delivered``: what of it reached the caller before
+        it broke off; the vendor did that work, so ``estimate`` may be billed, as for a timeout."""
+        self._failed(route, provider, operation, exc, started, 0.0, characters, estimate, delivered)
 
     def record_success(
         self,
@@ -355,7 +361,13 @@ class Attempts:
         self._succeeded(route, provider, operation, usage, started, 0.0, characters)
 
     def record_cancelled(
-        self, route: RouteInfo, provider: Provider, operation: Operation, started: float, estimate: Decimal
+        self,
+        route: RouteInfo,
+        provider: Provider,
+        operation: Operation,
+        started: float,
+        estimate: Decimal,
+        delivered: Usage | None = None,
     ) -> None:
         _record(
             route,
@@ -365,9 +377,13 @@ class Attempts:
             "cancelled before the provider answered",
             started,
             Decimal(0),
-            Usage(),
+            delivered or Usage(),
             possibly_billed=estimate,
         )
+
+    def price(self, provider: Provider, usage: Usage) -> Decimal:
+        """What ``usage`` costs at ``provider``'s prices in the price book."""
+        return self._prices.cost(provider.name, provider.model, provider.capabilities.locality, usage)
 
     def no_route(self, operation: Operation, ranking: Ranking) -> Exception:
         """The error for a ranking that kept nobody: loading, out of budget, or excluded by the policy."""

@@ -209,12 +209,15 @@ async def test_without_mid_stream_fallback_a_drop_ends_the_stream_unavailable(ma
     assert "openai-tts" in caught.value.details() and "broke off" in caught.value.details()
     assert received and {c.text_start for c in received} == {0}  # part of the first sentence went out
     assert backup.calls == 0
-    records = await _ledger(channel, request_id, records=3)
+    # Part of the first sentence went out and none whole: one record, the failure, possibly billed for
+    # the sentence OpenAI was asked to speak, and nothing billed for certain.
+    records = await _ledger(channel, request_id, records=2)
     attempts = sorted((r for r in records if r.kind == "attempt"), key=lambda r: r.record_id)
-    assert [(r.provider, r.outcome) for r in attempts] == [
-        ("openai-tts", "ok"),
-        ("openai-tts", "unavailable"),
-    ]
+    assert [(r.provider, r.outcome) for r in attempts] == [("openai-tts", "unavailable")]
+    assert attempts[0].billing_unknown and attempts[0].cost_usd == "0"
+    assert Decimal(attempts[0].possibly_billed_usd) == Decimal("0.000015") * len(SENTENCES[0])
+    (request,) = [r for r in records if r.kind == "request"]
+    assert Decimal(request.cost_usd) == 0
 
 
 async def test_a_drop_before_any_audio_falls_back_quietly(make, fake):

@@ -7,7 +7,9 @@ chunk has gone out, a failed provider is replaced by the next candidate as usual
 candidate takes over from the start of the sentence that was interrupted (a provider that streams within a
 sentence may have sent part of it, which is then spoken again), and that first chunk carries
 ``voice_may_change``; with the policy's ``fallback_mid_stream: false`` the stream ends UNAVAILABLE instead.
-Each provider's run leaves its attempt records: the sentences it spoke as ``ok``, the failure apart.
+Each provider's run leaves its attempt records: the sentences it spoke whole as ``ok``; the sentence it
+was on when it failed as the failure, with the audio of it that went out, and the sentence's price as
+possibly billed when the vendor had begun speaking it (a vendor bills the characters it was sent).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class _SpeechRun:
                     may_follow = attempted < ranking.max_attempts and index + 1 < len(ranking.kept)
                     share = ranking.attempt_share if may_follow else 1.0
                     try:
-                        async for chunk in self._run(provider, step, share, kept.estimated_cost_usd):
+                        async for chunk in self._run(provider, step, share):
                             yield chunk
                     except ProviderError as exc:
                         if isinstance(exc, ProviderInputError):
@@ -177,50 +179,55 @@ class _SpeechRun:
 
     # -- one provider's run of sentences --------------------------------------------------------------
 
-    async def _run(
-        self, provider: Provider, step: Step, share: float, estimate: object
-    ) -> AsyncIterator[SpeechChunk]:
+    async def _run(self, provider: Provider, step: Step, share: float) -> AsyncIterator[SpeechChunk]:
+        """The provider's run from the first sentence not yet spoken, leaving its attempt records: the
+        sentences it spoke whole as ``ok``, and the sentence it was on when it failed or the caller left
+        apart (with what of it went out, and its price as possibly billed once the vendor began it)."""
         attempts, route = self._plug._attempts, step.scope.route
         started = time.perf_counter()
-        spoken = Usage()
+        spoken = Usage()  # whole sentences only: a vendor bills a sentence's characters, not its pieces
         failover = self._sequence > 0
         options = SynthesizeOptions(voice=self._request.voice, speed=self._request.speed)
-        try:
-            while self._next < len(self._spans):
-                start, end = self._spans[self._next]
+        while self._next < len(self._spans):
+            start, end = self._spans[self._next]
+            sentence_started = time.perf_counter()
+            delivered = Usage()
+            try:
                 remaining = step.ctx.remaining_s()
                 if remaining <= 0:
                     raise ProviderTimeout(provider.name, "the request deadline passed before this sentence")
                 limit = attempt_timeout_s(remaining, provider.capabilities.timeout_s, share)
-                sentence_started = time.perf_counter()
-                try:
-                    async for speech in _speech(provider, self._request.text[start:end], options, limit):
-                        spoken += speech.usage
-                        chunk = await asyncio.to_thread(self._encode, speech, start, end, failover)
-                        failover = False
-                        yield chunk
-                except ProviderError as exc:
-                    if spoken != Usage():
-                        attempts.record_success(route, provider, _OP, spoken, started, spoken.characters)
-                    attempts.record_failure(
-                        route,
-                        provider,
-                        _OP,
-                        exc,
-                        sentence_started,
-                        end - start,
-                        estimate,  # type: ignore[arg-type]
-                    )
-                    if self._sequence:
-                        self._failed_over = True
-                    raise
-                self._next += 1
-        except (asyncio.CancelledError, GeneratorExit):
-            # The caller left (or the deadline cancelled the stream): what was spoken may be billed.
-            if spoken != Usage():
-                attempts.record_success(route, provider, _OP, spoken, started, spoken.characters)
-            attempts.record_cancelled(route, provider, _OP, started, estimate)  # type: ignore[arg-type]
-            raise
+                async for speech in _speech(provider, self._request.text[start:end], options, limit):
+                    delivered += speech.usage
+                    chunk = await asyncio.to_thread(self._encode, speech, start, end, failover)
+                    failover = False
+                    yield chunk
+            except ProviderError as exc:
+                if spoken != Usage():
+                    attempts.record_success(route, provider, _OP, spoken, started, spoken.characters)
+                attempts.record_failure(
+                    route,
+                    provider,
+                    _OP,
+                    exc,
+                    sentence_started,
+                    end - start,
+                    attempts.price(provider, Usage(characters=end - start)),
+                    delivered,
+                )
+                if self._sequence:
+                    self._failed_over = True
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                # The caller left (or the deadline cancelled the stream): the sentence under way may be
+                # billed.
+                if spoken != Usage():
+                    attempts.record_success(route, provider, _OP, spoken, started, spoken.characters)
+                estimate = attempts.price(provider, Usage(characters=end - start))
+                attempts.record_cancelled(route, provider, _OP, sentence_started, estimate, delivered)
+                raise
+            spoken += delivered
+            self._next += 1
         attempts.record_success(route, provider, _OP, spoken, started, spoken.characters)
 
     def _encode(self, speech: Speech, start: int, end: int, failover: bool) -> SpeechChunk:
