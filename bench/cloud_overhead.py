@@ -36,8 +36,8 @@ from bench.harness import (
     interleaved_throughput,
     median_ratio,
     openai_provider_settings,
-    percentile_ms,
     report,
+    report_added_latency,
 )
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
@@ -99,16 +99,7 @@ async def measure(plan: Plan, fake_url: str, gateway: GatewayProcess) -> None:
         sides = {"gateway": through_gateway, "direct": direct}
 
         latency = await interleaved_latency(sides, plan.latency_rounds)
-        for q, goal in ((50, GOAL_ADDED_P50_MS), (99, GOAL_ADDED_P99_MS)):
-            gateway_ms, direct_ms = percentile_ms(latency["gateway"], q), percentile_ms(latency["direct"], q)
-            added = gateway_ms - direct_ms
-            report(
-                f"c=1 added latency p{q}",
-                f"{added:+.2f} ms",
-                f"<= {goal:g} ms",
-                added <= goal,
-                f"gateway {gateway_ms:.2f} ms, direct {direct_ms:.2f} ms; {plan.latency_rounds} rounds",
-            )
+        report_added_latency(latency, {50: GOAL_ADDED_P50_MS, 99: GOAL_ADDED_P99_MS}, plan.latency_rounds)
 
         await interleaved_throughput(sides, CONCURRENCY, CONCURRENCY, 1)  # open every connection first
         rps = await interleaved_throughput(sides, CONCURRENCY, plan.per_round, plan.throughput_rounds)

@@ -314,3 +314,21 @@ def median_ratio(numerators: list[float], denominators: list[float]) -> float:
 def report(metric: str, value: str, goal: str, met: bool, detail: str = "") -> None:
     """One result line: what was measured, its goal and whether the goal was met, then how it was measured."""
     print(f"{metric}: {value}  goal {goal}: {'MET' if met else 'NOT MET'}{f'  ({detail})' if detail else ''}")
+
+
+def report_added_latency(
+    latency: Mapping[str, list[float]], goals_ms: Mapping[int, float], rounds: int
+) -> None:
+    """The latency the gateway adds at each percentile: its calls' minus the direct calls', against a goal,
+    with both sides' figures and their ratio."""
+    for q, goal in goals_ms.items():
+        gateway_ms, direct_ms = percentile_ms(latency["gateway"], q), percentile_ms(latency["direct"], q)
+        added = gateway_ms - direct_ms
+        report(
+            f"c=1 added latency p{q}",
+            f"{added:+.2f} ms",
+            f"<= {goal:g} ms",
+            added <= goal,
+            f"gateway {gateway_ms:.2f} ms, direct {direct_ms:.2f} ms, ratio {gateway_ms / direct_ms:.2f}; "
+            f"{rounds} interleaved rounds",
+        )

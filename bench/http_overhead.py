@@ -35,8 +35,7 @@ from bench.harness import (
     argument_parser,
     interleaved_latency,
     openai_provider_settings,
-    percentile_ms,
-    report,
+    report_added_latency,
 )
 
 CLIP_SECONDS = 5.8
@@ -84,17 +83,7 @@ async def measure(plan: Plan, fake_url: str, gateway: GatewayProcess) -> None:
         await through_gateway()
 
     latency = await interleaved_latency({"gateway": through_gateway, "direct": direct}, plan.rounds)
-    for q, goal in ((50, GOAL_ADDED_P50_MS), (99, GOAL_ADDED_P99_MS)):
-        gateway_ms, direct_ms = percentile_ms(latency["gateway"], q), percentile_ms(latency["direct"], q)
-        added = gateway_ms - direct_ms
-        report(
-            f"c=1 added latency p{q}",
-            f"{added:+.2f} ms",
-            f"<= {goal:g} ms",
-            added <= goal,
-            f"gateway {gateway_ms:.2f} ms, direct {direct_ms:.2f} ms, ratio {gateway_ms / direct_ms:.2f}; "
-            f"{plan.rounds} interleaved rounds",
-        )
+    report_added_latency(latency, {50: GOAL_ADDED_P50_MS, 99: GOAL_ADDED_P99_MS}, plan.rounds)
     await direct_client.close()
     await gateway_client.close()
 
