@@ -102,6 +102,8 @@ def transcribe_request(msg: pb.TranscribeRequest) -> domain.TranscribeRequest:
             language=language_code(msg.language),
             word_timestamps=msg.word_timestamps,
             prompt=msg.prompt or None,
+            # Subtitles need timed segments: never route them to a provider that returns one untimed block.
+            segments=transcript_format(msg) in (TranscriptFormat.SRT, TranscriptFormat.VTT),
         ),
         routing=routing(msg.routing),
     )
