@@ -38,6 +38,7 @@ from gateway.core.errors import (
     ProviderTimeout,
     Recovering,
     Rejection,
+    clip,
     overloaded_if_all_busy,
 )
 from gateway.core.provider_types import Locality, Operation, Usage
@@ -383,6 +384,14 @@ class Attempts:
         ):
             budget = next(r for r in relevant if r.rule == "budget")
             return LimitExceeded(f"monthly budget exhausted: {budget.name}: {budget.reason}")
+        pin = ranking.context.routing.provider if ranking.context is not None else ""
+        if pin and all(r.name != pin for r in ranking.rejected):
+            # A typo or an unconfigured vendor: the per-provider "pinned elsewhere" reasons would hide that.
+            able = sorted(r.name for r in relevant) or sorted(r.name for r in ranking.rejected)
+            return NoRoute(
+                f"no provider named {clip(pin)!r} is configured; "
+                f"providers that can {operation.value}: {', '.join(able) or 'none'}"
+            )
         return NoRoute(
             f"no provider can {operation.value} this request under policy {ranking.policy!r}",
             tuple(Rejection(r.name, r.reason) for r in ranking.rejected),
