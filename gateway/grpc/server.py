@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc, cost_reports_pb2, cost_reports_pb2_grpc
 from gateway.app import App, build_app
 from gateway.core.provider_types import Operation
+from gateway.embedded_store import embedded_state
 from gateway.grpc.cost_reports import CostReportsServicer
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.reflection import enable_reflection
@@ -182,4 +183,6 @@ class GatewayServer:
 
 
 async def serve(settings: Settings) -> None:
-    await GatewayServer(settings).run_until_signal()
+    # The store starts first and stops last: the ledger flushes into it while the server drains.
+    async with embedded_state(settings):
+        await GatewayServer(settings).run_until_signal()

@@ -551,6 +551,7 @@ def test_serve_with_a_busy_metrics_port_says_which_setting_to_change(tmp_path):
             "GATEWAY_PIPER__ENABLED": "false",
             "GATEWAY_LLAMA__ENABLED": "false",
             "GATEWAY_LEDGER__SPOOL_DIR": str(tmp_path / "spool"),
+            "GATEWAY_REDIS__URL": "none",
         }
         done = subprocess.run(
             [sys.executable, "-m", "gateway.cli.main", "serve"],
