@@ -74,7 +74,7 @@ def test_serve_without_a_redis_url_keeps_reports_and_the_cache(tmp_path, state_d
     target = f"127.0.0.1:{port}"
     proc = _serve(tmp_path, state_dir, port)
     try:
-        assert cli.main(["health", "--target", target, "--wait", "180"]) == 0, tmp_path / "serve.log"
+        assert cli.main(["health", "--target", target, "--wait", "180"]) == 0, _logs(tmp_path)
         capsys.readouterr()
         socket_path = state_dir / "valkey" / "valkey.sock"
         assert socket_path.is_socket()
@@ -102,7 +102,7 @@ def test_serve_without_a_redis_url_keeps_reports_and_the_cache(tmp_path, state_d
     target = f"127.0.0.1:{port}"
     proc = _serve(tmp_path, state_dir, port)
     try:
-        assert cli.main(["health", "--target", target, "--wait", "180"]) == 0
+        assert cli.main(["health", "--target", target, "--wait", "180"]) == 0, _logs(tmp_path)
         capsys.readouterr()
         report = _json(capsys, "report", "--target", target)
         assert report["total"]["requests"] == "2"
@@ -128,7 +128,7 @@ def test_a_killed_gateways_store_is_taken_over_by_the_next(tmp_path, state_dir, 
     port = free_port()
     proc = _serve(tmp_path, state_dir, port)
     try:
-        assert cli.main(["health", "--target", f"127.0.0.1:{port}", "--wait", "180"]) == 0
+        assert cli.main(["health", "--target", f"127.0.0.1:{port}", "--wait", "180"]) == 0, _logs(tmp_path)
         capsys.readouterr()
         report = _json(capsys, "report", "--target", f"127.0.0.1:{port}")
         assert report["total"]["requests"] == "0"
