@@ -524,6 +524,7 @@ def test_serve_refuses_bad_configuration_with_the_file_and_problem(
     path = tmp_path / ("policies.yaml" if "POLICIES" in variable else "providers.yaml")
     path.write_text(text)
     monkeypatch.setenv(variable, str(path))
+    monkeypatch.setenv("GATEWAY_REDIS__URL", "none")
     monkeypatch.setenv("GATEWAY_WHISPER__ENABLED", "false")
     monkeypatch.setenv("GATEWAY_PIPER__ENABLED", "false")
     monkeypatch.setenv("GATEWAY_LLAMA__ENABLED", "false")
