@@ -22,7 +22,7 @@ from gateway.routing.catalogue import Catalogue
 from gateway.routing.policy_store import PolicyStore
 from gateway.routing.router import Router
 from gateway.routing.streaming import StreamService
-from gateway.settings import Settings
+from gateway.settings import NO_REDIS, Settings
 from gateway.telemetry.metrics import Metrics
 from providers.base import Provider
 from providers.config import ProviderConfig, load_providers_file
@@ -161,7 +161,7 @@ def _price_keys(config: ProviderConfig) -> list[str]:
 
 
 def _redis_client(settings: Settings) -> Redis | None:
-    if not settings.redis.url:
+    if settings.redis.url in ("", NO_REDIS):
         return None
     timeout = settings.redis.timeout_s
     # Bounded timeouts: a slow or absent Redis degrades shared state, never a request.

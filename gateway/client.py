@@ -40,6 +40,7 @@ from gateway.api.v1 import (
 )
 
 __all__ = [
+    "DEFAULT_PORT",
     "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT_S",
     "MAX_MESSAGE_BYTES",
@@ -49,12 +50,31 @@ __all__ = [
     "OutputFormat",
     "TranscriptFormat",
     "load_audio",
+    "with_default_port",
 ]
 
-DEFAULT_TARGET = "localhost:50051"
+DEFAULT_PORT = 50051
+DEFAULT_TARGET = f"localhost:{DEFAULT_PORT}"
+# The gateway sends every caller this header first, so its absence marks a call that never reached it.
+REQUEST_ID_HEADER = "x-request-id"
 DEFAULT_TIMEOUT_S = 300.0
 # Matches the server's default limit (GATEWAY_SERVER__MAX_MESSAGE_BYTES): whole recordings in one message.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+def with_default_port(target: str) -> str:
+    """``host`` or ``[v6addr]`` with the gateway's port added; gRPC would otherwise assume 443.
+
+    Targets that name a port, a resolver scheme (``dns:``, ``unix:``, ``ipv4:``…) or a bare IPv6
+    address are returned unchanged.
+    """
+    if ":" not in target:
+        return f"{target}:{DEFAULT_PORT}"
+    if target.startswith("[") and target.endswith("]"):
+        return f"{target}:{DEFAULT_PORT}"
+    return target
+
+
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

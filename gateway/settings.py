@@ -30,9 +30,20 @@ class CacheSettings(BaseModel):
     down_backoff_s: float = Field(1.0, ge=0)
 
 
+# GATEWAY_REDIS__URL's value for running with no Redis at all, not even the embedded one.
+NO_REDIS = "none"
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "audio-gateway"
+
+
 def _default_spool_dir() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(state) / "audio-gateway" / "ledger-spool"
+    return _state_dir() / "ledger-spool"
+
+
+def _default_embedded_dir() -> Path:
+    return _state_dir() / "valkey"
 
 
 class LedgerSettings(BaseModel):
@@ -245,8 +256,11 @@ class PricingSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    # redis://host:port/db; empty runs without Redis (per-instance state, no shared budgets).
+    # redis://host:port/db or unix:///path. Empty: `serve` runs a private Valkey in embedded_dir (and code
+    # that builds the app itself runs without Redis). "none": no Redis (per-instance state, no reports).
     url: str = ""
+    # The embedded Valkey's socket, append-only file and log; one gateway at a time may use a directory.
+    embedded_dir: Path = Field(default_factory=_default_embedded_dir)
     # Redis calls on the request path give up after this long and degrade instead of failing.
     timeout_s: float = Field(0.5, gt=0)
     key_prefix: str = "gw:"

@@ -44,7 +44,14 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.api.v1 import audio_gateway_pb2, common_pb2
-from gateway.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, GatewayClient
+from gateway.client import (
+    DEFAULT_PORT,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_S,
+    REQUEST_ID_HEADER,
+    GatewayClient,
+    with_default_port,
+)
 
 if TYPE_CHECKING:
     from gateway.app import DoorFactory
@@ -98,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, ui)
     except grpc.RpcError as exc:
         code, details = _rpc_status(exc)
-        _error(ui, f"{code}: {details}")
+        if _never_reached_the_server(exc) and hasattr(args, "target"):
+            target = with_default_port(args.target)
+            _error(ui, f"cannot reach the gateway: is `audio-gateway serve` running at {target}? ({code})")
+        else:
+            _error(ui, f"{code}: {details}")
     except CliError as exc:
         _error(ui, str(exc))
     except KeyboardInterrupt:
@@ -117,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"Client commands send ${API_KEY_ENV}, when set, as a bearer token. "
         "Exit codes: 0 ok, 1 not serving (health), 2 error, 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -128,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_cmd_serve)
 
-    common = _client_options()
+    common = _client_options(routing=True)
 
     transcribe = commands.add_parser(
         "transcribe", parents=[common], help="speech to text", description="Transcribe an audio file."
@@ -261,15 +273,11 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
-        parents=[common],
+        parents=[_client_options(routing=False)],
         help="what audio cost, what the cache saved, and what all-cloud or all-local would have cost",
         description="Fetch a cost report over UTC days and show it as a table, or export it as CSV, JSON "
         "or a self-contained HTML page with charts.",
     )
-    # The routing options the other client commands share mean nothing to a report.
-    for action in report._actions:
-        if action.dest in ("privacy", "provider", "policy"):
-            action.help = argparse.SUPPRESS
     report.add_argument(
         "--tenant", default="", help="only this tenant's traffic (another tenant's needs an admin key)"
     )
@@ -301,14 +309,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client_options() -> argparse.ArgumentParser:
+def _client_options(*, routing: bool) -> argparse.ArgumentParser:
+    """The options of client commands; a fresh parser each time, so no command can alter another's."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
     group.add_argument(
         "--target",
         default=os.environ.get(TARGET_ENV) or DEFAULT_TARGET,
-        metavar="HOST:PORT",
-        help=f"gateway address (default: ${TARGET_ENV} or {DEFAULT_TARGET})",
+        metavar="HOST[:PORT]",
+        help=f"gateway, port {DEFAULT_PORT} if none is given (default: ${TARGET_ENV} or {DEFAULT_TARGET})",
     )
     group.add_argument(
         "--timeout",
@@ -318,11 +327,22 @@ def _client_options() -> argparse.ArgumentParser:
         help=f"deadline of the call (default {DEFAULT_TIMEOUT_S:g})",
     )
     group.add_argument("--json", action="store_true", help="print the response as JSON")
-    routing = common.add_argument_group("routing")
-    routing.add_argument("--privacy", choices=tuple(_PRIVACY), help="where the audio may be processed")
-    routing.add_argument("--provider", metavar="NAME", help="pin a provider, e.g. faster-whisper")
-    routing.add_argument("--policy", metavar="NAME", help="named routing policy")
+    if not routing:  # a report reads the ledger; nothing is routed
+        return common
+    options = common.add_argument_group("routing")
+    options.add_argument("--privacy", choices=tuple(_PRIVACY), help="where the audio may be processed")
+    options.add_argument("--provider", metavar="NAME", help="pin a provider, e.g. faster-whisper")
+    options.add_argument("--policy", metavar="NAME", help="named routing policy")
     return common
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("audio-gateway")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _port(value: str) -> int:
@@ -377,7 +397,7 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
     from pydantic import ValidationError
 
     from gateway.core.yamlfile import ConfigFileError
-    from gateway.grpc.server import serve
+    from gateway.grpc.server import ListenError, serve
     from gateway.money.pricing import PriceBookError
     from gateway.settings import Settings
     from gateway.telemetry.logs import configure
@@ -404,6 +424,8 @@ def _cmd_serve(args: argparse.Namespace, ui: _Ui) -> int:
         if not str(exc).startswith("Failed to bind"):
             raise
         raise CliError(f"cannot listen on {settings.server.host}:{settings.server.port}: {exc}") from None
+    except ListenError as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot start the server: {exc}") from None
     return EXIT_OK
@@ -751,8 +773,6 @@ def _cmd_report(args: argparse.Namespace, ui: _Ui) -> int:
     from gateway.api.v1 import cost_reports_pb2
     from gateway.cli import report_render
 
-    if args.privacy or args.provider or args.policy:
-        raise CliError("report takes no routing options (--privacy, --provider, --policy)")
     days: dict[str, str] = {}
     for flag, value in (("--since", args.since), ("--until", args.until)):
         try:
@@ -844,7 +864,9 @@ def _cmd_hash_key(args: argparse.Namespace, ui: _Ui) -> int:
 
 
 def _client(args: argparse.Namespace) -> GatewayClient:
-    return GatewayClient(args.target, timeout_s=args.timeout, api_key=os.environ.get(API_KEY_ENV) or None)
+    return GatewayClient(
+        with_default_port(args.target), timeout_s=args.timeout, api_key=os.environ.get(API_KEY_ENV) or None
+    )
 
 
 def _routing(args: argparse.Namespace) -> common_pb2.RoutingOptions | None:
@@ -991,6 +1013,14 @@ def _print_json(message: Message) -> None:
 
 def _write_json(body: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(body, indent=2) + "\n")
+
+
+def _never_reached_the_server(exc: grpc.RpcError) -> bool:
+    """UNAVAILABLE from the channel itself: the gateway tags every answer it sends with a request id."""
+    if not isinstance(exc, grpc.Call) or exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    metadata = [*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ())]
+    return all(key != REQUEST_ID_HEADER for key, _ in metadata)
 
 
 def _rpc_status(exc: grpc.RpcError) -> tuple[str, str]:

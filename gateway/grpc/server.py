@@ -9,13 +9,14 @@ from collections.abc import Sequence
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gateway.api.v1 import audio_gateway_pb2, audio_gateway_pb2_grpc, cost_reports_pb2, cost_reports_pb2_grpc
 from gateway.app import App, Door, DoorFactory, build_app
 from gateway.core.provider_types import Operation
+from gateway.embedded_store import embedded_state
 from gateway.grpc.cost_reports import CostReportsServicer
 from gateway.grpc.interceptors import RequestInterceptor
+from gateway.grpc.reflection import enable_reflection
 from gateway.grpc.servicers import AudioGatewayServicer
 from gateway.health.book import run_sync_loop
 from gateway.money.pricing import UnitPrices
@@ -35,6 +36,10 @@ OPERATION_SERVICES = {
 }
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ListenError(Exception):
+    """A port the gateway needs is taken; the message names it and the setting that moves it."""
 
 
 class GatewayServer:
@@ -82,11 +87,13 @@ class GatewayServer:
                 REPORTS_SERVICE_NAME,
                 SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
             )
-            reflection.enable_server_reflection(names, self._server)
+            enable_reflection(names, self._server)
 
     async def start(self) -> int:
+        # The metrics port binds first: a clash then stops the start before gRPC says it listens.
+        if self.settings.metrics.enabled:
+            self.metrics_port = self._start_metrics()
         address = f"{self.settings.server.host}:{self.settings.server.port}"
         self.port = self._server.add_insecure_port(address)
         if self.port == 0:
@@ -106,11 +113,6 @@ class GatewayServer:
         ledger, metrics = self.app.ledger, self.app.metrics
         self._background.append(asyncio.create_task(ledger.run(self._stopping)))
         metrics.track_depths(spool=ledger.spool_depth, queue=ledger.queue_depth)
-        if self.settings.metrics.enabled:
-            self.metrics_port = metrics.start_http_server(
-                self.settings.metrics.host, self.settings.metrics.port
-            )
-            log.info("metrics.listening", port=self.metrics_port)
         if self.app.redis is not None:
             self._background.append(
                 asyncio.create_task(
@@ -125,6 +127,16 @@ class GatewayServer:
                 )
             )
         return self.port
+
+    def _start_metrics(self) -> int:
+        host, port = self.settings.metrics.host, self.settings.metrics.port
+        try:
+            return self.app.metrics.start_http_server(host, port)
+        except OSError as exc:
+            raise ListenError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; set GATEWAY_METRICS__PORT "
+                "to a free port (0 picks one) or GATEWAY_METRICS__ENABLED=false"
+            ) from exc
 
     async def _warm_up(self) -> None:
         await self.app.catalogue.start(on_change=self._publish_health)
@@ -171,7 +183,13 @@ class GatewayServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.app.policies.reload)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # Release what did start (gRPC's port, the metrics thread, the engines) while the loop still
+            # runs; left to the garbage collector, gRPC's shutdown would find the loop closed.
+            await self.stop(grace_s=0)
+            raise
         watcher = asyncio.create_task(self.app.policies.watch(self.settings.policies_reload_interval_s, stop))
         await stop.wait()
         await watcher
@@ -179,4 +197,6 @@ class GatewayServer:
 
 
 async def serve(settings: Settings, doors: Sequence[DoorFactory] = ()) -> None:
-    await GatewayServer(settings, doors=doors).run_until_signal()
+    # The store starts first and stops last: the ledger flushes into it while the server drains.
+    async with embedded_state(settings):
+        await GatewayServer(settings, doors=doors).run_until_signal()

@@ -38,6 +38,7 @@ from gateway.core.errors import (
     ProviderTimeout,
     Recovering,
     Rejection,
+    clip,
     overloaded_if_all_busy,
 )
 from gateway.core.provider_types import Locality, Operation, Usage
@@ -392,6 +393,14 @@ class Attempts:
         ]
         if relevant and all(r.rule == "not_ready" for r in relevant):
             return NotReady(f"the {operation.value} engines are still loading; retry shortly")
+        pin = ranking.context.routing.provider if ranking.context is not None else ""
+        if pin and all(r.name != pin for r in ranking.rejected):
+            # A typo or an unconfigured vendor: the per-provider "pinned elsewhere" reasons would hide that.
+            able = sorted(r.name for r in relevant) or sorted(r.name for r in ranking.rejected)
+            return NoRoute(
+                f"no provider named {clip(pin)!r} is configured; "
+                f"providers that can {operation.value}: {', '.join(able) or 'none'}"
+            )
         # A candidate is judged on the budget only once it passed every other rule: money alone stops it,
         # whatever excluded the others (a policy's lists, a missing feature).
         budget = next((r for r in relevant if r.rule == "budget"), None)

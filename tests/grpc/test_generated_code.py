@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_code_matches_protos(tmp_path):
-    protos = sorted((ROOT / "protos").rglob("*.proto"))
+    # protos/grpc holds standard protos shipped for clients (compiled by their own packages), not ours.
+    protos = sorted((ROOT / "protos" / "gateway").rglob("*.proto"))
     assert protos
     subprocess.run(
         [

@@ -257,6 +257,7 @@ async def test_node_lists_the_gateways_services_by_reflection(node, gateway):
         "gateway.api.v1.AudioGateway",
         "gateway.api.v1.CostReports",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ]
     # Enough to build a client with no .proto at hand: the defining file first, then what it imports.

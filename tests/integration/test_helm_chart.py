@@ -530,6 +530,8 @@ def test_every_setting_the_chart_sets_is_one_the_gateway_reads(helm, scenario, m
         assert str(settings.pricing.local_usd_per_hour) == "0.35"
         assert settings.redis.key_prefix == "gw:prod:"
     if scenario == "default":
+        # No Redis in the values: no Redis at all, not a private store per pod.
+        assert settings.redis.url == "none"
         # Unset files mean the gateway's shipped defaults.
         assert settings.policies_file is None and settings.providers_file is None
         assert settings.price_book_file is None

@@ -53,6 +53,7 @@ def test_sighup_reloads_valid_policies_and_keeps_them_over_a_bad_file(tmp_path):
         "GATEWAY_PIPER__ENABLED": "false",
         "GATEWAY_LLAMA__ENABLED": "false",
         "GATEWAY_LEDGER__SPOOL_DIR": str(tmp_path / "spool"),
+        "GATEWAY_REDIS__URL": "none",  # not the embedded store in the home directory
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli.main", "serve"],

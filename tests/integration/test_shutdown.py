@@ -39,6 +39,7 @@ def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
         "GATEWAY_HTTP__HOST": "127.0.0.1",
         "GATEWAY_HTTP__PORT": "0",
         "GATEWAY_LEDGER__SPOOL_DIR": str(tmp_path / "spool"),
+        "GATEWAY_REDIS__URL": "none",  # not the embedded store in the home directory
     }
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:

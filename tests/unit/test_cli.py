@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import wave
@@ -188,11 +191,21 @@ def test_transcribe_sends_options_and_routing(gateway, wav_file, capsys):
     assert gateway.stt.last_options is not None and gateway.stt.last_options.prompt == "Fox, Dog"
 
 
-def test_pin_to_an_unknown_provider_is_a_failed_precondition(gateway, wav_file, capsys):
-    assert run(gateway, "transcribe", str(wav_file), "--provider", "nobody") == 2
+def test_pin_to_an_unknown_provider_names_the_configured_ones(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file), "--provider", "openai") == 2
     _, err = capsys.readouterr()
     assert err.startswith("error: FAILED_PRECONDITION:")
-    assert "pinned provider 'nobody'" in err
+    assert "no provider named 'openai' is configured; providers that can transcribe: fake-stt" in err
+    assert gateway.stt.calls == 0
+
+
+def test_pin_to_a_configured_provider_that_cannot_serve_keeps_the_per_provider_reasons(
+    gateway, wav_file, capsys
+):
+    assert run(gateway, "transcribe", str(wav_file), "--provider", "fake-tts") == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("error: FAILED_PRECONDITION: no provider can transcribe")
+    assert "fake-stt: request pinned provider 'fake-tts'" in err
 
 
 def test_progress_on_a_terminal_leaves_stdout_clean(gateway, wav_file, capsys, monkeypatch):
@@ -356,12 +369,40 @@ def test_missing_input_file(gateway, tmp_path, capsys):
         assert err.strip() == f"error: input file not found: {missing}"
 
 
-def test_unreachable_target(tmp_path, wav_file, capsys):
+def test_unreachable_target_asks_whether_the_gateway_runs_there(tmp_path, wav_file, capsys):
     target = f"127.0.0.1:{_free_port()}"
     assert cli.main(["transcribe", str(wav_file), "--target", target, "--timeout", "5"]) == 2
     _, err = capsys.readouterr()
-    assert err.startswith("error: UNAVAILABLE:")
+    hint = f"error: cannot reach the gateway: is `audio-gateway serve` running at {target}? (UNAVAILABLE)"
+    assert err.strip() == hint
     assert cli.main(["health", "--target", target, "--timeout", "5"]) == 2
+    assert capsys.readouterr().err.strip() == hint
+
+
+def test_a_target_without_a_port_means_the_gateways_port(gateway, wav_file, capsys, monkeypatch):
+    assert cli.main(["health", "--target", "127.0.0.1", "--timeout", "5"]) == 2
+    # gRPC alone would have dialled 443.
+    assert "running at 127.0.0.1:50051?" in capsys.readouterr().err
+    monkeypatch.setattr("gateway.client.DEFAULT_PORT", gateway.port)
+    assert cli.main(["transcribe", str(wav_file), "--target", "127.0.0.1", "--timeout", "10"]) == 0
+    assert FAKE_TRANSCRIPT in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("target", "dialled"),
+    [
+        ("localhost", "localhost:50051"),
+        ("[::1]", "[::1]:50051"),
+        ("gw.example:7000", "gw.example:7000"),
+        ("[::1]:7000", "[::1]:7000"),
+        ("dns:///gw.example:7000", "dns:///gw.example:7000"),
+        ("unix:/run/gateway.sock", "unix:/run/gateway.sock"),
+    ],
+)
+def test_with_default_port(target, dialled):
+    from gateway.client import with_default_port
+
+    assert with_default_port(target) == dialled
 
 
 def test_provider_failure_is_unavailable(gateway, wav_file, capsys):
@@ -380,6 +421,30 @@ def test_timeout_bounds_the_call(gateway, wav_file, capsys):
     _, err = capsys.readouterr()
     # The client's deadline and the gateway's own give the same status, whichever fires first.
     assert err.startswith("error: DEADLINE_EXCEEDED:")
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"audio-gateway {version('audio-gateway')}"
+
+
+@pytest.mark.parametrize("command", ["transcribe", "synthesize", "understand", "listen", "explain"])
+def test_routing_options_are_in_the_help_of_every_routed_command(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--privacy", "--provider", "--policy", "--target", "--timeout"):
+        assert option in text
+
+
+def test_report_takes_no_routing_options(capsys):
+    assert cli.main(["report", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--target" in text
+    assert not any(option in text for option in ("--privacy", "--provider", "--policy"))
+    assert cli.main(["report", "--provider", "fake-stt"]) == 2
+    assert "unrecognized arguments: --provider" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys):
@@ -488,6 +553,7 @@ def test_serve_refuses_bad_configuration_with_the_file_and_problem(
     path = tmp_path / ("policies.yaml" if "POLICIES" in variable else "providers.yaml")
     path.write_text(text)
     monkeypatch.setenv(variable, str(path))
+    monkeypatch.setenv("GATEWAY_REDIS__URL", "none")
     monkeypatch.setenv("GATEWAY_WHISPER__ENABLED", "false")
     monkeypatch.setenv("GATEWAY_PIPER__ENABLED", "false")
     monkeypatch.setenv("GATEWAY_LLAMA__ENABLED", "false")
@@ -498,6 +564,41 @@ def test_serve_refuses_bad_configuration_with_the_file_and_problem(
         structlog.reset_defaults()
     _, err = capsys.readouterr()
     assert err.startswith("error: invalid configuration:") and message in err
+
+
+def test_serve_with_a_busy_metrics_port_says_which_setting_to_change(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {
+            **os.environ,
+            "GATEWAY_SERVER__HOST": "127.0.0.1",
+            "GATEWAY_SERVER__PORT": "0",
+            "GATEWAY_METRICS__HOST": "127.0.0.1",
+            "GATEWAY_METRICS__PORT": str(port),
+            "GATEWAY_WHISPER__ENABLED": "false",
+            "GATEWAY_PIPER__ENABLED": "false",
+            "GATEWAY_LLAMA__ENABLED": "false",
+            "GATEWAY_LEDGER__SPOOL_DIR": str(tmp_path / "spool"),
+            "GATEWAY_REDIS__URL": "none",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli.main", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use; set "
+        "GATEWAY_METRICS__PORT to a free port (0 picks one) or GATEWAY_METRICS__ENABLED=false"
+    ]
+    everything = done.stdout + done.stderr
+    assert "Traceback" not in everything and "Event loop is closed" not in everything
+    assert "server.listening" not in everything  # it never claimed a port it then gave up
 
 
 # -- listen --------------------------------------------------------------------------
@@ -674,7 +775,7 @@ def test_listen_errors(stream_gateway, gateway, tmp_path, capsys):
     assert err.startswith("error: FAILED_PRECONDITION:") and "streaming" in err
 
     assert cli.main(["listen", str(clip), "--target", f"127.0.0.1:{_free_port()}", "--timeout", "5"]) == 2
-    assert capsys.readouterr().err.startswith("error: UNAVAILABLE:")
+    assert "is `audio-gateway serve` running at 127.0.0.1:" in capsys.readouterr().err
 
     assert _listen(stream_gateway, str(clip), "--chunk-ms", "0") == 2
     assert "--chunk-ms" in capsys.readouterr().err

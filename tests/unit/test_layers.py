@@ -29,6 +29,7 @@ RANKS: dict[str, int] = {
     "gateway.routing": 4,
     # The composition root, then the doors that serve it, then the command line over them all.
     "gateway.app": 5,
+    "gateway.embedded_store": 5,
     "gateway.grpc": 6,
     "gateway.http": 6,
     "gateway.client": 6,
