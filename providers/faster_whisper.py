@@ -50,6 +50,9 @@ T = TypeVar("T")
 
 # Published LibriSpeech test-clean WER (Whisper paper, table 2), for the quality objective.
 _PUBLISHED_WER = {"tiny.en": 0.056, "tiny": 0.076, "base.en": 0.042, "base": 0.050, "small.en": 0.031}
+# Worker seconds a live stream holds per second of its audio (interim steps and finals), for ranking:
+# bench/stream_transcribe.py measured 0.38 to 0.70 with tiny.en on 2 cores (load average 1.4 to 13).
+_STREAM_COMPUTE_PER_AUDIO_S = 0.5
 # One decode of a stream's utterance (at most 30 s of audio) that takes longer than this is a stall.
 _STREAM_DECODE_TIMEOUT_S = 30.0
 _STREAM_FRONT_TIMEOUT_S = 10.0
@@ -103,6 +106,7 @@ class FasterWhisperTranscriber:
             languages=frozenset({"en"}) if english_only else None,
             features=_FEATURES if english_only else _FEATURES | {"translate"},
             published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
+            stream_compute_per_audio_s=_STREAM_COMPUTE_PER_AUDIO_S,
         )
         self._longform = longform.LongformTuning(
             max_window_s=settings.max_window_s,

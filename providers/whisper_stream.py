@@ -21,6 +21,7 @@ import contextlib
 import difflib
 import enum
 import re
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -582,10 +583,21 @@ class WhisperStream:
         """Decode on the engine pool; None when an interim step found the queue full."""
         prompt = self._history[-_PROMPT_CHARS:]
         samples = audio.samples
+        loop = asyncio.get_running_loop()
+
+        def decode() -> Hypothesis:
+            # Timed on the worker, so a step given up on while it ran still counts as the stream's
+            # compute: it held the worker all the same.
+            started = time.perf_counter()
+            try:
+                return self._decoder(samples, prompt, final)
+            finally:
+                loop.call_soon_threadsafe(self._count_compute, time.perf_counter() - started)
+
         waited = 0.0
         while True:
             try:
-                timed = await self._run_decode(lambda: self._decoder(samples, prompt, final), final)
+                timed = await self._run_decode(decode, final)
             except ProviderBusy as busy:
                 # Batch work fills the queue: an interim can wait for the next step, a final cannot.
                 if not final:
@@ -595,8 +607,10 @@ class WhisperStream:
                 await asyncio.sleep(busy.retry_after_s)
                 waited += busy.retry_after_s
                 continue
-            self._tally.compute_s += timed.compute_s
             return _placed(timed.value, audio.start / RATE, (audio.end - audio.start) / RATE)
+
+    def _count_compute(self, seconds: float) -> None:
+        self._tally.compute_s += seconds
 
     def _interim(self, utterance: _Utterance, agreement: LocalAgreement) -> None:
         if not self._config.interim_results:
