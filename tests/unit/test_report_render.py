@@ -522,7 +522,7 @@ def test_cli_report_csv_to_stdout(reports, capsys):
         (["--group-by", "day,model"], "cannot group by model"),
         (["--json", "--csv", "-"], "both write to standard output"),
         (["--html", "/nonexistent-dir/r.html"], "directory /nonexistent-dir does not exist"),
-        (["--provider", "openai"], "report takes no routing options"),
+        (["--provider", "openai"], "unrecognized arguments: --provider openai"),
     ],
 )
 def test_cli_report_refuses_bad_arguments_before_calling(reports, capsys, argv, message):
