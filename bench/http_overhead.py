@@ -95,6 +95,8 @@ def main() -> None:
         settings = {
             **openai_provider_settings(fake.address),
             "GATEWAY_POLICIES_FILE": str(_uncached_policies()),
+            # The one benchmark that measures the HTTP door (the harness leaves it off by default).
+            "GATEWAY_HTTP__ENABLED": "true",
         }
         with GatewayProcess(settings, args.redis_url, secrets=OPENAI_SECRETS) as gateway:
             print(
