@@ -29,6 +29,11 @@ CASES = {
     "aac at 16 kHz": (pb.AUDIO_FORMAT_AAC, 16000, 16000),
 }
 
+# Telephony audio carries nothing above 4 kHz, and piper varies its prosody from call to call: now and
+# then tiny.en mishears a plosive pair there ("please bring" as "play spring"), so 8 kHz mu-law may lose
+# two of the eight words where the wideband encodings may lose one.
+MAX_WER = {pb.AUDIO_FORMAT_MULAW: 0.25}
+
 
 @pytest.mark.parametrize("case", CASES)
 async def test_synthesize_encoding_round_trips(stub, case):
@@ -58,4 +63,4 @@ async def test_synthesize_encoding_round_trips(stub, case):
     wav = decode_ffmpeg(reply.audio, fmt, reply.sample_rate)
     assert wav_seconds(wav) == pytest.approx(reply.duration_s, abs=slack_s(fmt, reply.sample_rate))
     back = await stub.Transcribe(pb.TranscribeRequest(audio=common.Audio(content=wav), language="en"))
-    assert speech.wer([TEXT], [back.text]) <= 0.15, back.text
+    assert speech.wer([TEXT], [back.text]) <= MAX_WER.get(fmt, 0.15), back.text
