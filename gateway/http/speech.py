@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.core.domain import OutputFormat, SpeechChunk, SynthesizeRequest
 from gateway.core.errors import GatewayError, classify
 from gateway.http import json_bodies
-from gateway.http.callers import Caller, gateway_of
+from gateway.http.callers import StreamingCaller, gateway_of
 from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.models import PROVIDER_PREFIX, model_routing
 from gateway.http.transcriptions import MODEL_DOC
@@ -130,7 +130,7 @@ async def _events(first: SpeechChunk, rest: AsyncIterator[SpeechChunk]) -> Async
     openapi_extra=json_bodies.request_body(SpeechRequest),
     response_class=StreamingResponse,
 )
-async def create_speech(request: Request, ctx: Caller) -> StreamingResponse:
+async def create_speech(request: Request, ctx: StreamingCaller) -> StreamingResponse:
     """Text to speech, routed by policy (OpenAI's speech API), streamed as it is spoken."""
     gateway = gateway_of(request)
     chars = gateway.settings.limits.max_text_chars

@@ -455,6 +455,22 @@ async def test_every_attempt_failing_is_503(gw):
     assert "openai-whisper" in caught.value.message and "HTTP 500" in caught.value.message
 
 
+async def test_the_wait_the_sdk_announces_bounds_the_work(gw):
+    gw.fake.delay_s = 2.0
+    async with gw.client(timeout=30.0) as client:
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.audio.transcriptions.create(
+                file=upload(fresh_clip()),
+                model="provider:openai-whisper",
+                extra_headers={"x-stainless-read-timeout": "0.4"},
+            )
+        waited_s = time.monotonic() - started
+    # The gateway gave up when the caller said it would, not when the vendor answered 2 s later.
+    assert caught.value.status_code == 504 and caught.value.body["code"] == "timeout"
+    assert waited_s < 1.5, waited_s
+
+
 async def test_unknown_paths_and_methods_keep_the_error_shape(gw):
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {ACME}"}) as http:
         missing = await http.get(f"{gw.base_url}/audio/nothing-here")

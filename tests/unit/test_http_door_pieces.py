@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 
 from gateway.app import build_app
 from gateway.core import errors
@@ -19,6 +20,7 @@ from gateway.core.domain import Routing
 from gateway.core.provider_types import SegmentTiming
 from gateway.grpc.interceptors import status_for
 from gateway.http.app import create_http_app
+from gateway.http.callers import client_timeout_s
 from gateway.http.errors import gateway_error_response, retry_headers
 from gateway.http.models import model_routing
 from gateway.http.transcripts import deltas
@@ -198,3 +200,22 @@ async def test_fastapis_own_validation_errors_are_400_in_openai_shape(gateway_ap
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_required_parameter"
     assert missing.json()["error"]["param"] == "input"
     assert broken.status_code == 400 and set(broken.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"x-stainless-read-timeout": "600.0"}, 600.0),
+        ({"x-stainless-timeout": "30"}, 30.0),
+        ({"x-stainless-read-timeout": "12.5", "x-stainless-timeout": "3"}, 3.0),
+        ({"x-stainless-timeout": "0"}, None),  # Node truncates a sub-second timeout to 0: none announced
+        ({"x-stainless-read-timeout": "nan"}, None),
+        ({"x-stainless-read-timeout": "inf"}, None),
+        ({"x-stainless-read-timeout": "-5"}, None),
+        ({"x-stainless-read-timeout": "soon", "x-stainless-timeout": "7"}, 7.0),
+        ({"x-stainless-read-timeout": "1" * 10_000}, float("1" * 32)),  # read no further than 32 bytes
+    ],
+)
+def test_the_wait_a_caller_announces(headers, expected):
+    assert client_timeout_s(Headers(headers)) == expected
