@@ -33,6 +33,10 @@ EXPECTED = {
     "stream_vendor_latency.py": ["added latency per result p50"],
     "stream_synthesize.py": ["time to first audio ratio StreamSynthesize/Synthesize"],
     "wer.py": ["tiny.en (the default) short: gateway minus direct"],
+    "local_throughput.py": [
+        "8 concurrent 10 s requests, throughput ratio gateway/direct sequential",
+        "1-minute recording, real-time factor ratio gateway/direct",
+    ],
     "hostile_inputs.py": [
         "INTERNAL responses",
         "UNKNOWN responses",
