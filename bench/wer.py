@@ -102,6 +102,7 @@ async def measure(model: str, subsets: dict[str, list[str]], redis_url: str) -> 
     tallies = {subset: Tally() for subset in subsets}
     settings = {**GATEWAY_SETTINGS, "GATEWAY_WHISPER__MODEL": model}
     with GatewayProcess(settings, redis_url) as gateway:
+        print(f"config: gateway subprocess with {gateway.describe()}", flush=True)
         async with grpc.aio.insecure_channel(gateway.target) as channel:
             stub = pb_grpc.AudioGatewayStub(channel)
             for subset, clip_ids in subsets.items():
@@ -129,7 +130,7 @@ def summarize(model: str, tallies: dict[str, Tally]) -> None:
         gateway, direct = tally.wer("gateway"), tally.wer("direct")
         points = (gateway - direct) * 100
         report(
-            f"{name} {subset}: gateway minus direct",
+            f"{name} {subset}, gateway minus direct",
             f"{points:+.1f} points",
             f"<= +{GOAL_POINTS:g}",
             points <= GOAL_POINTS,
