@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -16,6 +15,7 @@ from gateway.api.v1 import audio_gateway_pb2_grpc
 from gateway.grpc.server import GatewayServer
 from gateway.http.server import http_doors
 from gateway.settings import Settings
+from tests.redis_servers import redis_server_binary
 
 
 def local_settings(**limits: object) -> Settings:
@@ -89,9 +89,7 @@ def redis_url() -> Iterator[str]:
 @contextlib.contextmanager
 def throwaway_redis() -> Iterator[str]:
     """A private redis-server for tests that stop or break Redis (never the shared one)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+    binary = redis_server_binary()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

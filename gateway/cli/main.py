@@ -5,6 +5,7 @@
     audio-gateway serve --port 50051
     audio-gateway transcribe meeting.wav --language en --words
     audio-gateway transcribe meeting.wav --words --format srt > meeting.srt
+    audio-gateway transcribe a.wav b.mp3 c.flac --format srt -o subtitles/
     audio-gateway synthesize "Hello there." -o hello.wav
     echo "Hello there." | audio-gateway synthesize - -o hello.wav
     audio-gateway understand call.wav -q "What did the caller ask for?"
@@ -44,6 +45,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.api.v1 import audio_gateway_pb2, common_pb2
+from gateway.cli import transcribe_batch
 from gateway.client import (
     DEFAULT_PORT,
     DEFAULT_TARGET,
@@ -104,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args, ui)
     except grpc.RpcError as exc:
-        code, details = _rpc_status(exc)
-        if _never_reached_the_server(exc) and hasattr(args, "target"):
-            target = with_default_port(args.target)
-            _error(ui, f"cannot reach the gateway: is `audio-gateway serve` running at {target}? ({code})")
-        else:
-            _error(ui, f"{code}: {details}")
+        _error(ui, _rpc_message(exc, args))
     except CliError as exc:
         _error(ui, str(exc))
     except KeyboardInterrupt:
@@ -143,9 +140,32 @@ def _parser() -> argparse.ArgumentParser:
     common = _client_options(routing=True)
 
     transcribe = commands.add_parser(
-        "transcribe", parents=[common], help="speech to text", description="Transcribe an audio file."
+        "transcribe",
+        parents=[common],
+        help="speech to text",
+        description="Transcribe one or more audio files. Several files are sent a few at a time (--jobs) "
+        "and printed in the order given, each under its name; one file failing does not stop the others, "
+        "and the exit code is 2 if any failed. With --format, -o DIR writes one document per file "
+        "(DIR/NAME.srt ...); without it, each document follows a '==> FILE <==' line. With --json, "
+        'several files print one JSON object per line: {"file", "response"} or {"file", "error"}.',
     )
-    transcribe.add_argument("file", type=Path, metavar="FILE", help="audio file (wav, flac, mp3, ogg...)")
+    transcribe.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg...)"
+    )
+    transcribe.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --format: write each file's document to DIR, named after the file",
+    )
+    transcribe.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=_DEFAULT_JOBS,
+        metavar="N",
+        help=f"files transcribed at once (default {_DEFAULT_JOBS}, at most {_MAX_JOBS})",
+    )
     transcribe.add_argument(
         "--language", default="", help="language of the speech, e.g. en (default: detect)"
     )
@@ -345,6 +365,16 @@ def _version() -> str:
         return "unknown"
 
 
+_DEFAULT_JOBS, _MAX_JOBS = 4, 32
+
+
+def _positive_int(value: str) -> int:
+    number = _non_negative_int(value)
+    if not 1 <= number <= _MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {_MAX_JOBS}")
+    return number
+
+
 def _port(value: str) -> int:
     port = _non_negative_int(value)
     if port > 65535:
@@ -439,22 +469,57 @@ def _override_listen_address(settings: Settings, host: str | None, port: int | N
 
 
 def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
-    path = _input_file(args.file)
-    with _client(args) as client, _progress(ui, f"Transcribing {_describe_file(path, ui)}"):
-        reply = client.transcribe(
-            path,
-            language=args.language,
-            word_timestamps=args.words,
-            prompt=args.prompt,
-            response_format=args.format or "json",
-            routing=_routing(args),
+    try:
+        batch = transcribe_batch.Batch.plan(args.files, args.format, args.output_dir)
+    except transcribe_batch.BatchError as exc:
+        raise CliError(str(exc)) from None
+    if len(batch.items) == 1 and batch.output_dir is None:
+        return _transcribe_one(args, ui, batch.items[0].path)
+    # No spinner: each file's result, printed as it comes, shows the progress.
+    with _client(args) as client:
+        outcomes = batch.run(
+            lambda path: _transcribe_call(client, args, path),
+            jobs=args.jobs,
+            describe_error=lambda exc: _rpc_message(exc, args),
         )
+        # Printed in the order given, each as soon as it and those before it are done.
+        for outcome in outcomes:
+            _print_outcome(args, ui, batch, outcome)
+    failed = batch.failed
+    if failed:
+        _error(ui, f"{failed} of {len(batch.items)} files failed")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _transcribe_call(
+    client: GatewayClient, args: argparse.Namespace, path: Path
+) -> audio_gateway_pb2.TranscribeResponse:
+    return client.transcribe(
+        path,
+        language=args.language,
+        word_timestamps=args.words,
+        prompt=args.prompt,
+        response_format=args.format or "json",
+        routing=_routing(args),
+    )
+
+
+def _transcribe_one(args: argparse.Namespace, ui: _Ui, path: Path) -> int:
+    path = _input_file(path)
+    with _client(args) as client, _progress(ui, f"Transcribing {_describe_file(path, ui)}"):
+        reply = _transcribe_call(client, args, path)
     if ui.json or args.format == "json":
         _print_json(reply)
         return EXIT_OK
     if args.format:
         sys.stdout.write(reply.formatted)
         return EXIT_OK
+    _print_transcript(ui, path, reply)
+    return EXIT_OK
+
+
+def _print_transcript(ui: _Ui, path: Path, reply: audio_gateway_pb2.TranscribeResponse) -> None:
     details = [path.name, _format_duration(reply.duration_s)]
     if reply.language:
         details.append(f"language {reply.language}")
@@ -463,7 +528,36 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
     if reply.words:
         ui.out.print(_words_table(reply.words))
     ui.out.print(_route_table(reply.route))
-    return EXIT_OK
+
+
+def _print_outcome(
+    args: argparse.Namespace, ui: _Ui, batch: transcribe_batch.Batch, outcome: transcribe_batch.Outcome
+) -> None:
+    path, reply = outcome.item.path, outcome.reply
+    if reply is None:
+        if ui.json:
+            _write_json_line({"file": str(path), "error": outcome.error})
+        _error(ui, f"{path}: {outcome.error}")
+        return
+    if ui.json:
+        _write_json_line({"file": str(path), "response": _message_dict(reply)})
+        return
+    if args.format:
+        document = _message_json(reply) + "\n" if args.format == "json" else reply.formatted
+        if outcome.item.output is None:
+            sys.stdout.write(f"==> {path} <==\n{document}")
+            if not document.endswith("\n"):
+                sys.stdout.write("\n")
+            return
+        try:
+            outcome.item.output.write_text(document, encoding="utf-8")
+        except OSError as exc:
+            batch.fail(outcome, f"cannot write {outcome.item.output}: {exc.strerror or exc}")
+            _error(ui, f"{path}: {outcome.error}")
+            return
+        ui.err.print(Text.assemble(("wrote ", "dim"), str(outcome.item.output)), soft_wrap=True)
+        return
+    _print_transcript(ui, path, reply)
 
 
 def _stream_synthesize(args: argparse.Namespace, ui: _Ui, text: str, output: Path) -> int:
@@ -759,9 +853,10 @@ def _cmd_explain(args: argparse.Namespace, ui: _Ui) -> int:
             style="dim",
         ),
     )
-    ui.out.print(_candidates_table(f"{args.operation} candidates", reply.candidates))
+    by_audio = args.operation != "synthesize"
+    ui.out.print(_candidates_table(f"{args.operation} candidates", reply.candidates, audio=by_audio))
     if reply.transcription_candidates:
-        ui.out.print(_candidates_table("transcription step", reply.transcription_candidates))
+        ui.out.print(_candidates_table("transcription step", reply.transcription_candidates, audio=True))
     return EXIT_OK
 
 
@@ -824,30 +919,71 @@ def _cmd_report(args: argparse.Namespace, ui: _Ui) -> int:
     return EXIT_OK
 
 
-def _candidates_table(title: str, candidates: Sequence[audio_gateway_pb2.RouteCandidate]) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    for column in ("#", "provider", "model", "locality", "est. cost $", "est. ms", "breaker", "why not"):
+def _candidates_table(
+    title: str, candidates: Sequence[audio_gateway_pb2.RouteCandidate], *, audio: bool
+) -> Table:
+    """Every candidate, fitted to the terminal: long text wraps inside its cell, no column is dropped.
+
+    Where a provider runs goes under its name with the model, so 80 columns leave the reason room.
+    """
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left")
+    show_breaker = any(c.breaker_state not in ("", "closed") for c in candidates)
+    columns = ["#", "provider", "est. cost $", "est. ms"]
+    if show_breaker:  # all closed is the usual case: the caption says so once and the width goes to reasons
+        columns.append("breaker")
+    columns.append("why not")
+    # Reasons give way before names do; a name longer than this folds onto a second line.
+    widths = {"why not": 12, "provider": min(max((len(c.provider) for c in candidates), default=0), 20)}
+    for column in columns:
+        numeric = column in ("#", "est. cost $", "est. ms")
         table.add_column(
             column,
-            justify="right" if column in ("#", "est. cost $", "est. ms") else "left",
-            # Names and numbers stay whole; the reason wraps.
-            no_wrap=column != "why not",
+            justify="right" if numeric else "left",
+            # Numbers stay whole; names and reasons wrap (folding a long name rather than cutting it).
+            no_wrap=numeric,
             overflow="fold",
+            min_width=widths.get(column),
         )
     for c in candidates:
-        locality = common_pb2.Locality.Name(c.locality).removeprefix("LOCALITY_").lower()
-        table.add_row(
+        name = Text(c.provider)
+        where = " · ".join(part for part in (c.model, _locality_name(c.locality)) if part)
+        name.append("\n" + where, style="dim")
+        row = [
             str(c.rank) if c.eligible else "-",
-            c.provider,
-            c.model,
-            locality,
+            name,
             c.estimated_cost_usd if c.eligible else "",
             f"{c.estimated_latency_ms:,.0f}{'*' if c.latency_learned else ''}" if c.eligible else "",
-            c.breaker_state,
-            c.rejected_reason,
-            style="" if c.eligible else "dim",
-        )
+        ]
+        if show_breaker:
+            row.append(c.breaker_state)
+        row.append(Text(c.rejected_reason))
+        table.add_row(*row, style="" if c.eligible else "dim")
+    notes = [] if show_breaker else ["every circuit breaker is closed"]
+    notes.append(_latency_footnote(candidates, audio=audio))
+    table.caption = Text("\n".join(notes), style="dim")
     return table
+
+
+def _latency_footnote(candidates: Sequence[audio_gateway_pb2.RouteCandidate], *, audio: bool) -> str:
+    """What the ``*`` after a latency means, and where each learned number came from."""
+    learned = [c for c in candidates if c.eligible and c.latency_learned]
+    if not learned:
+        return "est. ms: as each provider declares (nothing learned from calls yet)"
+    unit = "s/audio s" if audio else "ms/char"
+    lines = ["* est. ms learned from observed calls; unmarked: as the provider declares"]
+    for c in learned:
+        if not c.latency_source:  # an older server says only that it was learned
+            continue
+        calls = f"{c.latency_observations:,} call{'s' if c.latency_observations != 1 else ''}"
+        how = (
+            f"fitted to {calls} of varied length"
+            if c.latency_source == "fit"
+            else (f"{calls} of similar length; declared rate")
+        )
+        lines.append(
+            f"  {c.provider}: {c.latency_fixed_ms:,.0f} ms + {c.latency_per_unit:.3g} {unit} ({how})"
+        )
+    return "\n".join(lines)
 
 
 def _cmd_hash_key(args: argparse.Namespace, ui: _Ui) -> int:
@@ -1013,6 +1149,19 @@ def _print_json(message: Message) -> None:
 
 def _write_json(body: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(body, indent=2) + "\n")
+
+
+def _write_json_line(body: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(body) + "\n")
+    sys.stdout.flush()
+
+
+def _rpc_message(exc: grpc.RpcError, args: argparse.Namespace) -> str:
+    code, details = _rpc_status(exc)
+    if _never_reached_the_server(exc) and hasattr(args, "target"):
+        target = with_default_port(args.target)
+        return f"cannot reach the gateway: is `audio-gateway serve` running at {target}? ({code})"
+    return f"{code}: {details}"
 
 
 def _never_reached_the_server(exc: grpc.RpcError) -> bool:

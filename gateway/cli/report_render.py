@@ -188,8 +188,22 @@ def _label_columns(dims: tuple[str, ...]) -> tuple[str, ...]:
     return dims or ("group",)
 
 
+# Requests no provider answered (refused by policy, budget or input checks, or every attempt failed) are
+# grouped under an empty provider; people see them named.
+REJECTED = "rejected"
+
+
 def _labels(row: _Row, dims: tuple[str, ...]) -> list[str]:
-    return [row.labels[d] for d in dims] if dims else ["all"]
+    return [_shown_label(row, d) for d in dims] if dims else ["all"]
+
+
+def _shown_label(row: _Row, dimension: str) -> str:
+    value = row.labels[dimension]
+    return REJECTED if dimension == "provider" and not value else value
+
+
+def _rejected(rows: Iterable[_Row]) -> list[_Row]:
+    return [row for row in rows if not row.labels["provider"]]
 
 
 def _total_labels(dims: tuple[str, ...]) -> list[str]:
@@ -505,7 +519,10 @@ def _cost_over_time_html(report: cost_reports_pb2.CostReport, dims: tuple[str, .
             "This chart needs a report grouped by day and provider; this one is grouped by "
             f"{', '.join(dims) or 'nothing'}. Run: audio-gateway report --group-by day,provider --html FILE"
         )
-    cost = _sum_by(rows, lambda r: (r.labels["day"], r.labels["provider"]), lambda r: r.cost)
+    rejected = _rejected(rows)
+    # Rejected requests are drawn only when they cost something (failed attempts that were billed).
+    drawn = [row for row in rows if row.labels["provider"] or row.cost]
+    cost = _sum_by(drawn, lambda r: (r.labels["day"], _shown_label(r, "provider")), lambda r: r.cost)
     providers = sorted({provider for _, provider in cost})
     colours = _series_colours(providers)
     days = _day_axis(report, [day for day, _ in cost])
@@ -521,7 +538,20 @@ def _cost_over_time_html(report: cost_reports_pb2.CostReport, dims: tuple[str, .
         for (day, provider), amount in sorted(cost.items())
     ]
     legend = [(provider, colours[provider]) for provider in providers]
-    return heading + _figure(chart.render(segments), legend, "Hover a bar for the exact amount.")
+    caption = "Hover a bar for the exact amount."
+    if rejected:
+        count = sum(row.requests for row in rejected)
+        spent = sum((row.cost for row in rejected), Decimal(0))
+        caption += (
+            f" {_fmt_count(count)} request(s) were rejected (no provider answered them): "
+            + (
+                f"their failed calls cost ${_fmt_money(spent)}, drawn as \u201c{REJECTED}\u201d."
+                if spent
+                else "they cost nothing and are not drawn."
+            )
+            + f" The table lists them as \u201c{REJECTED}\u201d."
+        )
+    return heading + _figure(chart.render(segments), legend, caption)
 
 
 def _savings_over_time_html(
@@ -738,6 +768,11 @@ def _comparison_html(total: _Row, *, partial_local: bool) -> str:
         )
     else:
         notes.append("The report has no cloud counterfactual for this traffic.")
+    if total.saved:
+        notes.append(
+            "Both counterfactuals price cache hits as if they were computed again; the cache saved "
+            f"${_fmt_money(total.saved)}, so compare them with ${_fmt_money(total.cost + total.saved)}."
+        )
     if total.local is None:
         notes.append("No local engine could serve this traffic, so there is no all-local figure.")
     elif partial_local:

@@ -206,6 +206,10 @@ class ExplainedCandidate:
     score: float
     breaker_state: str
     latency_learned: bool
+    latency_source: str = "prior"  # "prior", "fit" or "level"; see RouteCandidate in the proto
+    latency_observations: int = 0
+    latency_fixed_ms: float = 0.0
+    latency_per_unit: float = 0.0  # rtf for audio, ms per character for text
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,10 @@ def _candidate(c: domain.ExplainedCandidate) -> pb.RouteCandidate:
         score=c.score,
         breaker_state=c.breaker_state,
         latency_learned=c.latency_learned,
+        latency_source=c.latency_source,
+        latency_observations=c.latency_observations,
+        latency_fixed_ms=c.latency_fixed_ms,
+        latency_per_unit=c.latency_per_unit,
     )
 
 

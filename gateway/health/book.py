@@ -31,22 +31,32 @@ few requests. The line is fitted from these sums::
 
     slope = cov(x, y) / var(x)        intercept = mean(y) - slope * mean(x)
 
-Both terms are clamped to be non-negative. A negative slope falls back to the
-mean latency, and a negative intercept refits the line through the origin. When
-the sizes hardly vary (one distinct size), the slope cannot be identified, so
-the model is the EWMA latency as ``fixed_ms``. Once a series has enough
-observations to be trusted, any observation above ``3 * prediction + 50 ms`` is
-clipped to that bound. One stalled call then cannot wreck the model, while a
-lasting slow-down still pulls it up (by about 1.4x per request at alpha 0.2). When a provider
-has both series, ``fixed_ms`` is the mean of the two intercepts weighted by
-observation count. The learned model replaces the declared prior once
-``latency_min_observations`` observations exist across the fleet.
+A slope is only believed once the sizes seen span a range: the largest at least
+``3x`` the smallest, in at least two power-of-two size buckets, and the weighted
+sizes still varying. Short clips alone say nothing about how a 30-minute file
+scales. Until then (and when the fitted slope is negative, which is noise) the
+series learns only its level, and the per-unit rate is the declared prior's:
+``fixed_ms = mean(y) - prior_rate * mean(x)``, so the prediction is right at
+the sizes seen and grows like the prior elsewhere. Where the prior's rate alone
+would exceed the measured level, the line goes through the origin and the
+level instead. A negative intercept refits the line through the origin. Once a
+series has enough observations to be trusted, an observation above
+``3 * prediction + 50 ms`` is clipped to that bound (only near the sizes seen
+while the slope is unknown). One stalled call then cannot wreck the model, while
+a lasting slow-down still pulls it up (by about 1.4x per request at alpha 0.2).
+When a provider has both series, ``fixed_ms`` is the mean of the two intercepts
+weighted by observation count; a series never observed keeps the prior's rate.
+The learned model replaces the declared prior once ``latency_min_observations``
+observations exist across the fleet. The smallest and largest size and the
+occupied buckets are kept beside the sums (a few numbers per series, whatever
+the traffic).
 
 Sharing through Redis (every key starts with the configured prefix)::
 
     {prefix}health:providers                 SET of provider names any replica reported
     {prefix}health:{name}:breaker            HASH state, at, opened_at, retry_at, consecutive_failures
-    {prefix}health:{name}:latency:{series}   HASH n, w, x, y, xx, xy (the EWMA sums)
+    {prefix}health:{name}:latency:{series}   HASH n, w, x, y, xx, xy (the EWMA sums),
+                                             min_x, max_x, b{k} (size buckets seen)
 
 Shared across the fleet:
 
@@ -112,6 +122,11 @@ _OUTLIER_FACTOR = 3.0
 _OUTLIER_SLACK_MS = 50.0
 # Below this relative spread of sizes, a slope would be fitted to noise.
 _MIN_RELATIVE_SPREAD = 0.01
+# A slope is believed once the sizes seen span this ratio, over at least this many power-of-two buckets.
+_SPAN_RATIO = 3.0
+_SPAN_BUCKETS = 2
+# Bucket indices are floor(log2(size)) clamped to this range (1/256 s .. about 190 days, or 16M characters).
+_BUCKET_RANGE = (-8, 24)
 # Idle providers' keys expire; any push refreshes them.
 _KEY_TTL_S = 7 * 24 * 3600
 _SUM_FIELDS = ("w", "x", "y", "xx", "xy")
@@ -140,8 +155,52 @@ class ProviderHealth:
     retry_at: float | None = None  # epoch seconds
     successes: int = 0  # this replica's
     failures: int = 0  # this replica's retryable failures
-    learned: LatencyModel | None = None  # None until enough observations
+    learned: LearnedLatency | None = None  # None until enough observations
     observations: int = 0  # fleet-wide, as of the last sync
+
+
+class LatencySource(enum.Enum):
+    """Where a latency estimate came from."""
+
+    PRIOR = "prior"  # the provider's declared model: too few observations yet
+    FIT = "fit"  # both terms fitted to observations over a range of sizes
+    LEVEL = "level"  # the level observed at the sizes seen; the per-unit rate is the prior's
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """The model ranking uses for a provider, and what it rests on."""
+
+    model: LatencyModel
+    source: LatencySource
+    observations: int  # fleet-wide observations of the series that sized the estimate
+
+
+@dataclass(frozen=True)
+class LearnedLatency:
+    """Each observed series' line: its observation count and fit."""
+
+    lines: Mapping[_Series, tuple[int, _Line]]
+
+    def model(self, prior: LatencyModel) -> LatencyModel:
+        fixed, weight = 0.0, 0
+        rtf, ms_per_char = prior.rtf, prior.ms_per_char
+        for series, (n, line) in self.lines.items():
+            intercept, slope = line.terms(_prior_slope(series, prior))
+            fixed, weight = fixed + intercept * n, weight + n
+            if series is _Series.AUDIO:
+                rtf = slope / 1000.0
+            else:
+                ms_per_char = slope
+        return LatencyModel(fixed_ms=fixed / weight, rtf=rtf, ms_per_char=ms_per_char)
+
+    def source(self, audio: bool) -> tuple[LatencySource, int]:
+        """How the rate of the series that sizes this request was learned, and from how many calls."""
+        entry = self.lines.get(_Series.AUDIO if audio else _Series.TEXT)
+        if entry is None:
+            return LatencySource.PRIOR, 0
+        n, line = entry
+        return (LatencySource.FIT if line.slope is not None else LatencySource.LEVEL), n
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,9 +221,21 @@ class HealthSnapshot(Mapping[str, ProviderHealth]):
 
     def latency_model(self, name: str, prior: LatencyModel) -> LatencyModel:
         """The learned model once it rests on enough observations, else the declared prior."""
+        learned = self._learned(name)
+        return prior if learned is None else learned.model(prior)
+
+    def latency(self, name: str, prior: LatencyModel, *, audio: bool) -> LatencyEstimate:
+        """The model with its provenance, for a request sized in audio seconds or in characters."""
+        learned = self._learned(name)
+        if learned is None:
+            return LatencyEstimate(prior, LatencySource.PRIOR, 0)
+        source, observations = learned.source(audio)
+        return LatencyEstimate(learned.model(prior), source, observations)
+
+    def _learned(self, name: str) -> LearnedLatency | None:
         health = self.providers.get(name)
         if health is None or health.learned is None or health.observations < self.min_observations:
-            return prior
+            return None
         return health.learned
 
     def blocked(self, name: str, now: float) -> str | None:
@@ -188,13 +259,55 @@ class _Series(enum.Enum):
     TEXT = "text"  # x = characters; slope is ms per character
 
 
+def _prior_slope(series: _Series, prior: LatencyModel) -> float:
+    """The prior's rate on the series' axis: ms per audio second, or ms per character."""
+    return prior.rtf * 1000.0 if series is _Series.AUDIO else prior.ms_per_char
+
+
+def _bucket(x: float) -> int:
+    low, high = _BUCKET_RANGE
+    if x <= 0:
+        return low
+    return min(max(math.floor(math.log2(x)), low), high)
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A series' fitted line; ``slope`` is None while the sizes seen cannot tell it."""
+
+    intercept_ms: float
+    slope: float | None  # ms per unit (audio second or character), non-negative
+    mean_x: float
+    mean_ms: float
+
+    def terms(self, prior_slope: float) -> tuple[float, float]:
+        """(fixed_ms, slope), borrowing the prior's rate while the slope is unknown."""
+        if self.slope is not None:
+            return self.intercept_ms, self.slope
+        level = max(self.mean_ms, 0.0)
+        if prior_slope * self.mean_x <= level:
+            # Right at the sizes seen; grows like the prior away from them.
+            return level - prior_slope * self.mean_x, prior_slope
+        # The prior's rate alone would overshoot what was measured: proportional to size instead.
+        return 0.0, level / self.mean_x
+
+    def clip_bound(self, x: float) -> float | None:
+        """The most one observation at size ``x`` may count for; None where the line can't tell."""
+        if self.slope is not None:
+            return _OUTLIER_FACTOR * (self.intercept_ms + self.slope * x) + _OUTLIER_SLACK_MS
+        if x <= 2.0 * self.mean_x:
+            return _OUTLIER_FACTOR * max(self.mean_ms, 0.0) + _OUTLIER_SLACK_MS
+        return None  # a bigger input than seen may well be slower: not an outlier
+
+
 @dataclass(frozen=True)
 class _Ewma:
-    """EWMA sums of 1, x, y, x² and xy, or a batch of updates to such sums.
+    """EWMA sums of 1, x, y, x² and xy, or a batch of updates to such sums; plus the sizes seen.
 
     Applying a batch to sums S gives ``S * decay + delta`` for every sum, so
     batches compose, and a replica's unsent observations fold into the fleet's
-    sums in one step.
+    sums in one step. The smallest and largest size and the occupied size
+    buckets merge by min, max and union, which compose in any order.
     """
 
     decay: float = 1.0
@@ -204,10 +317,24 @@ class _Ewma:
     y: float = 0.0
     xx: float = 0.0
     xy: float = 0.0
+    min_x: float = math.inf
+    max_x: float = -math.inf
+    buckets: frozenset[int] = frozenset()
 
     @classmethod
     def observation(cls, x: float, y: float, alpha: float) -> _Ewma:
-        return cls(1.0 - alpha, 1, alpha, alpha * x, alpha * y, alpha * x * x, alpha * x * y)
+        return cls(
+            1.0 - alpha,
+            1,
+            alpha,
+            alpha * x,
+            alpha * y,
+            alpha * x * x,
+            alpha * x * y,
+            x,
+            x,
+            frozenset({_bucket(x)}),
+        )
 
     def then(self, later: _Ewma) -> _Ewma:
         d = later.decay
@@ -219,26 +346,35 @@ class _Ewma:
             y=self.y * d + later.y,
             xx=self.xx * d + later.xx,
             xy=self.xy * d + later.xy,
+            min_x=min(self.min_x, later.min_x),
+            max_x=max(self.max_x, later.max_x),
+            buckets=self.buckets | later.buckets,
         )
 
     def sums(self) -> tuple[float, ...]:
         return (self.w, self.x, self.y, self.xx, self.xy)
 
-    def fit(self) -> tuple[float, float] | None:
-        """(intercept_ms, slope_ms_per_unit), both non-negative; None without data."""
+    def spans_sizes(self) -> bool:
+        """Whether the sizes seen are spread enough for a per-unit rate to mean anything."""
+        return len(self.buckets) >= _SPAN_BUCKETS and self.max_x >= _SPAN_RATIO * self.min_x
+
+    def fit(self) -> _Line | None:
+        """The weighted least-squares line, both terms non-negative; None without data."""
         if self.n == 0 or self.w <= 0:
             return None
         mean_x, mean_y = self.x / self.w, self.y / self.w
         var_x = self.xx / self.w - mean_x * mean_x
-        if var_x <= (_MIN_RELATIVE_SPREAD * mean_x) ** 2 + 1e-12:
-            return max(mean_y, 0.0), 0.0
+        level = _Line(max(mean_y, 0.0), None, mean_x, mean_y)
+        # Recent weights may sit on one size even after a wide span long ago: check both.
+        if not self.spans_sizes() or var_x <= (_MIN_RELATIVE_SPREAD * mean_x) ** 2 + 1e-12:
+            return level
         slope = (self.xy / self.w - mean_x * mean_y) / var_x
-        intercept = mean_y - slope * mean_x
         if slope < 0:
-            return max(mean_y, 0.0), 0.0
+            return level  # bigger inputs answered faster: noise, not physics
+        intercept = mean_y - slope * mean_x
         if intercept < 0:
-            return 0.0, max(self.xy / self.xx, 0.0)
-        return intercept, slope
+            return _Line(0.0, max(self.xy / self.xx, 0.0), mean_x, mean_y)
+        return _Line(intercept, slope, mean_x, mean_y)
 
 
 @dataclass
@@ -251,23 +387,17 @@ class _Learning:
         return self.fleet.then(self.sending).then(self.unsent)
 
 
-def _learned_model(learning: Mapping[_Series, _Learning]) -> tuple[LatencyModel | None, int]:
+def _learned_model(learning: Mapping[_Series, _Learning]) -> tuple[LearnedLatency | None, int]:
     views = {series: state.view() for series, state in learning.items()}
-    fits = {series: (view.n, view.fit()) for series, view in views.items()}
-    fixed, weight, rtf, ms_per_char = 0.0, 0, 0.0, 0.0
-    for series, (n, fitted) in fits.items():
-        if fitted is None:
-            continue
-        intercept, slope = fitted
-        fixed, weight = fixed + intercept * n, weight + n
-        if series is _Series.AUDIO:
-            rtf = slope / 1000.0
-        else:
-            ms_per_char = slope
+    lines: dict[_Series, tuple[int, _Line]] = {}
+    for series, view in views.items():
+        line = view.fit()
+        if line is not None:
+            lines[series] = (view.n, line)
     observations = sum(view.n for view in views.values())
-    if weight == 0:
+    if not lines:
         return None, observations
-    return LatencyModel(fixed_ms=fixed / weight, rtf=rtf, ms_per_char=ms_per_char), observations
+    return LearnedLatency(MappingProxyType(lines)), observations
 
 
 # -- breaker state (pure) -------------------------------------------------
@@ -463,10 +593,11 @@ class HealthBook:
         y = max(latency_ms, 0.0)
         learning = p.learning[series]
         view = learning.view()
-        fitted = view.fit()
-        if fitted is not None and view.n >= self._settings.latency_min_observations:
-            intercept, slope = fitted
-            y = min(y, _OUTLIER_FACTOR * (intercept + slope * x) + _OUTLIER_SLACK_MS)
+        line = view.fit()
+        if line is not None and view.n >= self._settings.latency_min_observations:
+            bound = line.clip_bound(x)
+            if bound is not None:
+                y = min(y, bound)
         learning.unsent = learning.unsent.then(_Ewma.observation(x, y, self._settings.latency_alpha))
 
     def _transition(self, name: str, p: _ProviderState, event: _BreakerEvent) -> None:
@@ -566,18 +697,28 @@ async def _sync_guarded(book: HealthBook, redis: Redis, prefix: str, timeout_s: 
 
 # -- Redis I/O -------------------------------------------------------------
 
-# KEYS[1]: a latency hash. ARGV: ttl, decay, n, then (field, delta) pairs.
+# KEYS[1]: a latency hash. ARGV: ttl, decay, n, min_x, max_x, the number of (field, delta) pairs,
+# those pairs, then the names of the size buckets seen.
 # Read-modify-write in one script so concurrent replicas never lose an update.
 _MERGE_LATENCY = """
 local decay = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'n', ARGV[3])
-for i = 4, #ARGV, 2 do
+local low = redis.call('HGET', KEYS[1], 'min_x')
+if low == false or tonumber(ARGV[4]) < tonumber(low) then redis.call('HSET', KEYS[1], 'min_x', ARGV[4]) end
+local high = redis.call('HGET', KEYS[1], 'max_x')
+if high == false or tonumber(ARGV[5]) > tonumber(high) then redis.call('HSET', KEYS[1], 'max_x', ARGV[5]) end
+local last = 6 + 2 * tonumber(ARGV[6])
+for i = 7, last, 2 do
   local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
   redis.call('HSET', KEYS[1], ARGV[i], string.format('%.17g', current * decay + tonumber(ARGV[i + 1])))
+end
+for i = last + 1, #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], '1')
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+_BUCKET_FIELD = "b"
 
 # KEYS[1]: a breaker hash. ARGV: ttl, state, at, opened_at, retry_at, consecutive_failures.
 # The newest transition wins whatever order replicas report in.
@@ -630,8 +771,21 @@ async def _push(redis: Redis, prefix: str, outgoing: list[_Outgoing]) -> list[st
             )
         for series, batch in item.batches.items():
             pairs = [v for pair in zip(_SUM_FIELDS, map(repr, batch.sums()), strict=True) for v in pair]
+            buckets = [f"{_BUCKET_FIELD}{k}" for k in sorted(batch.buckets)]
             key = _latency_key(prefix, item.name, series)
-            pipe.eval(_MERGE_LATENCY, 1, key, _KEY_TTL_S, repr(batch.decay), batch.n, *pairs)
+            pipe.eval(
+                _MERGE_LATENCY,
+                1,
+                key,
+                _KEY_TTL_S,
+                repr(batch.decay),
+                batch.n,
+                repr(batch.min_x),
+                repr(batch.max_x),
+                len(_SUM_FIELDS),
+                *pairs,
+                *buckets,
+            )
     if outgoing:
         pipe.expire(_names_key(prefix), _KEY_TTL_S)
     pipe.smembers(_names_key(prefix))
@@ -682,6 +836,13 @@ def _parse_sums(raw: Mapping[str, str]) -> _Ewma | None:
     try:
         n = int(raw["n"])
         w, x, y, xx, xy = (float(raw[f]) for f in _SUM_FIELDS)
+        # Absent in sums written before sizes were tracked: such a series learns its level until it spans.
+        min_x, max_x = float(raw.get("min_x", "inf")), float(raw.get("max_x", "-inf"))
+        buckets = frozenset(
+            int(name[len(_BUCKET_FIELD) :])
+            for name in raw
+            if name.startswith(_BUCKET_FIELD) and name[len(_BUCKET_FIELD) :].lstrip("-").isdigit()
+        )
     except (KeyError, ValueError):
         return None
-    return _Ewma(n=n, w=w, x=x, y=y, xx=xx, xy=xy)
+    return _Ewma(n=n, w=w, x=x, y=y, xx=xx, xy=xy, min_x=min_x, max_x=max_x, buckets=buckets)

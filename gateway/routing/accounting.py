@@ -168,6 +168,9 @@ class Accounting:
                 self._health.snapshot(),
             )
             cloud, local = what_if.cloud_usd, what_if.local_usd
+            measured = _measured_local_usd(route, locality)
+            if measured is not None:
+                local = measured
         return LedgerRecord(
             kind="request",
             record_id=request_record_id(scope.request_key),
@@ -203,6 +206,21 @@ class Accounting:
             return self._catalogue.get(provider).capabilities.locality
         except KeyError:
             return None
+
+
+def _measured_local_usd(route: RouteInfo, locality: Locality | None) -> Decimal | None:
+    """What a request answered on local engines cost there, from its measured compute; else None.
+
+    The counterfactual estimates compute time from the latency model; where the request really ran
+    locally, the estimate would report a different price for the very same work.
+    """
+    if route.cache_hit:
+        # The original call's cost, measured when it ran.
+        return route.saved_usd if locality is Locality.LOCAL else None
+    served = [a for a in route.attempts if a.outcome == "ok"]
+    if not served or any(a.locality is not Locality.LOCAL for a in served):
+        return None
+    return sum((a.cost_usd for a in served), Decimal(0))
 
 
 def _request_units(scope: RequestScope) -> Usage:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from gateway.core.domain import ExplainedCandidate, ExplainRequest, Explanation
 from gateway.core.errors import InvalidInput
 from gateway.core.provider_types import Operation
-from gateway.health.book import BreakerState
+from gateway.health.book import BreakerState, LatencySource
 from gateway.routing.operations import synthesize, transcribe, understand
 from gateway.settings import LimitSettings
 
@@ -53,6 +53,7 @@ class Explainer:
         else:
             rank_ctx = understand.rank_context(audio_s, req.language, req.routing)
         ranking = await pipeline.rank(rank_ctx, policy, ctx.tenant)
+        sized_by_audio = req.operation is not Operation.SYNTHESIZE
         transcription: tuple[ExplainedCandidate, ...] = ()
         if (
             req.operation is Operation.UNDERSTAND
@@ -62,7 +63,7 @@ class Explainer:
             step = transcribe.rank_context(
                 audio_s, req.language, False, understand.transcription_routing(req.routing)
             )
-            transcription = self._explained(await pipeline.rank(step, policy, ctx.tenant))
+            transcription = self._explained(await pipeline.rank(step, policy, ctx.tenant), audio=True)
         return Explanation(
             tenant=ctx.tenant.name,
             policy=policy.name,
@@ -71,7 +72,7 @@ class Explainer:
             max_attempts=ranking.max_attempts,
             audio_s=audio_s,
             characters=characters,
-            candidates=self._explained(ranking),
+            candidates=self._explained(ranking, audio=sized_by_audio),
             transcription_candidates=transcription,
             remaining_budget_usd=await pipeline.remaining_budget(ctx.tenant),
         )
@@ -92,7 +93,7 @@ class Explainer:
                 "per request (GATEWAY_LIMITS__MAX_TEXT_CHARS): explain a shorter one"
             )
 
-    def _explained(self, ranking: Ranking) -> tuple[ExplainedCandidate, ...]:
+    def _explained(self, ranking: Ranking, *, audio: bool) -> tuple[ExplainedCandidate, ...]:
         snapshot = self._health.snapshot()
         estimates = {c.name: c for c in ranking.kept}
         rows: list[ExplainedCandidate] = []
@@ -102,7 +103,8 @@ class Explainer:
             provider = self._catalogue.get(name)
             kept = estimates.get(name)
             health = snapshot.get(name)
-            prior = provider.capabilities.latency_prior
+            latency = snapshot.latency(name, provider.capabilities.latency_prior, audio=audio)
+            model = latency.model
             rows.append(
                 ExplainedCandidate(
                     provider=name,
@@ -115,7 +117,11 @@ class Explainer:
                     estimated_latency_ms=kept.estimated_latency_ms if kept else 0.0,
                     score=kept.score if kept else 0.0,
                     breaker_state=health.state.value if health else BreakerState.CLOSED.value,
-                    latency_learned=snapshot.latency_model(name, prior) is not prior,
+                    latency_learned=latency.source is not LatencySource.PRIOR,
+                    latency_source=latency.source.value,
+                    latency_observations=latency.observations,
+                    latency_fixed_ms=model.fixed_ms,
+                    latency_per_unit=model.rtf if audio else model.ms_per_char,
                 )
             )
         return tuple(rows)

@@ -11,11 +11,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main as cli
+from gateway.cli.report_render import MONEY_PLACES, _fmt_money
 from tests.audio_files import encode, tone
 from tests.redis_servers import free_port
 
@@ -67,6 +69,11 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def _shown_amount(amount: Decimal) -> str:
+    """The amount as the report's table prints it."""
+    return _fmt_money(amount, MONEY_PLACES)
+
+
 def test_serve_without_a_redis_url_keeps_reports_and_the_cache(tmp_path, state_dir, capsys):
     clip = tmp_path / "clip.wav"
     clip.write_bytes(encode(tone(1.0), 16_000, "wav"))
@@ -81,6 +88,13 @@ def test_serve_without_a_redis_url_keeps_reports_and_the_cache(tmp_path, state_d
 
         first = _json(capsys, "transcribe", str(clip), "--target", target)
         assert first["route"]["cache_hit"] is False
+        # The README's quick start: `audio-gateway report` right after the first transcription.
+        assert cli.main(["report", "--target", target, "--timeout", "60"]) == 0
+        table = capsys.readouterr().out
+        total = next(line for line in table.splitlines() if "TOTAL" in line)
+        assert total.split()[1] == "1", table  # one request
+        cost = Decimal(first["route"]["cost_usd"])
+        assert cost > 0 and _shown_amount(cost) in total, table
         report = _json(capsys, "report", "--target", target, "--group-by", "provider")
         assert report["total"]["requests"] == "1"
         assert [row["provider"] for row in report["rows"]] == [first["route"]["provider"]]

@@ -13,7 +13,15 @@ import structlog
 from redis.asyncio import Redis
 
 from gateway.core.provider_types import LatencyModel
-from gateway.health.book import BreakerState, HealthBook, HealthSnapshot, breaker_gauge_value, run_sync_loop
+from gateway.health.book import (
+    BreakerState,
+    HealthBook,
+    HealthSnapshot,
+    LatencyEstimate,
+    LatencySource,
+    breaker_gauge_value,
+    run_sync_loop,
+)
 from gateway.settings import BreakerSettings
 from tests.conftest import throwaway_redis
 
@@ -283,16 +291,21 @@ def test_text_series_learns_ms_per_char():
     model = health.snapshot().latency_model("tts", PRIOR)
     assert model.fixed_ms == pytest.approx(80.0, abs=1e-6)
     assert model.ms_per_char == pytest.approx(0.5, abs=1e-9)
-    assert model.rtf == 0.0
+    assert model.rtf == PRIOR.rtf, "no audio was observed: audio keeps the declared rate"
 
 
-def test_a_single_size_falls_back_to_the_mean_latency():
+def test_a_single_size_learns_the_level_and_keeps_the_prior_rate():
     health = book(FakeClock())
     for latency in (3000.0, 3400.0, 3200.0, 3200.0):
         health.record("stt", ok=True, latency_ms=latency, audio_s=10.0)
+    prior = LatencyModel(fixed_ms=500.0, rtf=0.05)
+    model = health.snapshot().latency_model("stt", prior)
+    assert model.rtf == prior.rtf
+    assert 3000.0 < model.estimate_ms(audio_s=10.0) < 3400.0
+    # The prior's rate alone (1.0: 10 s for this clip) would exceed the level seen: proportional instead.
     model = health.snapshot().latency_model("stt", PRIOR)
-    assert model.rtf == 0.0
-    assert 3000.0 < model.fixed_ms < 3400.0
+    assert model.fixed_ms == 0.0
+    assert 3000.0 < model.estimate_ms(audio_s=10.0) < 3400.0
 
 
 def test_terms_are_never_negative():
@@ -301,14 +314,76 @@ def test_terms_are_never_negative():
     for audio_s, latency in ((1.0, 900.0), (10.0, 600.0), (20.0, 300.0), (5.0, 800.0)):
         health.record("odd", ok=True, latency_ms=latency, audio_s=audio_s)
     model = health.snapshot().latency_model("odd", PRIOR)
-    assert model.rtf == 0.0
-    assert model.fixed_ms > 0.0
+    assert model.rtf >= 0.0 and model.fixed_ms >= 0.0
+    assert health.snapshot().latency("odd", PRIOR, audio=True).source is LatencySource.LEVEL
     # Pure proportional latency with a little noise would fit a negative intercept.
     for audio_s in (1.0, 2.0, 4.0, 8.0, 16.0):
         health.record("prop", ok=True, latency_ms=audio_s * 100.0 - 5.0, audio_s=audio_s)
     model = health.snapshot().latency_model("prop", PRIOR)
     assert model.fixed_ms == 0.0
     assert model.rtf > 0.0
+
+
+FASTER_WHISPER_LIKE = LatencyModel(fixed_ms=150.0, rtf=0.35)
+
+
+def observe_short_clips(health: HealthBook, name: str, count: int = 20, seed: int = 11) -> None:
+    """Clips of 1-2 s answered in about 841 ms: the traffic that once froze the estimate for any length."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        health.record(name, ok=True, latency_ms=841.0 + rng.gauss(0.0, 10.0), audio_s=rng.uniform(1.0, 2.0))
+
+
+def test_short_clips_alone_scale_to_long_audio_by_the_prior_rate():
+    health = book(FakeClock())
+    observe_short_clips(health, "stt")
+    snap = health.snapshot()
+    estimate = snap.latency("stt", FASTER_WHISPER_LIKE, audio=True)
+    assert estimate.source is LatencySource.LEVEL and estimate.observations == 20
+    one, long = estimate.model.estimate_ms(audio_s=1.0), estimate.model.estimate_ms(audio_s=1800.0)
+    assert long - one == pytest.approx(FASTER_WHISPER_LIKE.rtf * 1799.0 * 1000.0, rel=1e-9)
+    # Still right where it was measured.
+    assert estimate.model.estimate_ms(audio_s=1.5) == pytest.approx(841.0, abs=25.0)
+
+
+def test_observations_spread_over_lengths_are_fitted():
+    health = book(FakeClock())
+    observe_short_clips(health, "stt")
+    rng = random.Random(4)
+    for _ in range(40):
+        audio_s = rng.choice((2.0, 30.0, 120.0, 300.0)) * rng.uniform(0.9, 1.1)
+        health.record("stt", ok=True, latency_ms=300.0 + 0.12 * audio_s * 1000.0, audio_s=audio_s)
+    estimate = health.snapshot().latency("stt", FASTER_WHISPER_LIKE, audio=True)
+    assert estimate.source is LatencySource.FIT and estimate.observations == 60
+    assert estimate.model.rtf == pytest.approx(0.12, rel=0.05)
+    assert estimate.model.estimate_ms(audio_s=300.0) == pytest.approx(36_300.0, rel=0.05)
+
+
+def test_a_span_needs_three_times_the_smallest_size():
+    health = book(FakeClock())
+    for audio_s in (2.0, 2.5, 3.0, 3.9, 5.9):  # two power-of-two buckets, but under 3x
+        health.record("stt", ok=True, latency_ms=200.0 + 100.0 * audio_s, audio_s=audio_s)
+    assert health.snapshot().latency("stt", FASTER_WHISPER_LIKE, audio=True).source is LatencySource.LEVEL
+    health.record("stt", ok=True, latency_ms=200.0 + 100.0 * 6.0, audio_s=6.0)
+    estimate = health.snapshot().latency("stt", FASTER_WHISPER_LIKE, audio=True)
+    assert estimate.source is LatencySource.FIT
+    assert estimate.model.rtf == pytest.approx(0.1, rel=1e-6)
+
+
+def test_a_long_clip_after_short_ones_is_not_clipped_as_an_outlier():
+    health = book(FakeClock())
+    observe_short_clips(health, "stt")
+    health.record("stt", ok=True, latency_ms=60_000.0, audio_s=600.0)
+    health.record("stt", ok=True, latency_ms=30_000.0, audio_s=300.0)
+    model = health.snapshot().latency_model("stt", FASTER_WHISPER_LIKE)
+    assert model.estimate_ms(audio_s=600.0) > 40_000.0
+
+
+def test_the_prior_is_named_as_the_source_until_enough_observations():
+    health = book(FakeClock())
+    observe_short_clips(health, "stt", count=2)
+    estimate = health.snapshot().latency("stt", FASTER_WHISPER_LIKE, audio=True)
+    assert estimate == LatencyEstimate(FASTER_WHISPER_LIKE, LatencySource.PRIOR, 0)
 
 
 def test_failures_do_not_feed_the_latency_model():
@@ -433,6 +508,25 @@ async def test_the_fleet_model_follows_the_newest_observations(redis_client: Red
     model = old.snapshot().latency_model("stt", PRIOR)
     assert model.estimate_ms(audio_s=10.0) == pytest.approx(1100.0, rel=0.01)
     assert old.snapshot()["stt"].observations == 60
+
+
+async def test_the_span_of_lengths_is_shared_across_replicas(redis_client: Redis, prefix: str):
+    clock = FakeClock()
+    short, long = book(clock), book(clock)
+    for audio_s in (2.0, 2.2, 2.4, 2.6):
+        short.record("stt", ok=True, latency_ms=100.0 + 200.0 * audio_s, audio_s=audio_s)
+    for audio_s in (60.0, 64.0, 70.0, 75.0):
+        long.record("stt", ok=True, latency_ms=100.0 + 200.0 * audio_s, audio_s=audio_s)
+    for health in (short, long):
+        assert health.snapshot().latency("stt", FASTER_WHISPER_LIKE, audio=True).source is LatencySource.LEVEL
+    assert await short.sync(redis_client, prefix) and await long.sync(redis_client, prefix)
+    assert await short.sync(redis_client, prefix)
+    for health in (short, long):
+        estimate = health.snapshot().latency("stt", FASTER_WHISPER_LIKE, audio=True)
+        assert estimate.source is LatencySource.FIT and estimate.observations == 8
+        assert estimate.model.rtf == pytest.approx(0.2, rel=0.02)
+    sizes = await redis_client.hgetall(f"{prefix}health:stt:latency:audio")
+    assert float(sizes[b"min_x"]) == 2.0 and float(sizes[b"max_x"]) == 75.0
 
 
 async def test_syncing_does_not_replay_a_transition_already_applied(redis_client: Redis, prefix: str):

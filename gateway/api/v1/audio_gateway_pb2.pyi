@@ -251,7 +251,7 @@ class ExplainRouteRequest(_message.Message):
     def __init__(self, operation: _Optional[_Union[Operation, str]] = ..., audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., audio_duration_s: _Optional[float] = ..., text: _Optional[str] = ..., characters: _Optional[int] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., voice: _Optional[str] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
 
 class RouteCandidate(_message.Message):
-    __slots__ = ("provider", "model", "locality", "eligible", "rejected_reason", "rank", "estimated_cost_usd", "estimated_latency_ms", "score", "breaker_state", "latency_learned")
+    __slots__ = ("provider", "model", "locality", "eligible", "rejected_reason", "rank", "estimated_cost_usd", "estimated_latency_ms", "score", "breaker_state", "latency_learned", "latency_source", "latency_observations", "latency_fixed_ms", "latency_per_unit")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LOCALITY_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +263,10 @@ class RouteCandidate(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_LEARNED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIXED_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     locality: _common_pb2.Locality
@@ -274,7 +278,11 @@ class RouteCandidate(_message.Message):
     score: float
     breaker_state: str
     latency_learned: bool
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., locality: _Optional[_Union[_common_pb2.Locality, str]] = ..., eligible: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., rank: _Optional[int] = ..., estimated_cost_usd: _Optional[str] = ..., estimated_latency_ms: _Optional[float] = ..., score: _Optional[float] = ..., breaker_state: _Optional[str] = ..., latency_learned: _Optional[bool] = ...) -> None: ...
+    latency_source: str
+    latency_observations: int
+    latency_fixed_ms: float
+    latency_per_unit: float
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., locality: _Optional[_Union[_common_pb2.Locality, str]] = ..., eligible: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., rank: _Optional[int] = ..., estimated_cost_usd: _Optional[str] = ..., estimated_latency_ms: _Optional[float] = ..., score: _Optional[float] = ..., breaker_state: _Optional[str] = ..., latency_learned: _Optional[bool] = ..., latency_source: _Optional[str] = ..., latency_observations: _Optional[int] = ..., latency_fixed_ms: _Optional[float] = ..., latency_per_unit: _Optional[float] = ...) -> None: ...
 
 class ExplainRouteResponse(_message.Message):
     __slots__ = ("policy", "privacy", "objective", "max_attempts", "audio_duration_s", "characters", "candidates", "transcription_candidates", "remaining_budget_usd", "tenant")
