@@ -152,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--words", action="store_true", help="also return per-word timestamps")
     transcribe.add_argument("--prompt", default="", help="text that biases recognition (names, jargon)")
     transcribe.add_argument(
+        "--diarize",
+        action="store_true",
+        help="label who speaks when (routed only to providers with the 'diarization' feature: Deepgram, "
+        "AssemblyAI)",
+    )
+    transcribe.add_argument(
         "--format",
         choices=("json", "text", "srt", "vtt"),
         help="print only the transcript as this document on stdout: the response as JSON, plain text, or "
@@ -266,6 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--language", default="", help="language of the speech, e.g. en")
     explain.add_argument("--words", action="store_true", help="the request would want word timestamps")
     explain.add_argument("--voice", default="", help="the voice the request would name")
+    explain.add_argument("--diarize", action="store_true", help="the request would want speaker labels")
     explain.add_argument(
         "--objective", choices=sorted(_OBJECTIVES), help="override the policy's objective for this request"
     )
@@ -447,6 +454,7 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
             word_timestamps=args.words,
             prompt=args.prompt,
             response_format=args.format or "json",
+            diarize=args.diarize,
             routing=_routing(args),
         )
     if ui.json or args.format == "json":
@@ -459,7 +467,10 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
     if reply.language:
         details.append(f"language {reply.language}")
     _say(ui, Text("  ·  ".join(details), style="dim"))
-    _say(ui, Text(reply.text or "(no speech recognised)", style="" if reply.text else "italic"))
+    if any(segment.speaker for segment in reply.segments):
+        ui.out.print(_speakers_table(reply.segments))
+    else:
+        _say(ui, Text(reply.text or "(no speech recognised)", style="" if reply.text else "italic"))
     if reply.words:
         ui.out.print(_words_table(reply.words))
     ui.out.print(_route_table(reply.route))
@@ -730,6 +741,7 @@ def _cmd_explain(args: argparse.Namespace, ui: _Ui) -> int:
         language=args.language,
         word_timestamps=args.words,
         voice=args.voice,
+        diarize=args.diarize,
         routing=_routing(args) or common_pb2.RoutingOptions(),
     )
     if args.objective:
@@ -993,6 +1005,22 @@ def _words_table(words: list[audio_gateway_pb2.Word]) -> Table:
     for word in words:
         table.add_row(
             f"{word.start_s:.2f}", f"{word.end_s:.2f}", Text(word.text.strip()), f"{word.confidence:.2f}"
+        )
+    return table
+
+
+def _speakers_table(segments: Sequence[audio_gateway_pb2.Segment]) -> Table:
+    table = Table(box=box.SIMPLE, pad_edge=False)
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    table.add_column("speaker")
+    table.add_column("text")
+    for segment in segments:
+        table.add_row(
+            f"{segment.start_s:.2f}",
+            f"{segment.end_s:.2f}",
+            Text(segment.speaker),
+            Text(segment.text.strip()),
         )
     return table
 

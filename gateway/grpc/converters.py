@@ -104,6 +104,7 @@ def transcribe_request(msg: pb.TranscribeRequest) -> domain.TranscribeRequest:
             prompt=msg.prompt or None,
             # Subtitles need timed segments: never route them to a provider that returns one untimed block.
             segments=transcript_format(msg) in (TranscriptFormat.SRT, TranscriptFormat.VTT),
+            diarize=msg.diarize,
         ),
         routing=routing(msg.routing),
     )
@@ -170,6 +171,7 @@ def explain_request(msg: pb.ExplainRouteRequest) -> domain.ExplainRequest:
         word_timestamps=msg.word_timestamps,
         voice=msg.voice.strip() or None,
         routing=routing(msg.routing),
+        diarize=msg.diarize,
     )
 
 
@@ -239,7 +241,7 @@ def _money(value: Decimal) -> str:
 
 
 def _word(w: WordTiming) -> pb.Word:
-    return pb.Word(text=w.text, start_s=w.start_s, end_s=w.end_s, confidence=w.confidence)
+    return pb.Word(text=w.text, start_s=w.start_s, end_s=w.end_s, confidence=w.confidence, speaker=w.speaker)
 
 
 def _segment(s: SegmentTiming) -> pb.Segment:
