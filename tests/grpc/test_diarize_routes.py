@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import pytest
+import structlog
 import yaml
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
@@ -16,6 +18,8 @@ from gateway.api.v1 import audio_gateway_pb2_grpc
 from gateway.api.v1 import common_pb2 as common
 from gateway.cli import main as cli
 from gateway.grpc.server import GatewayServer
+from providers.config import load_providers_file
+from providers.registry import build_remote_providers
 from providers.testing import FakeTranscriber
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings
@@ -41,11 +45,15 @@ class Gateway:
     target: str
 
 
-@pytest.fixture
-async def gateway(tmp_path, monkeypatch) -> AsyncIterator[Gateway]:
-    with FakeDeepgram(api_key=DEEPGRAM_KEY) as deepgram, FakeAssemblyAI(api_key=ASSEMBLYAI_KEY) as assemblyai:
-        monkeypatch.setenv(DEEPGRAM_ENV, DEEPGRAM_KEY)
-        monkeypatch.setenv(ASSEMBLYAI_ENV, ASSEMBLYAI_KEY)
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory, redis_url) -> AsyncIterator[Gateway]:
+    with (
+        FakeDeepgram(api_key=DEEPGRAM_KEY) as deepgram,
+        FakeAssemblyAI(api_key=ASSEMBLYAI_KEY) as assemblyai,
+        pytest.MonkeyPatch.context() as env,
+    ):
+        env.setenv(DEEPGRAM_ENV, DEEPGRAM_KEY)
+        env.setenv(ASSEMBLYAI_ENV, ASSEMBLYAI_KEY)
         # Neither entry turns diarization on in its options: only the request asks for it.
         entries = [
             {
@@ -67,13 +75,17 @@ async def gateway(tmp_path, monkeypatch) -> AsyncIterator[Gateway]:
                 "timeout_s": 10,
             },
         ]
-        path = tmp_path / "providers.yaml"
+        path = tmp_path_factory.mktemp("diarize") / "providers.yaml"
         path.write_text(yaml.safe_dump({"providers": entries}), encoding="utf-8")
         settings = local_settings()
         settings.whisper.enabled = settings.piper.enabled = settings.llama.enabled = False
         settings.providers_file = path
+        # The real Redis, for the cache; keys under a prefix of this test's own.
+        settings.redis.url, settings.redis.key_prefix = redis_url, f"test:{uuid.uuid4().hex}:"
         local = FakeTranscriber(name="local-stt")
-        server = GatewayServer(settings, providers=[local])
+        # Given providers replace the configured ones: the vendors are built from the same file.
+        remote = build_remote_providers(load_providers_file(path))
+        server = GatewayServer(settings, providers=[local, *remote])
         await server.start()
         try:
             await server.wait_ready(timeout_s=30)
@@ -84,6 +96,16 @@ async def gateway(tmp_path, monkeypatch) -> AsyncIterator[Gateway]:
                 yield Gateway(stub, deepgram, assemblyai, local, target)
         finally:
             await server.stop(grace_s=1)
+
+
+@pytest.fixture
+def gateway(server: Gateway) -> Gateway:
+    """The module's gateway, its fakes' records cleared for each test."""
+    server.deepgram.reset()
+    server.assemblyai.reset()
+    server.local.calls = 0
+    server.local.last_options = None
+    return server
 
 
 def request(
@@ -193,23 +215,31 @@ async def test_diarized_and_plain_results_are_cached_apart(gateway):
     assert ["diarize" in r.query for r in listens] == [False, True]
 
 
+async def run_cli(*argv: str) -> int:
+    """The command line, in a thread (it blocks) while the server answers on this loop; the server's
+    logs are kept off the stdout the command prints to."""
+    with structlog.testing.capture_logs():
+        return await asyncio.to_thread(cli.main, list(argv))
+
+
 async def test_cli_diarize_flag_reaches_the_provider(gateway, tmp_path, capsys):
     path = tmp_path / "meeting.wav"
-    path.write_bytes(CLIP)
+    # Audio of its own: the command line uses the cache, which other tests' results must not answer.
+    path.write_bytes(encode(tone(3.0), 16_000, "wav"))
     argv = ["transcribe", str(path), "--diarize", "--target", gateway.target, "--timeout", "30"]
-    assert await asyncio.to_thread(cli.main, [*argv, "--provider", "assemblyai-universal", "--json"]) == 0
+    assert await run_cli(*argv, "--provider", "assemblyai-universal", "--json") == 0
     body = json.loads(capsys.readouterr().out)
     assert [s["speaker"] for s in body["segments"]] == ["speaker_A", "speaker_B"]
     assert gateway.assemblyai.creates[0].json()["speaker_labels"] is True
 
-    assert await asyncio.to_thread(cli.main, [*argv, "--provider", "deepgram-nova"]) == 0
+    assert await run_cli(*argv, "--provider", "deepgram-nova") == 0
     out = capsys.readouterr().out
     assert "speaker_0" in out and "speaker_1" in out and "Hi! How are you?" in out
 
 
 async def test_cli_explain_diarize_shows_why_the_local_engine_is_out(gateway, capsys):
     argv = ["explain", "transcribe", "--seconds", "30", "--diarize", "--policy", "private"]
-    assert await asyncio.to_thread(cli.main, [*argv, "--target", gateway.target, "--json"]) == 0
+    assert await run_cli(*argv, "--target", gateway.target, "--json") == 0
     body = json.loads(capsys.readouterr().out)
     local = next(c for c in body["candidates"] if c["provider"] == "local-stt")
     assert local["rejected_reason"] == "lacks feature(s) diarization"
