@@ -143,7 +143,7 @@ def transcribe_request(
     diarize: bool = False,
     routing: common_pb2.RoutingOptions | None = None,
 ) -> audio_gateway_pb2.TranscribeRequest:
-    """A ``TranscribeRequest``, as both clients' ``transcribe`` send it."""
+    """A ``TranscribeRequest``, as both clients' ``transcribe`` and ``transcribe_progress`` send it."""
     try:
         fmt = _TRANSCRIPT_FORMATS[response_format]
     except KeyError:
@@ -320,6 +320,16 @@ class GatewayClient(_ClientBase):
         request = transcribe_request(audio, **options)
         return self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
 
+    def transcribe_progress(
+        self,
+        audio: AudioSource,
+        **options: Unpack[TranscribeArgs],
+    ) -> Iterator[audio_gateway_pb2.TranscribeProgressEvent]:
+        """:meth:`transcribe`, followed: events with the audio seconds done so far, the last one with the
+        ``response``."""
+        request = transcribe_request(audio, **options)
+        yield from self._stub.TranscribeProgress(request, timeout=self.timeout_s, metadata=self._metadata)
+
     def stream_transcribe(
         self,
         chunks: Iterable[bytes | int],
@@ -468,6 +478,17 @@ class AsyncGatewayClient(_ClientBase):
             lambda: transcribe_request(audio, **options),
         )
         return await self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def transcribe_progress(
+        self,
+        audio: AudioSource,
+        **options: Unpack[TranscribeArgs],
+    ) -> AsyncIterator[audio_gateway_pb2.TranscribeProgressEvent]:
+        """As :meth:`GatewayClient.transcribe_progress`."""
+        request = await _off_loop_if_path(audio, lambda: transcribe_request(audio, **options))
+        call = self._stub.TranscribeProgress(request, timeout=self.timeout_s, metadata=self._metadata)
+        async for event in call:
+            yield event
 
     async def stream_transcribe(
         self,

@@ -5,6 +5,7 @@
     audio-gateway serve --port 50051
     audio-gateway transcribe meeting.wav --language en --words
     audio-gateway transcribe meeting.wav --words --format srt > meeting.srt
+    audio-gateway transcribe interview.mp3 --diarize --progress
     audio-gateway synthesize "Hello there." -o hello.wav
     echo "Hello there." | audio-gateway synthesize - -o hello.wav
     audio-gateway understand call.wav -q "What did the caller ask for?"
@@ -27,7 +28,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,14 @@ from google.protobuf.message import Message
 from rich import box
 from rich.console import Console
 from rich.live import Live
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -50,6 +58,7 @@ from gateway.client import (
     DEFAULT_TIMEOUT_S,
     REQUEST_ID_HEADER,
     GatewayClient,
+    TranscribeArgs,
     with_default_port,
 )
 
@@ -151,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("--words", action="store_true", help="also return per-word timestamps")
     transcribe.add_argument("--prompt", default="", help="text that biases recognition (names, jargon)")
+    transcribe.add_argument(
+        "--progress",
+        action="store_true",
+        help="show how much of the audio is transcribed (on by default when stderr is a terminal; "
+        "elsewhere one line on stderr each time the percentage grows)",
+    )
     transcribe.add_argument(
         "--diarize",
         action="store_true",
@@ -447,16 +462,25 @@ def _override_listen_address(settings: Settings, host: str | None, port: int | N
 
 def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
     path = _input_file(args.file)
-    with _client(args) as client, _progress(ui, f"Transcribing {_describe_file(path, ui)}"):
-        reply = client.transcribe(
-            path,
-            language=args.language,
-            word_timestamps=args.words,
-            prompt=args.prompt,
-            response_format=args.format or "json",
-            diarize=args.diarize,
-            routing=_routing(args),
-        )
+    options: TranscribeArgs = {
+        "language": args.language,
+        "word_timestamps": args.words,
+        "prompt": args.prompt,
+        "response_format": args.format or "json",
+        "diarize": args.diarize,
+        "routing": _routing(args),
+    }
+    with _client(args) as client:
+        if ui.progress or args.progress:
+            try:
+                reply = _followed_transcription(client, path, options, ui)
+            except grpc.RpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                # A gateway from before TranscribeProgress: the same transcript, without progress.
+                reply = client.transcribe(path, **options)
+        else:
+            reply = client.transcribe(path, **options)
     if ui.json or args.format == "json":
         _print_json(reply)
         return EXIT_OK
@@ -475,6 +499,53 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
         ui.out.print(_words_table(reply.words))
     ui.out.print(_route_table(reply.route))
     return EXIT_OK
+
+
+def _followed_transcription(
+    client: GatewayClient, path: Path, options: TranscribeArgs, ui: _Ui
+) -> audio_gateway_pb2.TranscribeResponse:
+    """TranscribeProgress, shown as a bar of the audio transcribed on a terminal, else as a line on stderr
+    each time the percentage grows."""
+    events = client.transcribe_progress(path, **options)
+    if not ui.progress:
+        return _print_progress(events, ui.err)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[audio]}", style="dim"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=ui.err, transient=True) as bar:
+        task = bar.add_task(f"Transcribing {_describe_file(path, ui)}", total=None, audio="")
+        for event in events:
+            if event.audio_total_s > 0:
+                audio = f"{_format_duration(event.audio_done_s)} of {_format_duration(event.audio_total_s)}"
+                bar.update(task, completed=event.audio_done_s, total=event.audio_total_s, audio=audio)
+            if event.HasField("response"):
+                return event.response
+    raise CliError("the gateway ended the transcription without a transcript")
+
+
+def _print_progress(
+    events: Iterable[audio_gateway_pb2.TranscribeProgressEvent], err: Console
+) -> audio_gateway_pb2.TranscribeResponse:
+    shown = -1
+    for event in events:
+        percent = _percent(event.audio_done_s, event.audio_total_s)
+        if percent > shown:
+            shown = percent
+            err.print(
+                f"transcribed {percent}% ({event.audio_done_s:.1f} of {event.audio_total_s:.1f} s of audio)"
+            )
+        if event.HasField("response"):
+            return event.response
+    raise CliError("the gateway ended the transcription without a transcript")
+
+
+def _percent(done_s: float, total_s: float) -> int:
+    # Floored, so 100 % means done, not nearly done.
+    return 100 if total_s <= 0 or done_s >= total_s else int(100 * done_s / total_s)
 
 
 def _stream_synthesize(args: argparse.Namespace, ui: _Ui, text: str, output: Path) -> int:

@@ -10,6 +10,7 @@ from gateway.api.v1 import common_pb2 as common
 from gateway.core import domain
 from gateway.core.domain import language_code
 from gateway.core.errors import InvalidInput
+from gateway.core.progress import AudioProgress
 from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
 from gateway.core.subtitles import TranscriptFormat, render
 from gateway.money.pricing import usd_text
@@ -261,6 +262,18 @@ def transcribe_response(
         words=[_word(w) for s in result.segments for w in s.words],
         formatted=render(fmt, result.text, result.segments),
         route=route_info(result.route),
+    )
+
+
+def transcribe_progress_event(
+    event: AudioProgress | domain.TranscribeResult, fmt: TranscriptFormat
+) -> pb.TranscribeProgressEvent:
+    if isinstance(event, AudioProgress):
+        return pb.TranscribeProgressEvent(audio_done_s=event.done_s, audio_total_s=event.total_s)
+    return pb.TranscribeProgressEvent(
+        audio_done_s=event.duration_s,
+        audio_total_s=event.duration_s,
+        response=transcribe_response(event, fmt),
     )
 
 

@@ -146,6 +146,16 @@ class TranscribeResponse(_message.Message):
     route: _common_pb2.RouteInfo
     def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., formatted: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
 
+class TranscribeProgressEvent(_message.Message):
+    __slots__ = ("audio_done_s", "audio_total_s", "response")
+    AUDIO_DONE_S_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_TOTAL_S_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    audio_done_s: float
+    audio_total_s: float
+    response: TranscribeResponse
+    def __init__(self, audio_done_s: _Optional[float] = ..., audio_total_s: _Optional[float] = ..., response: _Optional[_Union[TranscribeResponse, _Mapping]] = ...) -> None: ...
+
 class SynthesizeRequest(_message.Message):
     __slots__ = ("text", "voice", "format", "sample_rate", "speed", "routing")
     TEXT_FIELD_NUMBER: _ClassVar[int]
