@@ -9,15 +9,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+import openai
 import pytest
 import structlog
 import yaml
+from openai.types.audio import TranscriptionDiarized
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc
 from gateway.api.v1 import common_pb2 as common
 from gateway.cli import main as cli
 from gateway.grpc.server import GatewayServer
+from gateway.http.server import HttpDoor, http_doors
 from providers.config import load_providers_file
 from providers.registry import build_remote_providers
 from providers.testing import FakeTranscriber
@@ -43,6 +46,7 @@ class Gateway:
     assemblyai: FakeAssemblyAI
     local: FakeTranscriber
     target: str
+    http_url: str
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +89,18 @@ async def server(tmp_path_factory, redis_url) -> AsyncIterator[Gateway]:
         local = FakeTranscriber(name="local-stt")
         # Given providers replace the configured ones: the vendors are built from the same file.
         remote = build_remote_providers(load_providers_file(path))
-        server = GatewayServer(settings, providers=[local, *remote])
+        settings.http.host, settings.http.port = "127.0.0.1", 0
+        server = GatewayServer(settings, providers=[local, *remote], doors=http_doors(settings))
         await server.start()
         try:
             await server.wait_ready(timeout_s=30)
             assert not server.app.catalogue.failures, server.app.catalogue.failures
             target = f"127.0.0.1:{server.port}"
+            [door] = server.doors
+            assert isinstance(door, HttpDoor)
             async with grpc.aio.insecure_channel(target) as channel:
                 stub = audio_gateway_pb2_grpc.AudioGatewayStub(channel)
-                yield Gateway(stub, deepgram, assemblyai, local, target)
+                yield Gateway(stub, deepgram, assemblyai, local, target, f"http://127.0.0.1:{door.port}/v1")
         finally:
             await server.stop(grace_s=1)
 
@@ -243,3 +250,54 @@ async def test_cli_explain_diarize_shows_why_the_local_engine_is_out(gateway, ca
     body = json.loads(capsys.readouterr().out)
     local = next(c for c in body["candidates"] if c["provider"] == "local-stt")
     assert local["rejected_reason"] == "lacks feature(s) diarization"
+
+
+# -- the OpenAI-compatible door: response_format=diarized_json -------------------------------------
+
+
+def openai_client(gateway: Gateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gateway.http_url, api_key="unused", max_retries=0)
+
+
+async def test_http_diarized_json_is_served_by_a_diarizing_provider_with_speakers(gateway):
+    async with openai_client(gateway) as client:
+        reply = await client.audio.transcriptions.create(
+            model="provider:deepgram-nova", file=("talk.wav", CLIP), response_format="diarized_json"
+        )
+    assert isinstance(reply, TranscriptionDiarized)
+    assert [(s.speaker, s.text) for s in reply.segments] == [
+        ("speaker_0", "Hello there."),
+        ("speaker_1", "Hi! How are you?"),
+    ]
+    assert reply.duration == pytest.approx(2.5) and reply.text == "Hello there. Hi! How are you?"
+    [sent] = gateway.deepgram.requests_to("/v1/listen")
+    assert sent.query["diarize"] == ["true"]
+
+
+async def test_http_diarized_json_skips_the_local_engine_and_is_refused_under_local_only(
+    gateway,
+):
+    async with openai_client(gateway) as client:
+        reply = await client.audio.transcriptions.create(
+            model="whisper-1", file=("talk.wav", CLIP), response_format="diarized_json"
+        )
+        assert all(s.speaker for s in reply.segments) and gateway.local.calls == 0
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.audio.transcriptions.create(
+                model="policy:private", file=("talk.wav", CLIP), response_format="diarized_json"
+            )
+    assert (
+        "diarize" in caught.value.message
+        and "local-stt: lacks feature(s) diarization" in caught.value.message
+    )
+
+
+async def test_http_translations_refuse_diarized_json(gateway):
+    async with openai_client(gateway) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.audio.translations.create(
+                model="whisper-1",
+                file=("talk.wav", CLIP),
+                response_format="diarized_json",  # type: ignore[arg-type]
+            )
+    assert "diarized_json is for transcriptions" in caught.value.message
