@@ -520,7 +520,7 @@ def _followed_transcription(
         task = bar.add_task(f"Transcribing {_describe_file(path, ui)}", total=None, audio="")
         for event in events:
             if event.audio_total_s > 0:
-                audio = f"{_format_duration(event.audio_done_s)} of {_format_duration(event.audio_total_s)}"
+                audio = f"{_clock(event.audio_done_s)} of {_clock(event.audio_total_s)}"
                 bar.update(task, completed=event.audio_done_s, total=event.audio_total_s, audio=audio)
             if event.HasField("response"):
                 return event.response
@@ -541,6 +541,13 @@ def _print_progress(
         if event.HasField("response"):
             return event.response
     raise CliError("the gateway ended the transcription without a transcript")
+
+
+def _clock(seconds: float) -> str:
+    """m:ss (h:mm:ss past an hour), the same width while the bar moves."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _percent(done_s: float, total_s: float) -> int:
@@ -1025,9 +1032,7 @@ def _format_size(size: int) -> str:
 def _format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return _clock(round(seconds))
 
 
 def _locality_name(value: int) -> str:
