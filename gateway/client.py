@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self, TypeVar
+from typing import Literal, Self, TypedDict, TypeVar, Unpack
 
 import grpc
 import grpc.aio
@@ -48,8 +48,10 @@ __all__ = [
     "AudioSource",
     "GatewayClient",
     "OutputFormat",
+    "TranscribeArgs",
     "TranscriptFormat",
     "load_audio",
+    "transcribe_request",
     "with_default_port",
 ]
 
@@ -109,6 +111,18 @@ T = TypeVar("T")
 # -- request building, shared by both clients ---------------------------------
 
 
+class TranscribeArgs(TypedDict, total=False):
+    """The keyword arguments of :func:`transcribe_request` (and of both clients' ``transcribe``)."""
+
+    mime_type: str
+    language: str
+    word_timestamps: bool
+    prompt: str
+    response_format: TranscriptFormat
+    diarize: bool
+    routing: common_pb2.RoutingOptions | None
+
+
 def load_audio(audio: AudioSource, mime_type: str = "") -> common_pb2.Audio:
     """An ``Audio`` message from bytes, or from a file path (read here; MIME type guessed from the suffix)."""
     if isinstance(audio, bytes | bytearray | memoryview):
@@ -118,15 +132,18 @@ def load_audio(audio: AudioSource, mime_type: str = "") -> common_pb2.Audio:
     return common_pb2.Audio(content=content, mime_type=mime_type or mimetypes.guess_type(path.name)[0] or "")
 
 
-def _transcribe_request(
+def transcribe_request(
     audio: AudioSource,
-    mime_type: str,
-    language: str,
-    word_timestamps: bool,
-    prompt: str,
-    response_format: TranscriptFormat,
-    routing: common_pb2.RoutingOptions | None,
+    *,
+    mime_type: str = "",
+    language: str = "",
+    word_timestamps: bool = False,
+    prompt: str = "",
+    response_format: TranscriptFormat = "json",
+    diarize: bool = False,
+    routing: common_pb2.RoutingOptions | None = None,
 ) -> audio_gateway_pb2.TranscribeRequest:
+    """A ``TranscribeRequest``, as both clients' ``transcribe`` and ``transcribe_progress`` send it."""
     try:
         fmt = _TRANSCRIPT_FORMATS[response_format]
     except KeyError:
@@ -139,6 +156,7 @@ def _transcribe_request(
         word_timestamps=word_timestamps,
         prompt=prompt,
         response_format=fmt,
+        diarize=diarize,
         routing=routing,
     )
 
@@ -297,18 +315,20 @@ class GatewayClient(_ClientBase):
     def transcribe(
         self,
         audio: AudioSource,
-        *,
-        mime_type: str = "",
-        language: str = "",
-        word_timestamps: bool = False,
-        prompt: str = "",
-        response_format: TranscriptFormat = "json",
-        routing: common_pb2.RoutingOptions | None = None,
+        **options: Unpack[TranscribeArgs],
     ) -> audio_gateway_pb2.TranscribeResponse:
-        request = _transcribe_request(
-            audio, mime_type, language, word_timestamps, prompt, response_format, routing
-        )
+        request = transcribe_request(audio, **options)
         return self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    def transcribe_progress(
+        self,
+        audio: AudioSource,
+        **options: Unpack[TranscribeArgs],
+    ) -> Iterator[audio_gateway_pb2.TranscribeProgressEvent]:
+        """:meth:`transcribe`, followed: events with the audio seconds done so far, the last one with the
+        ``response``."""
+        request = transcribe_request(audio, **options)
+        yield from self._stub.TranscribeProgress(request, timeout=self.timeout_s, metadata=self._metadata)
 
     def stream_transcribe(
         self,
@@ -451,21 +471,24 @@ class AsyncGatewayClient(_ClientBase):
     async def transcribe(
         self,
         audio: AudioSource,
-        *,
-        mime_type: str = "",
-        language: str = "",
-        word_timestamps: bool = False,
-        prompt: str = "",
-        response_format: TranscriptFormat = "json",
-        routing: common_pb2.RoutingOptions | None = None,
+        **options: Unpack[TranscribeArgs],
     ) -> audio_gateway_pb2.TranscribeResponse:
         request = await _off_loop_if_path(
             audio,
-            lambda: _transcribe_request(
-                audio, mime_type, language, word_timestamps, prompt, response_format, routing
-            ),
+            lambda: transcribe_request(audio, **options),
         )
         return await self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
+
+    async def transcribe_progress(
+        self,
+        audio: AudioSource,
+        **options: Unpack[TranscribeArgs],
+    ) -> AsyncIterator[audio_gateway_pb2.TranscribeProgressEvent]:
+        """As :meth:`GatewayClient.transcribe_progress`."""
+        request = await _off_loop_if_path(audio, lambda: transcribe_request(audio, **options))
+        call = self._stub.TranscribeProgress(request, timeout=self.timeout_s, metadata=self._metadata)
+        async for event in call:
+            yield event
 
     async def stream_transcribe(
         self,

@@ -107,9 +107,9 @@ class AssemblyAIProvider:
                 f"one of {', '.join(sorted(_STREAMING_MODELS))}"
             )
         self._streaming_model = streaming_model
-        features = {"word_timestamps", "segments", "language_detection", "streaming"}
-        if self._options.get("speaker_labels") is True:
-            features.add("diarization")
+        # Every speech model labels speakers when asked (``speaker_labels``), per request or, with
+        # ``options: {speaker_labels: true}``, on every request.
+        features = {"word_timestamps", "segments", "language_detection", "streaming", "diarization"}
         # The poll interval is time the caller waits on top of the vendor's own.
         latency = LatencyModel(fixed_ms=_FIXED_MS + config.poll_interval_s * 1000.0, rtf=_RTF)
         self.capabilities = capabilities_from(config, frozenset(features), latency)
@@ -202,7 +202,10 @@ class AssemblyAIProvider:
         return self._client
 
     def _request_config(self, options: TranscribeOptions) -> aai.TranscriptionConfig:
-        return aai.TranscriptionConfig(**_request_fields(self._config.model, self._options, options.language))
+        fields = _request_fields(self._config.model, self._options, options.language)
+        if options.diarize:
+            fields["speaker_labels"] = True
+        return aai.TranscriptionConfig(**fields)
 
     def _sdk_error(self, exc: aai.AssemblyAIError) -> ProviderError:
         if exc.status_code is None:
@@ -278,7 +281,7 @@ def _segments(
                 start_s=_seconds(u.start),
                 end_s=_seconds(u.end),
                 words=_words(u.words) if with_words else (),
-                speaker=f"speaker_{u.speaker}" if u.speaker else "",
+                speaker=_speaker(u.speaker),
             )
             for u in utterances
         )
@@ -290,8 +293,14 @@ def _segments(
 
 def _words(words: Sequence[aai.Word] | None) -> tuple[WordTiming, ...]:
     return tuple(
-        WordTiming(w.text, _seconds(w.start), _seconds(w.end), float(w.confidence)) for w in words or ()
+        WordTiming(w.text, _seconds(w.start), _seconds(w.end), float(w.confidence), _speaker(w.speaker))
+        for w in words or ()
     )
+
+
+def _speaker(label: str | None) -> str:
+    # AssemblyAI names speakers "A", "B"...; the gateway's labels read the same whatever the vendor.
+    return f"speaker_{label}" if label else ""
 
 
 def _seconds(milliseconds: int) -> float:

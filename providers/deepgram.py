@@ -112,9 +112,9 @@ class DeepgramProvider:
         self._config = config
         self._options = dict(config.options)
         if config.operation is Operation.TRANSCRIBE:
-            features = {"word_timestamps", "segments", "streaming"}
-            if self._options.get("diarize") is True:
-                features.add("diarization")
+            # Every pre-recorded model diarizes when asked (``diarize=true``), per request or, with
+            # ``options: {diarize: true}``, on every request.
+            features = {"word_timestamps", "segments", "streaming", "diarization"}
             if self._options.get("detect_language") is True:
                 features.add("language_detection")
             latency = _TRANSCRIBE_LATENCY
@@ -152,6 +152,8 @@ class DeepgramProvider:
     ) -> Transcript:
         self._require(Operation.TRANSCRIBE)
         query = {k: v for k, v in {**_LISTEN_DEFAULTS, **self._options}.items() if k not in STREAM_OPTIONS}
+        if options.diarize:
+            query["diarize"] = True
         if query.get("diarize") is True:
             # Utterances carry the speaker turns that segments are built from.
             query.setdefault("utterances", True)
@@ -450,6 +452,7 @@ def _word(raw: Any) -> _Word:
         start_s=float(raw.start),
         end_s=float(raw.end),
         confidence=float(raw.confidence) if raw.confidence is not None else 0.0,
+        speaker=_speaker(speaker),
     )
     return _Word(timing, speaker)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from gateway.core import progress
 from gateway.core.errors import ProviderBusy, ProviderInputError, ProviderTimeout, ProviderUnavailable
 from gateway.core.provider_types import (
     Capabilities,
@@ -173,19 +174,22 @@ class FasterWhisperTranscriber:
         except TimeoutError as exc:
             raise ProviderTimeout(self.name, f"the audio was not decoded within {timeout_s:.1f} s") from exc
         remaining = None if deadline is None else deadline - time.monotonic()
-        timed = await self._pool.run(lambda: self._run(samples, options), remaining)
+        heard = _progress_reporter(audio.duration_s)
+        timed = await self._pool.run(lambda: self._run(samples, options, heard), remaining)
         text, language, segments = timed.value
         usage = Usage(audio_seconds=audio.duration_s, compute_seconds=timed.compute_s)
         return Transcript(text=text, language=language, segments=segments, usage=usage)
 
     def _run(
-        self, samples: np.ndarray, options: TranscribeOptions
+        self, samples: np.ndarray, options: TranscribeOptions, heard: Callable[[float], None] | None = None
     ) -> tuple[str, str, tuple[SegmentTiming, ...]]:
         if self._engine is None:
             raise ProviderUnavailable(self.name, "the model is not loaded yet")
         engine: WhisperModel = self._engine
         try:
-            found, language = longform.transcribe(samples, self._decoder(engine, options), self._longform)
+            found, language = longform.transcribe(
+                samples, self._decoder(engine, options, heard), self._longform
+            )
         except (RuntimeError, ValueError) as exc:
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
         segments = tuple(seg for seg in found if seg.text)
@@ -193,10 +197,13 @@ class FasterWhisperTranscriber:
         # A translation's text is English, whatever language was heard.
         return " ".join(seg.text for seg in segments), "en" if options.translate else language, segments
 
-    def _decoder(self, engine: WhisperModel, options: TranscribeOptions) -> longform.Decoder:
+    def _decoder(
+        self, engine: WhisperModel, options: TranscribeOptions, heard: Callable[[float], None] | None
+    ) -> longform.Decoder:
         """Windows one after the other, each with Whisper's full decoding (temperature fallback, and a
         second pass over what a window's first left out); or, with ``batch_size`` > 1, up to that many
-        windows in one batch of the model, each decoded once."""
+        windows in one batch of the model, each decoded once. ``heard`` is told where each segment ends,
+        as Whisper yields it."""
         settings = self._settings
         common: dict[str, Any] = {
             "language": options.language or None,
@@ -207,6 +214,11 @@ class FasterWhisperTranscriber:
             "task": "translate" if options.translate else "transcribe",
         }
 
+        def told(segment: SegmentTiming) -> SegmentTiming:
+            if heard is not None:
+                heard(segment.end_s)
+            return segment
+
         def one_by_one(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
             per_span: list[list[SegmentTiming]] = []
             language = ""
@@ -216,7 +228,7 @@ class FasterWhisperTranscriber:
                     condition_on_previous_text=settings.condition_on_previous_text,
                     **common,
                 )
-                per_span.append([longform.placed(_timing(seg), span, span.start_s) for seg in raw])
+                per_span.append([told(longform.placed(_timing(seg), span, span.start_s)) for seg in raw])
                 language = language or info.language
             return longform.Decoded(per_span, language)
 
@@ -241,7 +253,7 @@ class FasterWhisperTranscriber:
                 i = index.get(seg.seek)
                 if i is None:
                     raise ValueError("a batched segment does not belong to any window")
-                per_span[i].append(longform.placed(_timing(seg), spans[i], 0.0))
+                per_span[i].append(told(longform.placed(_timing(seg), spans[i], 0.0)))
             return longform.Decoded(per_span, info.language)
 
         return batched if settings.batch_size > 1 else one_by_one
@@ -364,6 +376,14 @@ class FasterWhisperTranscriber:
         self._pool.close()
         self._front_pool.close()
         self._engine = None
+
+
+def _progress_reporter(total_s: float) -> Callable[[float], None] | None:
+    """Where a decode on a worker tells the caller how far it got (read here, on the event loop)."""
+    report = progress.reporter()
+    if report is None:
+        return None
+    return lambda done_s: report(progress.AudioProgress(done_s, total_s))
 
 
 def _decode(

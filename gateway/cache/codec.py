@@ -66,7 +66,11 @@ def encode_transcript(t: Transcript) -> bytes:
             "start": s.start_s,
             "end": s.end_s,
             "speaker": s.speaker,
-            "words": [[w.text, w.start_s, w.end_s, w.confidence] for w in s.words],
+            # A speaker only when there is one, so undiarized payloads keep their shape.
+            "words": [
+                [w.text, w.start_s, w.end_s, w.confidence, *([w.speaker] if w.speaker else [])]
+                for w in s.words
+            ],
         }
         for s in t.segments
     ]
@@ -85,11 +89,16 @@ def _transcript(raw: dict[str, Any]) -> Transcript:
             start_s=float(s["start"]),
             end_s=float(s["end"]),
             speaker=str(s["speaker"]),
-            words=tuple(WordTiming(str(w[0]), float(w[1]), float(w[2]), float(w[3])) for w in s["words"]),
+            words=tuple(_word(w) for w in s["words"]),
         )
         for s in raw["segments"]
     )
     return Transcript(text=str(raw["text"]), language=str(raw["language"]), segments=segments, usage=Usage())
+
+
+def _word(raw: list[Any]) -> WordTiming:
+    speaker = str(raw[4]) if len(raw) > 4 else ""
+    return WordTiming(str(raw[0]), float(raw[1]), float(raw[2]), float(raw[3]), speaker)
 
 
 def encode_speech(s: SpeechPayload) -> bytes:

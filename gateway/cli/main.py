@@ -6,6 +6,7 @@
     audio-gateway transcribe meeting.wav --language en --words
     audio-gateway transcribe meeting.wav --words --format srt > meeting.srt
     audio-gateway transcribe a.wav b.mp3 c.flac --format srt -o subtitles/
+    audio-gateway transcribe interview.mp3 --diarize --progress
     audio-gateway synthesize "Hello there." -o hello.wav
     echo "Hello there." | audio-gateway synthesize - -o hello.wav
     audio-gateway understand call.wav -q "What did the caller ask for?"
@@ -28,7 +29,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,14 @@ from google.protobuf.message import Message
 from rich import box
 from rich.console import Console
 from rich.live import Live
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -52,6 +60,7 @@ from gateway.client import (
     DEFAULT_TIMEOUT_S,
     REQUEST_ID_HEADER,
     GatewayClient,
+    TranscribeArgs,
     with_default_port,
 )
 
@@ -172,6 +181,18 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--words", action="store_true", help="also return per-word timestamps")
     transcribe.add_argument("--prompt", default="", help="text that biases recognition (names, jargon)")
     transcribe.add_argument(
+        "--progress",
+        action="store_true",
+        help="show how much of the audio is transcribed (on by default when stderr is a terminal; "
+        "elsewhere one line on stderr each time the percentage grows)",
+    )
+    transcribe.add_argument(
+        "--diarize",
+        action="store_true",
+        help="label who speaks when (routed only to providers with the 'diarization' feature: Deepgram, "
+        "AssemblyAI)",
+    )
+    transcribe.add_argument(
         "--format",
         choices=("json", "text", "srt", "vtt"),
         help="print only the transcript as this document on stdout: the response as JSON, plain text, or "
@@ -286,6 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--language", default="", help="language of the speech, e.g. en")
     explain.add_argument("--words", action="store_true", help="the request would want word timestamps")
     explain.add_argument("--voice", default="", help="the voice the request would name")
+    explain.add_argument("--diarize", action="store_true", help="the request would want speaker labels")
     explain.add_argument(
         "--objective", choices=sorted(_OBJECTIVES), help="override the policy's objective for this request"
     )
@@ -492,23 +514,37 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
     return EXIT_OK
 
 
+def _transcribe_options(args: argparse.Namespace) -> TranscribeArgs:
+    return {
+        "language": args.language,
+        "word_timestamps": args.words,
+        "prompt": args.prompt,
+        "response_format": args.format or "json",
+        "diarize": args.diarize,
+        "routing": _routing(args),
+    }
+
+
 def _transcribe_call(
     client: GatewayClient, args: argparse.Namespace, path: Path
 ) -> audio_gateway_pb2.TranscribeResponse:
-    return client.transcribe(
-        path,
-        language=args.language,
-        word_timestamps=args.words,
-        prompt=args.prompt,
-        response_format=args.format or "json",
-        routing=_routing(args),
-    )
+    return client.transcribe(path, **_transcribe_options(args))
 
 
 def _transcribe_one(args: argparse.Namespace, ui: _Ui, path: Path) -> int:
     path = _input_file(path)
-    with _client(args) as client, _progress(ui, f"Transcribing {_describe_file(path, ui)}"):
-        reply = _transcribe_call(client, args, path)
+    options = _transcribe_options(args)
+    with _client(args) as client:
+        if ui.progress or args.progress:
+            try:
+                reply = _followed_transcription(client, path, options, ui)
+            except grpc.RpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                # A gateway from before TranscribeProgress: the same transcript, without progress.
+                reply = client.transcribe(path, **options)
+        else:
+            reply = client.transcribe(path, **options)
     if ui.json or args.format == "json":
         _print_json(reply)
         return EXIT_OK
@@ -524,7 +560,10 @@ def _print_transcript(ui: _Ui, path: Path, reply: audio_gateway_pb2.TranscribeRe
     if reply.language:
         details.append(f"language {reply.language}")
     _say(ui, Text("  ·  ".join(details), style="dim"))
-    _say(ui, Text(reply.text or "(no speech recognised)", style="" if reply.text else "italic"))
+    if any(segment.speaker for segment in reply.segments):
+        ui.out.print(_speakers_table(reply.segments))
+    else:
+        _say(ui, Text(reply.text or "(no speech recognised)", style="" if reply.text else "italic"))
     if reply.words:
         ui.out.print(_words_table(reply.words))
     ui.out.print(_route_table(reply.route))
@@ -558,6 +597,60 @@ def _print_outcome(
         ui.err.print(Text.assemble(("wrote ", "dim"), str(outcome.item.output)), soft_wrap=True)
         return
     _print_transcript(ui, path, reply)
+
+
+def _followed_transcription(
+    client: GatewayClient, path: Path, options: TranscribeArgs, ui: _Ui
+) -> audio_gateway_pb2.TranscribeResponse:
+    """TranscribeProgress, shown as a bar of the audio transcribed on a terminal, else as a line on stderr
+    each time the percentage grows."""
+    events = client.transcribe_progress(path, **options)
+    if not ui.progress:
+        return _print_progress(events, ui.err)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[audio]}", style="dim"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=ui.err, transient=True) as bar:
+        task = bar.add_task(f"Transcribing {_describe_file(path, ui)}", total=None, audio="")
+        for event in events:
+            if event.audio_total_s > 0:
+                audio = f"{_clock(event.audio_done_s)} of {_clock(event.audio_total_s)}"
+                bar.update(task, completed=event.audio_done_s, total=event.audio_total_s, audio=audio)
+            if event.HasField("response"):
+                return event.response
+    raise CliError("the gateway ended the transcription without a transcript")
+
+
+def _print_progress(
+    events: Iterable[audio_gateway_pb2.TranscribeProgressEvent], err: Console
+) -> audio_gateway_pb2.TranscribeResponse:
+    shown = -1
+    for event in events:
+        percent = _percent(event.audio_done_s, event.audio_total_s)
+        if percent > shown:
+            shown = percent
+            err.print(
+                f"transcribed {percent}% ({event.audio_done_s:.1f} of {event.audio_total_s:.1f} s of audio)"
+            )
+        if event.HasField("response"):
+            return event.response
+    raise CliError("the gateway ended the transcription without a transcript")
+
+
+def _clock(seconds: float) -> str:
+    """m:ss (h:mm:ss past an hour), the same width while the bar moves."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _percent(done_s: float, total_s: float) -> int:
+    # Floored, so 100 % means done, not nearly done.
+    return 100 if total_s <= 0 or done_s >= total_s else int(100 * done_s / total_s)
 
 
 def _stream_synthesize(args: argparse.Namespace, ui: _Ui, text: str, output: Path) -> int:
@@ -824,6 +917,7 @@ def _cmd_explain(args: argparse.Namespace, ui: _Ui) -> int:
         language=args.language,
         word_timestamps=args.words,
         voice=args.voice,
+        diarize=args.diarize,
         routing=_routing(args) or common_pb2.RoutingOptions(),
     )
     if args.objective:
@@ -1078,9 +1172,7 @@ def _format_size(size: int) -> str:
 def _format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return _clock(round(seconds))
 
 
 def _locality_name(value: int) -> str:
@@ -1129,6 +1221,22 @@ def _words_table(words: list[audio_gateway_pb2.Word]) -> Table:
     for word in words:
         table.add_row(
             f"{word.start_s:.2f}", f"{word.end_s:.2f}", Text(word.text.strip()), f"{word.confidence:.2f}"
+        )
+    return table
+
+
+def _speakers_table(segments: Sequence[audio_gateway_pb2.Segment]) -> Table:
+    table = Table(box=box.SIMPLE, pad_edge=False)
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    table.add_column("speaker")
+    table.add_column("text")
+    for segment in segments:
+        table.add_row(
+            f"{segment.start_s:.2f}",
+            f"{segment.end_s:.2f}",
+            Text(segment.speaker),
+            Text(segment.text.strip()),
         )
     return table
 

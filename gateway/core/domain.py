@@ -191,6 +191,8 @@ class ExplainRequest:
     word_timestamps: bool
     voice: str | None
     routing: Routing
+    # Whether the real request would ask for speaker labels (transcribe).
+    diarize: bool = False
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ class WordTiming:
     start_s: float
     end_s: float
     confidence: float = 0.0
+    speaker: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ class TranscribeOptions:
     # The caller needs the text timed in segments (subtitles, verbose output): only a provider with the
     # ``segments`` feature is routed such a request, never one that returns a single untimed block.
     segments: bool = False
+    # Who speaks when: only a provider with the ``diarization`` feature is routed such a request, and it
+    # labels the speaker of each segment and word.
+    diarize: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from gateway.api.v1 import common_pb2 as common
 from gateway.core import domain
 from gateway.core.domain import language_code
 from gateway.core.errors import InvalidInput
+from gateway.core.progress import AudioProgress
 from gateway.core.provider_types import Locality, Operation, SegmentTiming, TranscribeOptions, WordTiming
 from gateway.core.subtitles import TranscriptFormat, render
 from gateway.money.pricing import usd_text
@@ -104,6 +105,7 @@ def transcribe_request(msg: pb.TranscribeRequest) -> domain.TranscribeRequest:
             prompt=msg.prompt or None,
             # Subtitles need timed segments: never route them to a provider that returns one untimed block.
             segments=transcript_format(msg) in (TranscriptFormat.SRT, TranscriptFormat.VTT),
+            diarize=msg.diarize,
         ),
         routing=routing(msg.routing),
     )
@@ -170,6 +172,7 @@ def explain_request(msg: pb.ExplainRouteRequest) -> domain.ExplainRequest:
         word_timestamps=msg.word_timestamps,
         voice=msg.voice.strip() or None,
         routing=routing(msg.routing),
+        diarize=msg.diarize,
     )
 
 
@@ -243,7 +246,7 @@ def _money(value: Decimal) -> str:
 
 
 def _word(w: WordTiming) -> pb.Word:
-    return pb.Word(text=w.text, start_s=w.start_s, end_s=w.end_s, confidence=w.confidence)
+    return pb.Word(text=w.text, start_s=w.start_s, end_s=w.end_s, confidence=w.confidence, speaker=w.speaker)
 
 
 def _segment(s: SegmentTiming) -> pb.Segment:
@@ -263,6 +266,18 @@ def transcribe_response(
         words=[_word(w) for s in result.segments for w in s.words],
         formatted=render(fmt, result.text, result.segments),
         route=route_info(result.route),
+    )
+
+
+def transcribe_progress_event(
+    event: AudioProgress | domain.TranscribeResult, fmt: TranscriptFormat
+) -> pb.TranscribeProgressEvent:
+    if isinstance(event, AudioProgress):
+        return pb.TranscribeProgressEvent(audio_done_s=event.done_s, audio_total_s=event.total_s)
+    return pb.TranscribeProgressEvent(
+        audio_done_s=event.duration_s,
+        audio_total_s=event.duration_s,
+        response=transcribe_response(event, fmt),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -41,6 +42,18 @@ class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
         fmt = converters.transcript_format(request)
         result = await self._router.transcribe(converters.transcribe_request(request), self._context(context))
         return converters.transcribe_response(result, fmt)
+
+    async def TranscribeProgress(
+        self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TranscribeProgressEvent]:
+        fmt = converters.transcript_format(request)
+        events = self._router.transcribe_progress(
+            converters.transcribe_request(request), self._context(context)
+        )
+        # Closed here, in the call's context, when the caller leaves: that cancels the transcription.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield converters.transcribe_progress_event(event, fmt)
 
     async def Synthesize(
         self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext

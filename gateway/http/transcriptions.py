@@ -123,6 +123,7 @@ async def create_transcription(request: Request, ctx: Caller) -> Response:
             word_timestamps=words,
             prompt=form.prompt or None,
             segments=form.response_format in TIMED_FORMATS,
+            diarize=form.response_format is TranscriptFormat.DIARIZED_JSON,
         ),
         routing=model_routing(form.model, gateway_of(request)),
     )
@@ -146,6 +147,8 @@ async def create_translation(request: Request, ctx: Caller) -> Response:
     """Speech in any language to English text, by a provider with the ``translate`` feature."""
     audio, form = await _read(request, TranslationForm)
     assert isinstance(form, TranslationForm)
+    if form.response_format is TranscriptFormat.DIARIZED_JSON:
+        raise FieldErrors([{"loc": ("response_format",), "msg": "diarized_json is for transcriptions"}])
     request_ = TranscribeRequest(
         audio=audio,
         options=TranscribeOptions(

@@ -2,9 +2,10 @@
 
 ``json`` and ``text`` carry the text; ``srt`` and ``vtt`` are subtitles, cued by
 :mod:`gateway.core.subtitles` as gRPC Transcribe and the CLI cue them; ``verbose_json`` adds the language
-(by Whisper's name, as OpenAI reports it), the duration, segments and, when asked, words; ``stream``
-sends the text as server-sent events, ``transcript.text.delta`` per segment and ``transcript.text.done``
-with the whole text, the events OpenAI's SDKs parse.
+(by Whisper's name, as OpenAI reports it), the duration, segments and, when asked, words; ``diarized_json``
+has segments labelled by speaker (the request is routed only to a provider that diarizes); ``stream`` sends
+the text as server-sent events, ``transcript.text.delta`` per segment and ``transcript.text.done`` with the
+whole text, the events OpenAI's SDKs parse.
 
 Segment fields OpenAI's schema requires but the gateway's providers do not all measure (``tokens``,
 ``avg_logprob``, ``compression_ratio``, ``no_speech_prob``, ``seek``) are present with neutral values,
@@ -34,10 +35,19 @@ class TranscriptFormat(enum.StrEnum):
     SRT = "srt"
     VTT = "vtt"
     VERBOSE_JSON = "verbose_json"
+    # Segments labelled by speaker: only a provider with the ``diarization`` feature may serve it.
+    DIARIZED_JSON = "diarized_json"
 
 
 # Formats that show when each piece was said: only a provider that times segments may serve them.
-TIMED_FORMATS = frozenset({TranscriptFormat.VERBOSE_JSON, TranscriptFormat.SRT, TranscriptFormat.VTT})
+TIMED_FORMATS = frozenset(
+    {
+        TranscriptFormat.VERBOSE_JSON,
+        TranscriptFormat.SRT,
+        TranscriptFormat.VTT,
+        TranscriptFormat.DIARIZED_JSON,
+    }
+)
 
 
 class Task(enum.StrEnum):
@@ -85,6 +95,29 @@ def verbose(
     return body
 
 
+def diarized(result: TranscribeResult) -> dict[str, Any]:
+    """OpenAI's ``diarized_json``: each segment with its speaker (the gateway's label, as the provider gave
+    it: ``speaker_0`` from Deepgram, ``speaker_A`` from AssemblyAI)."""
+    segments = [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{index}",
+            "start": segment.start_s,
+            "end": segment.end_s,
+            "text": segment.text,
+            "speaker": segment.speaker,
+        }
+        for index, segment in enumerate(result.segments)
+    ]
+    return {
+        "task": Task.TRANSCRIBE.value,
+        "duration": result.duration_s,
+        "text": result.text,
+        "segments": segments,
+        "usage": _usage(result),
+    }
+
+
 def render(
     result: TranscribeResult,
     fmt: TranscriptFormat,
@@ -102,6 +135,8 @@ def render(
         return PlainTextResponse(subtitles.to_vtt(result.segments), headers=headers, media_type="text/vtt")
     if fmt is TranscriptFormat.VERBOSE_JSON:
         return JSONResponse(verbose(result, task, temperature, segments, words), headers=headers)
+    if fmt is TranscriptFormat.DIARIZED_JSON:
+        return JSONResponse(diarized(result), headers=headers)
     return JSONResponse({"text": result.text, "usage": _usage(result)}, headers=headers)
 
 

@@ -6,7 +6,7 @@ lives in :mod:`gateway.routing.operations`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING
 
 from gateway.core.domain import (
@@ -21,6 +21,7 @@ from gateway.core.domain import (
     UnderstandRequest,
     UnderstandResult,
 )
+from gateway.routing import progress
 from gateway.routing.attempts import Attempts
 from gateway.routing.explain import Explainer
 from gateway.routing.operations.synthesize import SynthesizePlug
@@ -32,6 +33,7 @@ from gateway.routing.pipeline import Pipeline, RequestContext
 if TYPE_CHECKING:
     from gateway.cache.results import ResultCache
     from gateway.core.audio import AudioIntake
+    from gateway.core.progress import AudioProgress
     from gateway.health.book import HealthBook
     from gateway.money.budget import Budgets
     from gateway.money.pricing import PriceBook
@@ -80,6 +82,12 @@ class Router:
 
     async def transcribe(self, req: TranscribeRequest, ctx: RequestContext) -> TranscribeResult:
         return await self.pipeline.run(self._transcribe, req, req.routing, ctx)
+
+    def transcribe_progress(
+        self, req: TranscribeRequest, ctx: RequestContext
+    ) -> AsyncGenerator[AudioProgress | TranscribeResult, None]:
+        """:meth:`transcribe`, with the progress its engine reports on the way."""
+        return progress.followed(lambda: self.transcribe(req, ctx))
 
     async def synthesize(self, req: SynthesizeRequest, ctx: RequestContext) -> SynthesizeResult:
         return await self.pipeline.run(self._synthesize, req, req.routing, ctx)

@@ -129,6 +129,20 @@ async def test_node_transcribes_a_wav_with_a_bearer_key(node, gateway, wav):
     assert chosen_by_gateway["reply"]["route"]["request_id"] == minted
 
 
+async def test_node_follows_a_transcription_to_its_response(node, gateway, wav):
+    calls = gateway.provider.calls
+    followed = await run_node(node, "transcribe_progress.mjs", gateway.target, ACME, str(wav))
+    assert followed["status"]["code"] == grpc.StatusCode.OK.value[0], followed["status"]
+    *_, last = followed["events"]
+    # A cloud provider answers all at once: its one event is the whole audio, with the response.
+    assert last["audio_done_s"] == last["audio_total_s"] == pytest.approx(2.0)
+    reply = last["response"]
+    assert reply["text"] == TEXT
+    assert (reply["route"]["provider"], Decimal(reply["route"]["cost_usd"])) == ("cloud-stt", PER_S * 2)
+    assert all(e["response"] is None for e in followed["events"][:-1])
+    assert gateway.provider.calls == calls + 1
+
+
 async def test_node_streams_a_synthesis_that_plays_when_joined(node, gateway):
     sentences = ["Node streams speech.", "It plays as one file."]
     text = " ".join(sentences)

@@ -152,6 +152,17 @@ async def test_diarization_feature_turns_speaker_labels_on(fake, make):
     assert fake.creates[0].json()["speaker_labels"] is True
 
 
+async def test_a_request_that_asks_to_diarize_gets_speaker_labels_on_segments_and_words(fake, make):
+    provider = await make()
+    assert "diarization" in provider.capabilities.features
+    result = await provider.transcribe(DECODED, TranscribeOptions(word_timestamps=True, diarize=True), 5.0)
+    assert fake.creates[0].json()["speaker_labels"] is True
+    assert [s.speaker for s in result.segments] == ["speaker_A", "speaker_B"]
+    assert [w.speaker for s in result.segments for w in s.words] == [
+        f"speaker_{w.speaker}" for w in CONVERSATION
+    ]
+
+
 async def test_a_model_newer_than_the_sdk_goes_in_the_speech_models_list(fake, make):
     provider = await make(model="universal-3-pro")
     result = await provider.transcribe(DECODED, TranscribeOptions(language="en"), 5.0)

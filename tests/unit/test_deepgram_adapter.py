@@ -173,7 +173,21 @@ async def test_diarization_asks_for_speakers_and_maps_utterances_to_segments(fak
         ("speaker_1", "Hi! How are you?"),
     ]
     assert [w.text for w in result.segments[1].words] == ["Hi!", "How", "are", "you?"]
-    assert result.segments[1].words[0] == WordTiming("Hi!", 1.20, 1.38, pytest.approx(0.987))
+    assert result.segments[1].words[0] == WordTiming("Hi!", 1.20, 1.38, pytest.approx(0.987), "speaker_1")
+
+
+async def test_a_request_that_asks_to_diarize_turns_it_on_for_that_request_only(fake):
+    provider = DeepgramProvider(config(fake))
+    try:
+        diarized = await provider.transcribe(CLIP, TranscribeOptions(diarize=True), 5.0)
+        plain = await provider.transcribe(CLIP, TranscribeOptions(), 5.0)
+    finally:
+        await provider.close()
+    first, second = fake.requests
+    assert (one(first.query, "diarize"), one(first.query, "utterances")) == ("true", "true")
+    assert "diarize" not in second.query and "utterances" not in second.query
+    assert [w.speaker for s in diarized.segments for w in s.words] == ["speaker_0"] * 2 + ["speaker_1"] * 4
+    assert {w.speaker for s in plain.segments for w in s.words} == {""}
 
 
 async def test_detected_language_is_reported_when_detection_is_on(fake):
@@ -193,8 +207,7 @@ async def test_capabilities_describe_a_cloud_transcriber(transcriber):
     assert caps.operations == frozenset({Operation.TRANSCRIBE})
     assert caps.locality.value == "cloud"
     assert caps.retains_data is True
-    assert "word_timestamps" in caps.features
-    assert "diarization" not in caps.features
+    assert {"word_timestamps", "diarization"} <= caps.features
     assert (transcriber.name, transcriber.model) == ("deepgram-nova", "nova-3")
 
 

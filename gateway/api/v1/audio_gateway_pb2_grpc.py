@@ -67,6 +67,11 @@ class AudioGatewayStub:
                 request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeResponse.FromString,
                 _registered_method=True)
+        self.TranscribeProgress = channel.unary_stream(
+                '/gateway.api.v1.AudioGateway/TranscribeProgress',
+                request_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.TranscribeRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.TranscribeProgressEvent.FromString,
+                _registered_method=True)
 
 
 class AudioGatewayServicer:
@@ -122,6 +127,15 @@ class AudioGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TranscribeProgress(self, request, context):
+        """Transcribe, followed as it runs: events tell how much of the audio is
+        transcribed so far, and the last one carries the TranscribeResponse.
+        Served exactly as Transcribe is (routing, cache, ledger, billing, errors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudioGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +168,11 @@ def add_AudioGatewayServicer_to_server(servicer, server):
                     servicer.StreamTranscribe,
                     request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeRequest.FromString,
                     response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeResponse.SerializeToString,
+            ),
+            'TranscribeProgress': grpc.unary_stream_rpc_method_handler(
+                    servicer.TranscribeProgress,
+                    request_deserializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.TranscribeRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_v1_dot_audio__gateway__pb2.TranscribeProgressEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +340,33 @@ class AudioGateway:
             '/gateway.api.v1.AudioGateway/StreamTranscribe',
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeRequest.SerializeToString,
             gateway_dot_api_dot_v1_dot_audio__gateway__pb2.StreamTranscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TranscribeProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gateway.api.v1.AudioGateway/TranscribeProgress',
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.TranscribeRequest.SerializeToString,
+            gateway_dot_api_dot_v1_dot_audio__gateway__pb2.TranscribeProgressEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from gateway.cache import codec
-from gateway.core.domain import AudioInput, RouteInfo, Routing, TranscribeRequest, TranscribeResult
+from gateway.core.domain import AudioInput, Privacy, RouteInfo, Routing, TranscribeRequest, TranscribeResult
+from gateway.core.errors import NoRoute
 from gateway.core.provider_types import Operation, TranscribeOptions, Transcript
 from gateway.core.text import refuse_control_characters
 from gateway.routing.pipeline import Identity, Job, Step
@@ -33,6 +34,7 @@ def rank_context(
         "word_timestamps": word_timestamps,
         "translate": options is not None and options.translate,
         "segments": options is not None and options.segments,
+        "diarization": options is not None and options.diarize,
     }
     features = frozenset(name for name, needed in wanted.items() if needed)
     return RankContext(
@@ -60,6 +62,21 @@ async def transcribe(
     return transcript
 
 
+def diarization_refused(ranking: Ranking, refusal: NoRoute) -> NoRoute:
+    """The refusal of a diarize request, naming both rules at play: the feature, and where audio may go."""
+    where = (
+        ""
+        if ranking.privacy is Privacy.ANY
+        else f" at privacy {ranking.privacy.value}, which keeps the audio off cloud providers"
+    )
+    return NoRoute(
+        f"no provider can diarize this recording under policy {ranking.policy!r}{where}: speaker labels "
+        "need a provider with the 'diarization' feature (the cloud transcribers Deepgram and AssemblyAI; "
+        "no local engine has it)",
+        refusal.rejections,
+    )
+
+
 class TranscribePlug:
     operation = Operation.TRANSCRIBE
 
@@ -78,9 +95,14 @@ class TranscribePlug:
         recording = await self._open_audio(request.audio)
 
         async def compute(step: Step) -> bytes:
-            transcript = await transcribe(
-                self._attempts, recording, options, step.ranking, step.scope.route, step.ctx
-            )
+            try:
+                transcript = await transcribe(
+                    self._attempts, recording, options, step.ranking, step.scope.route, step.ctx
+                )
+            except NoRoute as exc:
+                if options.diarize and any(r.rule == "features" for r in step.ranking.rejected):
+                    raise diarization_refused(step.ranking, exc) from exc
+                raise
             return codec.encode_transcript(transcript)
 
         return Job(
@@ -111,6 +133,7 @@ class TranscribePlug:
                 # Only present when asked for, so every result cached before they existed keeps its key.
                 **({"translate": True} if options.translate else {}),
                 **({"segments": True} if options.segments else {}),
+                **({"diarize": True} if options.diarize else {}),
             },
             rank_context=lambda audio_s: rank_context(
                 audio_s, options.language, options.word_timestamps, request.routing, options
