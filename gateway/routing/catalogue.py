@@ -63,11 +63,14 @@ class Catalogue:
                 log.error("provider.start_failed", provider=provider.name, error=str(exc))
                 continue
             self._ready.add(provider.name)
+            # Local engines say how much resident memory their model took (several may be loaded at once).
+            memory = getattr(provider, "memory_bytes", 0)
             log.info(
                 "provider.ready",
                 provider=provider.name,
                 model=provider.model,
                 load_s=round(asyncio.get_running_loop().time() - started, 3),
+                **({"memory_mb": round(memory / 2**20, 1)} if memory else {}),
             )
             if on_change is not None:
                 await on_change()
