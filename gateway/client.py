@@ -126,6 +126,7 @@ def _transcribe_request(
     prompt: str,
     response_format: TranscriptFormat,
     routing: common_pb2.RoutingOptions | None,
+    translate: bool = False,
 ) -> audio_gateway_pb2.TranscribeRequest:
     try:
         fmt = _TRANSCRIPT_FORMATS[response_format]
@@ -139,6 +140,7 @@ def _transcribe_request(
         word_timestamps=word_timestamps,
         prompt=prompt,
         response_format=fmt,
+        translate=translate,
         routing=routing,
     )
 
@@ -304,9 +306,10 @@ class GatewayClient(_ClientBase):
         prompt: str = "",
         response_format: TranscriptFormat = "json",
         routing: common_pb2.RoutingOptions | None = None,
+        translate: bool = False,
     ) -> audio_gateway_pb2.TranscribeResponse:
         request = _transcribe_request(
-            audio, mime_type, language, word_timestamps, prompt, response_format, routing
+            audio, mime_type, language, word_timestamps, prompt, response_format, routing, translate
         )
         return self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)
 
@@ -458,11 +461,12 @@ class AsyncGatewayClient(_ClientBase):
         prompt: str = "",
         response_format: TranscriptFormat = "json",
         routing: common_pb2.RoutingOptions | None = None,
+        translate: bool = False,
     ) -> audio_gateway_pb2.TranscribeResponse:
         request = await _off_loop_if_path(
             audio,
             lambda: _transcribe_request(
-                audio, mime_type, language, word_timestamps, prompt, response_format, routing
+                audio, mime_type, language, word_timestamps, prompt, response_format, routing, translate
             ),
         )
         return await self._stub.Transcribe(request, timeout=self.timeout_s, metadata=self._metadata)

@@ -9,7 +9,7 @@ import math
 import os
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -134,7 +134,22 @@ def _is_english_only(model_dir: Path) -> bool:
     return not any(token.get("content") == "<|fr|>" for token in vocab)
 
 
-_FEATURES = frozenset({"word_timestamps", "segments", "prompt", "language_detection", "streaming"})
+@dataclass
+class _Detected:
+    """The language of a recording's first decoded window and Whisper's probability for it (1.0 when the
+    caller named the language or the model knows only one)."""
+
+    language: str = ""
+    probability: float = 0.0
+
+    def note(self, info: Any) -> None:
+        if not self.language:
+            self.language, self.probability = info.language, float(info.language_probability)
+
+
+# An English-only model assumes English; only a multilingual one detects the language or translates.
+_FEATURES = frozenset({"word_timestamps", "segments", "prompt", "streaming"})
+_MULTILINGUAL_FEATURES = _FEATURES | {"language_detection", "translate"}
 
 
 class FasterWhisperTranscriber:
@@ -166,7 +181,7 @@ class FasterWhisperTranscriber:
             retains_data=False,
             latency_prior=LatencyModel(fixed_ms=150.0, rtf=rtf),
             languages=frozenset({"en"}) if english_only else None,
-            features=_FEATURES if english_only else _FEATURES | {"translate"},
+            features=_FEATURES if english_only else _MULTILINGUAL_FEATURES,
             published_wer=published_wer if published_wer is not None else _PUBLISHED_WER.get(key),
             stream_compute_per_audio_s=_STREAM_COMPUTE_PER_AUDIO_S * rtf / _DEFAULT_RTF,
         )
@@ -246,26 +261,38 @@ class FasterWhisperTranscriber:
             raise ProviderTimeout(self.name, f"the audio was not decoded within {timeout_s:.1f} s") from exc
         remaining = None if deadline is None else deadline - time.monotonic()
         timed = await self._pool.run(lambda: self._run(samples, options), remaining)
-        text, language, segments = timed.value
+        text, detected, segments = timed.value
+        detects = "language_detection" in self.capabilities.features
         usage = Usage(audio_seconds=audio.duration_s, compute_seconds=timed.compute_s)
-        return Transcript(text=text, language=language, segments=segments, usage=usage)
+        # A translation's text is English, whatever language was heard; its probability is the detection's.
+        return Transcript(
+            text=text,
+            language="en" if options.translate else detected.language,
+            segments=segments,
+            usage=usage,
+            # An English-only model says "en" with certainty whatever it hears: that is no detection.
+            language_probability=detected.probability if detects or options.language else 0.0,
+        )
 
     def _run(
         self, samples: np.ndarray, options: TranscribeOptions
-    ) -> tuple[str, str, tuple[SegmentTiming, ...]]:
+    ) -> tuple[str, _Detected, tuple[SegmentTiming, ...]]:
         if self._engine is None:
             raise ProviderUnavailable(self.name, "the model is not loaded yet")
         engine: WhisperModel = self._engine
+        detected = _Detected()
         try:
-            found, language = longform.transcribe(samples, self._decoder(engine, options), self._longform)
+            found, _ = longform.transcribe(samples, self._decoder(engine, options, detected), self._longform)
         except (RuntimeError, ValueError) as exc:
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
         segments = tuple(seg for seg in found if seg.text)
-        language = language or options.language or self._warmup_language()
-        # A translation's text is English, whatever language was heard.
-        return " ".join(seg.text for seg in segments), "en" if options.translate else language, segments
+        if not detected.language:  # nothing was decoded (silence): the language asked for, or the model's
+            detected = _Detected(options.language or self._warmup_language() or "", 0.0)
+        return " ".join(seg.text for seg in segments), detected, segments
 
-    def _decoder(self, engine: WhisperModel, options: TranscribeOptions) -> longform.Decoder:
+    def _decoder(
+        self, engine: WhisperModel, options: TranscribeOptions, detected: _Detected
+    ) -> longform.Decoder:
         """Windows one after the other, each with Whisper's full decoding (temperature fallback, and a
         second pass over what a window's first left out); or, with ``batch_size`` > 1, up to that many
         windows in one batch of the model, each decoded once."""
@@ -290,6 +317,7 @@ class FasterWhisperTranscriber:
                 )
                 per_span.append([longform.placed(_timing(seg), span, span.start_s) for seg in raw])
                 language = language or info.language
+                detected.note(info)
             return longform.Decoded(per_span, language)
 
         def batched(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
@@ -314,6 +342,7 @@ class FasterWhisperTranscriber:
                 if i is None:
                     raise ValueError("a batched segment does not belong to any window")
                 per_span[i].append(longform.placed(_timing(seg), spans[i], 0.0))
+            detected.note(info)
             return longform.Decoded(per_span, info.language)
 
         return batched if settings.batch_size > 1 else one_by_one

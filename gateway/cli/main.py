@@ -149,6 +149,11 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument(
         "--language", default="", help="language of the speech, e.g. en (default: detect)"
     )
+    transcribe.add_argument(
+        "--translate",
+        action="store_true",
+        help="English text from speech in any language (needs a multilingual model or OpenAI whisper-1)",
+    )
     transcribe.add_argument("--words", action="store_true", help="also return per-word timestamps")
     transcribe.add_argument("--prompt", default="", help="text that biases recognition (names, jargon)")
     transcribe.add_argument(
@@ -448,6 +453,7 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
             prompt=args.prompt,
             response_format=args.format or "json",
             routing=_routing(args),
+            translate=args.translate,
         )
     if ui.json or args.format == "json":
         _print_json(reply)
@@ -457,7 +463,8 @@ def _cmd_transcribe(args: argparse.Namespace, ui: _Ui) -> int:
         return EXIT_OK
     details = [path.name, _format_duration(reply.duration_s)]
     if reply.language:
-        details.append(f"language {reply.language}")
+        sure = f" ({reply.language_probability:.0%})" if 0 < reply.language_probability < 1 else ""
+        details.append(f"language {reply.language}{sure}")
     _say(ui, Text("  ·  ".join(details), style="dim"))
     _say(ui, Text(reply.text or "(no speech recognised)", style="" if reply.text else "italic"))
     if reply.words:

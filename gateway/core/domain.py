@@ -142,6 +142,8 @@ class TranscribeResult:
     duration_s: float
     segments: tuple[SegmentTiming, ...]
     route: RouteInfo
+    # The engine's confidence in a language it detected (0-1); 0 when it does not say.
+    language_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class ExplainRequest:
     word_timestamps: bool
     voice: str | None
     routing: Routing
+    translate: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from gateway.core.domain import ExplainedCandidate, ExplainRequest, Explanation
 from gateway.core.errors import InvalidInput
-from gateway.core.provider_types import Operation
+from gateway.core.provider_types import Operation, TranscribeOptions
 from gateway.health.book import BreakerState
 from gateway.routing.operations import synthesize, transcribe, understand
 from gateway.settings import LimitSettings
@@ -47,7 +47,13 @@ class Explainer:
         self._check_size(audio_s, characters)
         rank_ctx: RankContext
         if req.operation is Operation.TRANSCRIBE:
-            rank_ctx = transcribe.rank_context(audio_s, req.language, req.word_timestamps, req.routing)
+            rank_ctx = transcribe.rank_context(
+                audio_s,
+                req.language,
+                req.word_timestamps,
+                req.routing,
+                TranscribeOptions(translate=req.translate),
+            )
         elif req.operation is Operation.SYNTHESIZE:
             rank_ctx = synthesize.rank_context(characters, req.voice, req.routing)
         else:

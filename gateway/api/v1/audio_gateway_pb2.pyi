@@ -83,20 +83,22 @@ SPEECH_EVENT_END_OF_UTTERANCE: SpeechEventType
 SPEECH_EVENT_PROVIDER_CHANGED: SpeechEventType
 
 class TranscribeRequest(_message.Message):
-    __slots__ = ("audio", "language", "word_timestamps", "prompt", "response_format", "routing")
+    __slots__ = ("audio", "language", "word_timestamps", "prompt", "response_format", "translate", "routing")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     audio: _common_pb2.Audio
     language: str
     word_timestamps: bool
     prompt: str
     response_format: TranscriptFormat
+    translate: bool
     routing: _common_pb2.RoutingOptions
-    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., prompt: _Optional[str] = ..., response_format: _Optional[_Union[TranscriptFormat, str]] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., prompt: _Optional[str] = ..., response_format: _Optional[_Union[TranscriptFormat, str]] = ..., translate: _Optional[bool] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
 
 class Word(_message.Message):
     __slots__ = ("text", "start_s", "end_s", "confidence")
@@ -125,13 +127,14 @@ class Segment(_message.Message):
     def __init__(self, text: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., speaker: _Optional[str] = ...) -> None: ...
 
 class TranscribeResponse(_message.Message):
-    __slots__ = ("text", "language", "duration_s", "segments", "words", "formatted", "route")
+    __slots__ = ("text", "language", "duration_s", "segments", "words", "formatted", "language_probability", "route")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
     FORMATTED_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     text: str
     language: str
@@ -139,8 +142,9 @@ class TranscribeResponse(_message.Message):
     segments: _containers.RepeatedCompositeFieldContainer[Segment]
     words: _containers.RepeatedCompositeFieldContainer[Word]
     formatted: str
+    language_probability: float
     route: _common_pb2.RouteInfo
-    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., formatted: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., formatted: _Optional[str] = ..., language_probability: _Optional[float] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("text", "voice", "format", "sample_rate", "speed", "routing")
@@ -229,7 +233,7 @@ class UnderstandResponse(_message.Message):
     def __init__(self, answer: _Optional[str] = ..., transcript: _Optional[str] = ..., duration_s: _Optional[float] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
 
 class ExplainRouteRequest(_message.Message):
-    __slots__ = ("operation", "audio", "audio_duration_s", "text", "characters", "language", "word_timestamps", "voice", "routing")
+    __slots__ = ("operation", "audio", "audio_duration_s", "text", "characters", "language", "word_timestamps", "voice", "translate", "routing")
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     AUDIO_DURATION_S_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +242,7 @@ class ExplainRouteRequest(_message.Message):
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     operation: Operation
     audio: _common_pb2.Audio
@@ -247,8 +252,9 @@ class ExplainRouteRequest(_message.Message):
     language: str
     word_timestamps: bool
     voice: str
+    translate: bool
     routing: _common_pb2.RoutingOptions
-    def __init__(self, operation: _Optional[_Union[Operation, str]] = ..., audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., audio_duration_s: _Optional[float] = ..., text: _Optional[str] = ..., characters: _Optional[int] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., voice: _Optional[str] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, operation: _Optional[_Union[Operation, str]] = ..., audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., audio_duration_s: _Optional[float] = ..., text: _Optional[str] = ..., characters: _Optional[int] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., voice: _Optional[str] = ..., translate: _Optional[bool] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
 
 class RouteCandidate(_message.Message):
     __slots__ = ("provider", "model", "locality", "eligible", "rejected_reason", "rank", "estimated_cost_usd", "estimated_latency_ms", "score", "breaker_state", "latency_learned")
