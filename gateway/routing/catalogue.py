@@ -40,6 +40,11 @@ class Catalogue:
     def ready_operations(self) -> set[Operation]:
         return {op for name in self._ready for op in self._providers[name].capabilities.operations}
 
+    def memory(self) -> dict[str, int]:
+        """Resident bytes each loaded local engine's model took (engines that measure it)."""
+        sizes = {name: getattr(self._providers[name], "memory_bytes", 0) for name in self._ready}
+        return {name: size for name, size in sizes.items() if size}
+
     def all_ready(self) -> bool:
         return self._ready == set(self._providers)
 
