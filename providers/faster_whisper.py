@@ -54,9 +54,9 @@ _PUBLISHED_WER = {"tiny.en": 0.056, "tiny": 0.076, "base.en": 0.042, "base": 0.0
 # Seconds of one worker per second of audio for a whole recording, for ranking by cost and latency (a
 # local engine is priced by the compute it holds). tiny.en's is the prior the gateway always had; base's is
 # tiny.en's times the ratio bench/local_ladder.py measured on this kind of node (2 cores, int8, beam 5, one
-# request at a time, the 17 short real-speech clips in ../shared/speech, load average about 5): base took
-# 2.2x tiny.en's time (tiny.en 0.43, base 0.93 seconds per second of audio). A directory configured without
-# an rtf gets tiny.en's.
+# request at a time, the 17 short real-speech clips of ../shared/speech, 2-3 interleaved rounds, the node
+# shared, load average 4-8): base took 2.2x tiny.en's time in two runs (tiny.en 0.31-0.43, base 0.66-0.93
+# seconds per second of audio). A directory configured without an rtf gets tiny.en's.
 RTF = {"tiny.en": 0.35, "base": 0.35 * 2.2}
 _DEFAULT_RTF = RTF["tiny.en"]
 # Worker seconds a live stream holds per second of its audio (interim steps and finals), for ranking:
