@@ -85,8 +85,9 @@ def test_each_rung_accounts_for_its_memory(server):
         assert value is not None, provider
         return value
 
-    # Measured at load: about 90 MB for tiny.en and 195 MB for base (int8).
-    assert 20e6 < resident("faster-whisper") < resident(BASE) < 1e9
+    # Measured at load: about 90 MB for tiny.en and 195 MB for base (int8; its model.bin alone is 145 MB).
+    assert 20e6 < resident("faster-whisper") < 1e9
+    assert 100e6 < resident(BASE) < 1e9
 
 
 async def test_spanish_goes_to_the_multilingual_model(stub):
