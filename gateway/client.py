@@ -120,6 +120,7 @@ class TranscribeArgs(TypedDict, total=False):
     prompt: str
     response_format: TranscriptFormat
     diarize: bool
+    translate: bool
     routing: common_pb2.RoutingOptions | None
 
 
@@ -141,6 +142,7 @@ def transcribe_request(
     prompt: str = "",
     response_format: TranscriptFormat = "json",
     diarize: bool = False,
+    translate: bool = False,
     routing: common_pb2.RoutingOptions | None = None,
 ) -> audio_gateway_pb2.TranscribeRequest:
     """A ``TranscribeRequest``, as both clients' ``transcribe`` and ``transcribe_progress`` send it."""
@@ -157,6 +159,7 @@ def transcribe_request(
         prompt=prompt,
         response_format=fmt,
         diarize=diarize,
+        translate=translate,
         routing=routing,
     )
 

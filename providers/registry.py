@@ -51,10 +51,14 @@ def build_remote_providers(configs: list[ProviderConfig]) -> list[Provider]:
 
 
 def build_local_providers(settings: Settings) -> list[Provider]:
-    """Construct (not load) every enabled in-process engine."""
+    """Construct (not load) every enabled in-process engine, and each further local Whisper model."""
     providers: list[Provider] = []
     for name, (_, section) in BUILTIN.items():
         engine_settings = getattr(settings, section)
         if engine_settings.enabled:
             providers.append(load_class(name)(engine_settings))
+    if settings.whisper.extra_models:
+        from providers.faster_whisper import extra_engines
+
+        providers.extend(extra_engines(settings.whisper))
     return providers

@@ -36,13 +36,22 @@ async def engine_server() -> AsyncIterator[GatewayServer]:
     settings = local_settings(
         max_audio_s=120.0, max_audio_bytes=4_000_000, max_text_chars=2000, uri_roots=[uploads]
     )
+    async with serving_with_http(settings) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def serving_with_http(settings: Settings) -> AsyncIterator[GatewayServer]:
+    """The gateway and its HTTP door on free ports, once every engine is warm (none may fail to load)."""
     settings.http.host, settings.http.port = "127.0.0.1", 0
     server = GatewayServer(settings, doors=http_doors(settings))
     await server.start()
-    await server.wait_ready(timeout_s=300)
-    assert not server.app.catalogue.failures, server.app.catalogue.failures
-    yield server
-    await server.stop(grace_s=5)
+    try:
+        await server.wait_ready(timeout_s=300)
+        assert not server.app.catalogue.failures, server.app.catalogue.failures
+        yield server
+    finally:
+        await server.stop(grace_s=5)
 
 
 @pytest.fixture(scope="session")

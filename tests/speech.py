@@ -77,12 +77,12 @@ def piper_wav(text: str) -> bytes:
     return buffer.getvalue()
 
 
-def espeak_wav(text: str) -> bytes:
+def espeak_wav(text: str, voice: str = "en-us") -> bytes:
     binary = shutil.which("espeak-ng")
     if binary is None:
         raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (.ci/run does)")
     return subprocess.run(
-        [binary, "-v", "en-us", "-s", "150", "--stdout", text], check=True, capture_output=True
+        [binary, "-v", voice, "-s", "150", "--stdout", text], check=True, capture_output=True
     ).stdout
 
 

@@ -74,7 +74,13 @@ def encode_transcript(t: Transcript) -> bytes:
         }
         for s in t.segments
     ]
-    document = {"v": FORMAT_VERSION, "text": t.text, "language": t.language, "segments": segments}
+    document = {
+        "v": FORMAT_VERSION,
+        "text": t.text,
+        "language": t.language,
+        "language_probability": t.language_probability,
+        "segments": segments,
+    }
     return json.dumps(document).encode()
 
 
@@ -93,7 +99,14 @@ def _transcript(raw: dict[str, Any]) -> Transcript:
         )
         for s in raw["segments"]
     )
-    return Transcript(text=str(raw["text"]), language=str(raw["language"]), segments=segments, usage=Usage())
+    return Transcript(
+        text=str(raw["text"]),
+        language=str(raw["language"]),
+        segments=segments,
+        usage=Usage(),
+        # Entries stored before the field existed have none.
+        language_probability=float(raw.get("language_probability", 0.0)),
+    )
 
 
 def _word(raw: list[Any]) -> WordTiming:

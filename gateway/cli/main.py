@@ -178,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument(
         "--language", default="", help="language of the speech, e.g. en (default: detect)"
     )
+    transcribe.add_argument(
+        "--translate",
+        action="store_true",
+        help="English text from speech in any language (needs a multilingual model or OpenAI whisper-1)",
+    )
     transcribe.add_argument("--words", action="store_true", help="also return per-word timestamps")
     transcribe.add_argument("--prompt", default="", help="text that biases recognition (names, jargon)")
     transcribe.add_argument(
@@ -521,6 +526,7 @@ def _transcribe_options(args: argparse.Namespace) -> TranscribeArgs:
         "prompt": args.prompt,
         "response_format": args.format or "json",
         "diarize": args.diarize,
+        "translate": args.translate,
         "routing": _routing(args),
     }
 
@@ -558,7 +564,8 @@ def _transcribe_one(args: argparse.Namespace, ui: _Ui, path: Path) -> int:
 def _print_transcript(ui: _Ui, path: Path, reply: audio_gateway_pb2.TranscribeResponse) -> None:
     details = [path.name, _format_duration(reply.duration_s)]
     if reply.language:
-        details.append(f"language {reply.language}")
+        sure = f" ({reply.language_probability:.0%})" if 0 < reply.language_probability < 1 else ""
+        details.append(f"language {reply.language}{sure}")
     _say(ui, Text("  ·  ".join(details), style="dim"))
     if any(segment.speaker for segment in reply.segments):
         ui.out.print(_speakers_table(reply.segments))

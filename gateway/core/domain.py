@@ -142,6 +142,8 @@ class TranscribeResult:
     duration_s: float
     segments: tuple[SegmentTiming, ...]
     route: RouteInfo
+    # The engine's confidence in a language it detected (0-1); 0 when it does not say.
+    language_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ class ExplainRequest:
     routing: Routing
     # Whether the real request would ask for speaker labels (transcribe).
     diarize: bool = False
+    translate: bool = False
 
 
 @dataclass(frozen=True)

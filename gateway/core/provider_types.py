@@ -103,6 +103,8 @@ class Transcript:
     language: str
     segments: tuple[SegmentTiming, ...]
     usage: Usage
+    # How sure the engine is of ``language`` when it detected it (0-1); 0 when the engine does not say.
+    language_probability: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ def transcribe_request(msg: pb.TranscribeRequest) -> domain.TranscribeRequest:
             language=language_code(msg.language),
             word_timestamps=msg.word_timestamps,
             prompt=msg.prompt or None,
+            translate=msg.translate,
             # Subtitles need timed segments: never route them to a provider that returns one untimed block.
             segments=transcript_format(msg) in (TranscriptFormat.SRT, TranscriptFormat.VTT),
             diarize=msg.diarize,
@@ -173,6 +174,7 @@ def explain_request(msg: pb.ExplainRouteRequest) -> domain.ExplainRequest:
         voice=msg.voice.strip() or None,
         routing=routing(msg.routing),
         diarize=msg.diarize,
+        translate=msg.translate,
     )
 
 
@@ -261,6 +263,7 @@ def transcribe_response(
     return pb.TranscribeResponse(
         text=result.text,
         language=result.language,
+        language_probability=result.language_probability,
         duration_s=result.duration_s,
         segments=[_segment(s) for s in result.segments],
         words=[_word(w) for s in result.segments for w in s.words],

@@ -140,6 +140,8 @@ class GatewayServer:
 
     async def _warm_up(self) -> None:
         await self.app.catalogue.start(on_change=self._publish_health)
+        for provider, size in self.app.catalogue.memory().items():
+            self.app.metrics.set_engine_memory(provider, size)
         await self._publish_health()
         failures = self.app.catalogue.failures
         if failures:

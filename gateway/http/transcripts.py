@@ -69,6 +69,9 @@ def verbose(
         "duration": result.duration_s,
         "text": result.text,
     }
+    if result.language_probability:
+        # Not in OpenAI's schema (its SDKs keep unknown fields): how sure a local engine's detection was.
+        body["language_probability"] = result.language_probability
     if segments:
         body["segments"] = [
             {

@@ -40,6 +40,11 @@ class Catalogue:
     def ready_operations(self) -> set[Operation]:
         return {op for name in self._ready for op in self._providers[name].capabilities.operations}
 
+    def memory(self) -> dict[str, int]:
+        """Resident bytes each loaded local engine's model took (engines that measure it)."""
+        sizes = {name: getattr(self._providers[name], "memory_bytes", 0) for name in self._ready}
+        return {name: size for name, size in sizes.items() if size}
+
     def all_ready(self) -> bool:
         return self._ready == set(self._providers)
 
@@ -63,11 +68,14 @@ class Catalogue:
                 log.error("provider.start_failed", provider=provider.name, error=str(exc))
                 continue
             self._ready.add(provider.name)
+            # Local engines say how much resident memory their model took (several may be loaded at once).
+            memory = getattr(provider, "memory_bytes", 0)
             log.info(
                 "provider.ready",
                 provider=provider.name,
                 model=provider.model,
                 load_s=round(asyncio.get_running_loop().time() - started, 3),
+                **({"memory_mb": round(memory / 2**20, 1)} if memory else {}),
             )
             if on_change is not None:
                 await on_change()

@@ -52,7 +52,7 @@ class Explainer:
                 req.language,
                 req.word_timestamps,
                 req.routing,
-                TranscribeOptions(diarize=req.diarize),
+                TranscribeOptions(diarize=req.diarize, translate=req.translate),
             )
         elif req.operation is Operation.SYNTHESIZE:
             rank_ctx = synthesize.rank_context(characters, req.voice, req.routing)

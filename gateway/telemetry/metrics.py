@@ -162,6 +162,12 @@ class Metrics:
         self._in_flight = Gauge(
             "in_flight", "Calls admitted and not yet finished, per operation.", ["operation"], **common
         )
+        self._engine_memory = Gauge(
+            "engine_memory_bytes",
+            "Resident memory a local engine's model added to the process when it loaded.",
+            ["provider"],
+            **common,
+        )
         # Present from the start so the hit ratio and rate() see the first lookup as an increase.
         for operation in Operation:
             for result in CACHE_RESULTS:
@@ -224,6 +230,9 @@ class Metrics:
 
     def set_in_flight(self, call: CallKind | str, count: int) -> None:
         self._in_flight_of(_call(call)).set(count)
+
+    def set_engine_memory(self, provider: str, size: int) -> None:
+        self._engine_memory.labels(provider).set(size)
 
     def set_budget_remaining(self, tenant: str, usd: Decimal) -> None:
         self._budget.labels(tenant).set(float(usd))

@@ -191,6 +191,14 @@ def test_transcribe_sends_options_and_routing(gateway, wav_file, capsys):
     assert gateway.stt.last_options is not None and gateway.stt.last_options.prompt == "Fox, Dog"
 
 
+def test_translate_asks_for_a_provider_that_translates(gateway, wav_file, capsys):
+    assert run(gateway, "transcribe", str(wav_file), "--translate") == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("error: FAILED_PRECONDITION: no provider can transcribe")
+    assert "fake-stt: lacks feature(s) translate" in err
+    assert gateway.stt.calls == 0
+
+
 def test_pin_to_an_unknown_provider_names_the_configured_ones(gateway, wav_file, capsys):
     assert run(gateway, "transcribe", str(wav_file), "--provider", "openai") == 2
     _, err = capsys.readouterr()

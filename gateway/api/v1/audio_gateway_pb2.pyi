@@ -83,13 +83,14 @@ SPEECH_EVENT_END_OF_UTTERANCE: SpeechEventType
 SPEECH_EVENT_PROVIDER_CHANGED: SpeechEventType
 
 class TranscribeRequest(_message.Message):
-    __slots__ = ("audio", "language", "word_timestamps", "prompt", "response_format", "diarize", "routing")
+    __slots__ = ("audio", "language", "word_timestamps", "prompt", "response_format", "diarize", "translate", "routing")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     DIARIZE_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     audio: _common_pb2.Audio
     language: str
@@ -97,8 +98,9 @@ class TranscribeRequest(_message.Message):
     prompt: str
     response_format: TranscriptFormat
     diarize: bool
+    translate: bool
     routing: _common_pb2.RoutingOptions
-    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., prompt: _Optional[str] = ..., response_format: _Optional[_Union[TranscriptFormat, str]] = ..., diarize: _Optional[bool] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., prompt: _Optional[str] = ..., response_format: _Optional[_Union[TranscriptFormat, str]] = ..., diarize: _Optional[bool] = ..., translate: _Optional[bool] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
 
 class Word(_message.Message):
     __slots__ = ("text", "start_s", "end_s", "confidence", "speaker")
@@ -129,13 +131,14 @@ class Segment(_message.Message):
     def __init__(self, text: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., speaker: _Optional[str] = ...) -> None: ...
 
 class TranscribeResponse(_message.Message):
-    __slots__ = ("text", "language", "duration_s", "segments", "words", "formatted", "route")
+    __slots__ = ("text", "language", "duration_s", "segments", "words", "formatted", "language_probability", "route")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
     FORMATTED_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     text: str
     language: str
@@ -143,8 +146,9 @@ class TranscribeResponse(_message.Message):
     segments: _containers.RepeatedCompositeFieldContainer[Segment]
     words: _containers.RepeatedCompositeFieldContainer[Word]
     formatted: str
+    language_probability: float
     route: _common_pb2.RouteInfo
-    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., formatted: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., duration_s: _Optional[float] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., formatted: _Optional[str] = ..., language_probability: _Optional[float] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
 
 class TranscribeProgressEvent(_message.Message):
     __slots__ = ("audio_done_s", "audio_total_s", "response")
@@ -243,7 +247,7 @@ class UnderstandResponse(_message.Message):
     def __init__(self, answer: _Optional[str] = ..., transcript: _Optional[str] = ..., duration_s: _Optional[float] = ..., route: _Optional[_Union[_common_pb2.RouteInfo, _Mapping]] = ...) -> None: ...
 
 class ExplainRouteRequest(_message.Message):
-    __slots__ = ("operation", "audio", "audio_duration_s", "text", "characters", "language", "word_timestamps", "voice", "diarize", "routing")
+    __slots__ = ("operation", "audio", "audio_duration_s", "text", "characters", "language", "word_timestamps", "voice", "diarize", "translate", "routing")
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     AUDIO_DURATION_S_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +257,7 @@ class ExplainRouteRequest(_message.Message):
     WORD_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     DIARIZE_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     operation: Operation
     audio: _common_pb2.Audio
@@ -263,8 +268,9 @@ class ExplainRouteRequest(_message.Message):
     word_timestamps: bool
     voice: str
     diarize: bool
+    translate: bool
     routing: _common_pb2.RoutingOptions
-    def __init__(self, operation: _Optional[_Union[Operation, str]] = ..., audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., audio_duration_s: _Optional[float] = ..., text: _Optional[str] = ..., characters: _Optional[int] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., voice: _Optional[str] = ..., diarize: _Optional[bool] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, operation: _Optional[_Union[Operation, str]] = ..., audio: _Optional[_Union[_common_pb2.Audio, _Mapping]] = ..., audio_duration_s: _Optional[float] = ..., text: _Optional[str] = ..., characters: _Optional[int] = ..., language: _Optional[str] = ..., word_timestamps: _Optional[bool] = ..., voice: _Optional[str] = ..., diarize: _Optional[bool] = ..., translate: _Optional[bool] = ..., routing: _Optional[_Union[_common_pb2.RoutingOptions, _Mapping]] = ...) -> None: ...
 
 class RouteCandidate(_message.Message):
     __slots__ = ("provider", "model", "locality", "eligible", "rejected_reason", "rank", "estimated_cost_usd", "estimated_latency_ms", "score", "breaker_state", "latency_learned", "latency_source", "latency_observations", "latency_fixed_ms", "latency_per_unit")

@@ -119,6 +119,7 @@ class TranscribePlug:
             duration_s=audio_s,
             segments=transcript.segments,
             route=route,
+            language_probability=transcript.language_probability,
         )
 
     @staticmethod
