@@ -58,6 +58,9 @@ class HttpDoor:
             server_header=False,
             # Clients that reach the gateway through a proxy name themselves in x-request-id, not here.
             proxy_headers=False,
+            # One parser whatever else is installed: uvicorn would switch to httptools when present, and
+            # the two differ on which malformed header values they refuse.
+            http="h11",
         )
         config.load()
         server = uvicorn.Server(config)
