@@ -6,8 +6,8 @@ write that wakes Redis and a reply that wakes the gateway; at 64 cache hits in f
 Redis's work, were most of what a hit cost. Queued reads wait at most for the round trip in flight, and
 then share one.
 
-Errors reach every read of the batch that failed. A read whose caller gave up (its timeout, its
-cancellation) is simply not answered; the others are.
+Errors (a timeout included) reach every read of the batch that failed. A read whose caller gave up (its
+timeout, its cancellation) is simply not answered; the others are.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from redis.asyncio import Redis
 
 
 class CoalescedReads:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, timeout_s: float) -> None:
         self._redis = redis
+        # Bounds each shared MGET: its callers time out on their own, but the queue must not stall on a
+        # Redis that stopped answering.
+        self._timeout_s = timeout_s
         self._busy = False
         self._queued: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._server: asyncio.Task[None] | None = None
@@ -46,7 +49,8 @@ class CoalescedReads:
             while self._queued:
                 batch, self._queued = self._queued, {}
                 try:
-                    values = await self._redis.mget(list(batch))
+                    async with asyncio.timeout(self._timeout_s):
+                        values = await self._redis.mget(list(batch))
                 except Exception as exc:
                     for waiters in batch.values():
                         _fail(waiters, exc)

@@ -275,7 +275,7 @@ class ResultCache:
         self._down_until = 0.0
         # When a Redis call last completed: tells a Redis that stopped answering from a busy loop.
         self._answered_at = 0.0
-        self._reads = CoalescedReads(redis) if redis is not None else None
+        self._reads = CoalescedReads(redis, settings.timeout_s) if redis is not None else None
         self._release = redis.register_script(_RELEASE_LUA) if redis is not None else None
         self._renew = redis.register_script(_RENEW_LUA) if redis is not None else None
 
