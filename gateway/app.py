@@ -171,9 +171,11 @@ def _redis_client(settings: Settings) -> Redis | None:
         max_connections=settings.redis.max_connections,
         # Waiting for a free connection is queueing, not an outage: allow it longer than one call.
         timeout=timeout * 4,
-        # No socket_timeout: every call is already bounded by its caller's own asyncio.timeout, and
-        # redis-py runs each write of a connection with a socket_timeout as a task of its own (wait_for),
-        # which costs more loop wake-ups than the rest of a cache hit.
+        # No socket_timeout (None said explicitly: redis-py 8 defaults it to 5 s): every call is already
+        # bounded by its caller's own asyncio.timeout, and with one redis-py runs each write of a
+        # connection as a task of its own (wait_for) and each read under a timeout of its own, which cost
+        # more loop wake-ups than the rest of a cache hit.
+        socket_timeout=None,
         socket_connect_timeout=timeout,
     )
     return Redis(connection_pool=pool)

@@ -21,10 +21,11 @@ lock lapses after ``lock_ttl_s`` and a waiter takes over. ``hit`` is False for e
 ``compute`` ran: every other caller was served without paying, so the router reports it as a cache hit
 (``cost_usd=0``, ``saved_usd=entry.cost_usd``) and the ledger counts the provider call once.
 
-**Degrades, never fails.** Every Redis call is bounded by ``timeout_s``; a failure or timeout makes the
-cache skip Redis for ``down_backoff_s``, so an outage costs one timeout per window rather than one per
-request. Without Redis a request is simply computed (in-process single-flight still holds). Only
-``compute``'s own errors reach callers.
+**Degrades, never fails.** Every Redis call is bounded by ``timeout_s``; a failure, or a timeout while
+Redis answers no call, makes the cache skip Redis for ``down_backoff_s``, so an outage costs one timeout per
+window rather than one per request. A call that timed out while others were answered only waited on a busy
+event loop: it alone degrades. Without Redis a request is simply computed (in-process single-flight still
+holds). Only ``compute``'s own errors reach callers.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import redis
 import structlog
 from redis.asyncio import Redis
 
+from gateway.cache.reads import CoalescedReads
 from gateway.core.domain import CacheMode
 from gateway.core.errors import WaitTimedOut
 from gateway.settings import CacheSettings
@@ -271,6 +273,9 @@ class ResultCache:
         self._settings = settings
         self._flights: dict[tuple[CacheMode, str], asyncio.Future[CachedEntry]] = {}
         self._down_until = 0.0
+        # When a Redis call last completed: tells a Redis that stopped answering from a busy loop.
+        self._answered_at = 0.0
+        self._reads = CoalescedReads(redis, settings.timeout_s) if redis is not None else None
         self._release = redis.register_script(_RELEASE_LUA) if redis is not None else None
         self._renew = redis.register_script(_RENEW_LUA) if redis is not None else None
 
@@ -467,6 +472,10 @@ class ResultCache:
         assert self._redis is not None
         return self._redis
 
+    def _reader(self) -> CoalescedReads:
+        assert self._reads is not None
+        return self._reads
+
     async def _set_lock(self, lock: str, token: str) -> bool:
         return bool(await self._redis_client().set(lock, token, nx=True, px=self._lock_ttl_ms))
 
@@ -478,7 +487,7 @@ class ResultCache:
         return raw, holder
 
     async def _read(self, key: str) -> tuple[CachedEntry, str] | None:
-        raw = await self._call("get", lambda: self._redis_client().get(key))
+        raw = await self._call("get", lambda: self._reader().get(key))
         return self._decoded(key, raw)
 
     def _decoded(self, key: str, raw: bytes | None) -> tuple[CachedEntry, str] | None:
@@ -506,13 +515,22 @@ class ResultCache:
         """Run one Redis call within ``timeout_s``; raise :class:`_Unavailable` instead of failing."""
         if self._redis is None or not self._settings.enabled:
             raise _Unavailable
-        if time.monotonic() < self._down_until:
+        started = time.monotonic()
+        if started < self._down_until:
             raise _Unavailable
         try:
             async with asyncio.timeout(self._settings.timeout_s):
-                return await make()
+                result = await make()
         except (redis.RedisError, OSError, TimeoutError) as exc:
-            if not isinstance(exc, redis.ResponseError):
+            if not isinstance(exc, redis.ResponseError) and not (
+                # Redis answered another call after this one was sent: it is up, and this call waited on
+                # a saturated event loop (or for a pooled connection). Skipping Redis for the backoff
+                # would turn every hit of that window into a paid provider call, which loads the loop
+                # further; this call alone degrades.
+                isinstance(exc, TimeoutError) and self._answered_at > started
+            ):
                 self._down_until = time.monotonic() + self._settings.down_backoff_s
             log.warning("cache.store_failed", op=op, error=repr(exc), timeout_s=self._settings.timeout_s)
             raise _Unavailable from exc
+        self._answered_at = time.monotonic()
+        return result

@@ -19,7 +19,15 @@ import pytest
 import redis.asyncio
 from structlog.testing import capture_logs
 
-from gateway.cache.results import CachedEntry, ResultCache, cache_key, digest_bytes, digest_text, lock_key
+from gateway.cache.results import (
+    CachedEntry,
+    ResultCache,
+    _Unavailable,
+    cache_key,
+    digest_bytes,
+    digest_text,
+    lock_key,
+)
 from gateway.core.domain import CacheMode
 from gateway.core.errors import WaitTimedOut
 from gateway.core.provider_types import Operation
@@ -625,6 +633,27 @@ async def test_a_hanging_redis_costs_at_most_one_timeout_per_backoff_window(sile
         assert time.monotonic() - started < 0.1  # Redis is skipped while it is known to be down
     finally:
         await client.aclose()
+
+
+async def test_a_call_left_waiting_by_a_busy_loop_does_not_count_as_redis_down(
+    redis_client: redis.asyncio.Redis, prefix: str
+):
+    cache = ResultCache(redis_client, prefix, CacheSettings(timeout_s=0.2, down_backoff_s=30))
+    k = cache.key("acme", "transcribe", digest_bytes(b"audio"), {})
+    await cache.put(k, entry(b"kept"))
+
+    async def read_too_late() -> None:
+        # A call whose reply is not read within timeout_s: at saturation the event loop, not Redis, is late.
+        await asyncio.sleep(1.0)
+
+    late = asyncio.create_task(cache._call("get", read_too_late))
+    await asyncio.sleep(0.05)
+    assert (await cache.get(k)).payload == b"kept"  # Redis answers after the late call was sent
+    with pytest.raises(_Unavailable):
+        await late
+    # Not skipped for down_backoff_s: the next hit is still served from Redis.
+    found, hit = await cache.single_flight(k, Compute())
+    assert (found.payload, hit) == (b"kept", True)
 
 
 async def test_a_stopped_redis_degrades_and_a_paused_one_recovers():
