@@ -248,3 +248,62 @@ async def test_a_pause_is_finalized_at_once_even_while_an_interim_step_runs(vad_
     await asyncio.wait_for(collector, 5)
     assert [e.text for e in events if isinstance(e, StreamResult)][-1] == "the final words"
     assert ended.is_set()
+
+
+async def scripted_stream(vad_session, audio: np.ndarray) -> tuple[list[tuple[float, float]], set[str]]:
+    """The stream fed ``audio`` and closed, with a decoder that records what each final decode is given.
+    Returns the finals' spans (the audio decoded for each) and the prompts the final decodes had."""
+    import asyncio
+
+    from gateway.core.streaming import StreamConfig, StreamResult
+    from providers.whisper_stream import Hypothesis, StreamTuning, WhisperStream
+    from providers.workers import Timed
+
+    decoded: list[tuple[int, str]] = []
+
+    def decoder(samples: np.ndarray, prompt: str, final: bool) -> Hypothesis:
+        if final:
+            decoded.append((samples.size, prompt))
+        return Hypothesis((tuple(words("said something")),))
+
+    async def run(fn, *_: object) -> Timed[object]:
+        return Timed(fn(), 0.0)
+
+    stream = WhisperStream(
+        "engine",
+        StreamConfig(sample_rate=RATE, interim_results=False),
+        StreamTuning(step_s=0.5, pause_s=0.2, max_buffer_s=15.0, vad_threshold=0.5),
+        Front(RATE, Endpointer(vad_session, 0.5, 500)),
+        decoder,
+        run,
+        run,
+        lambda: None,
+    )
+    pcm = (audio * 32768).astype("<i2").tobytes()
+    for offset in range(0, len(pcm), 3200):
+        await stream.send(pcm[offset : offset + 3200])
+        await asyncio.sleep(0)
+    await stream.close()
+    results = [e async for e in stream.events() if isinstance(e, StreamResult) and e.is_final]
+    # A final's span is the audio that was decoded for it.
+    sizes = {size for size, _ in decoded}
+    assert all(round((r.end_s - r.start_s) * RATE) in sizes for r in results), (results, sizes)
+    return [(r.start_s, r.end_s) for r in results], {prompt for _, prompt in decoded}
+
+
+async def test_a_soft_onset_vad_misses_is_decoded_with_its_utterance(vad_session):
+    """ "To the north and within easy reach..." starts softly: after the sentence before it, Silero hears
+    speech over a second late. The final's audio reaches back over the short silence before its speech
+    (to the stream's start, then to the end of the utterance before), so Whisper hears the first words."""
+    first, soft = speech_16k("fleurs_en_us_001"), speech_16k("fleurs_en_us_002")
+    gap = np.zeros(RATE, dtype=np.float32)
+    audio = np.concatenate([gap, first, gap, soft, 2 * gap])
+    begins = [at / RATE for kind, at, _ in Endpointer(vad_session, 0.5, 500).feed(audio) if kind == "begin"]
+    soft_at = 2.0 + first.size / RATE
+    assert len(begins) == 2 and begins[0] > 1.3 and begins[1] > soft_at + 1.0, begins  # VAD is late
+
+    spans, prompts = await scripted_stream(vad_session, audio)
+    assert [start for start, _ in spans] == [0.0, spans[0][1]]
+    assert spans[0][1] < soft_at
+    # A final is decoded with no earlier text as its prompt, as batch transcription decodes.
+    assert prompts == {""}
