@@ -662,7 +662,10 @@ class WhisperStream:
     def _trim_long(self, utterance: _Utterance, agreement: LocalAgreement, hypothesis: Hypothesis) -> None:
         """Finalize the committed head of an over-long utterance at a segment end, and drop its audio."""
         total = self._base + self._audio.size
-        if (total - utterance.start) / RATE < self._tuning.max_buffer_s:
+        # An utterance that has ended, or is pausing, is only that long, however much audio came after it
+        # while its decode waited for a worker: its final is next, and cutting it would only lose words.
+        heard = next((at for at in (utterance.end, utterance.pause_end) if at is not None), total)
+        if (heard - utterance.start) / RATE < self._tuning.max_buffer_s:
             return
         committed = len(agreement.committed)
         cut_words, cut_at = 0, None

@@ -250,9 +250,12 @@ async def test_a_pause_is_finalized_at_once_even_while_an_interim_step_runs(vad_
     assert ended.is_set()
 
 
-async def scripted_stream(vad_session, audio: np.ndarray) -> tuple[list[tuple[float, float]], set[str]]:
-    """The stream fed ``audio`` and closed, with a decoder that records what each final decode is given.
-    Returns the finals' spans (the audio decoded for each) and the prompts the final decodes had."""
+async def scripted_stream(
+    vad_session, audio: np.ndarray, finals_wait: bool = False
+) -> tuple[list[tuple[float, float]], set[str]]:
+    """The stream fed ``audio`` and closed, with a decoder that records what each final decode is given
+    (with ``finals_wait``, no final decode gets a worker until all the audio has come). Returns the finals'
+    spans (the audio decoded for each) and the prompts the final decodes had."""
     import asyncio
 
     from gateway.core.streaming import StreamConfig, StreamResult
@@ -260,13 +263,20 @@ async def scripted_stream(vad_session, audio: np.ndarray) -> tuple[list[tuple[fl
     from providers.workers import Timed
 
     decoded: list[tuple[int, str]] = []
+    all_sent = asyncio.Event()
 
     def decoder(samples: np.ndarray, prompt: str, final: bool) -> Hypothesis:
         if final:
             decoded.append((samples.size, prompt))
-        return Hypothesis((tuple(words("said something")),))
+        # Two segments, so an over-long utterance has a committed segment end to be cut at.
+        return Hypothesis((tuple(words("said something")), tuple(words("and more", start=0.6))))
 
-    async def run(fn, *_: object) -> Timed[object]:
+    async def run_decode(fn, final: bool) -> Timed[object]:
+        if final and finals_wait:
+            await all_sent.wait()
+        return Timed(fn(), 0.0)
+
+    async def run_front(fn) -> Timed[object]:
         return Timed(fn(), 0.0)
 
     stream = WhisperStream(
@@ -275,14 +285,15 @@ async def scripted_stream(vad_session, audio: np.ndarray) -> tuple[list[tuple[fl
         StreamTuning(step_s=0.5, pause_s=0.2, max_buffer_s=15.0, vad_threshold=0.5),
         Front(RATE, Endpointer(vad_session, 0.5, 500)),
         decoder,
-        run,
-        run,
+        run_decode,
+        run_front,
         lambda: None,
     )
     pcm = (audio * 32768).astype("<i2").tobytes()
     for offset in range(0, len(pcm), 3200):
         await stream.send(pcm[offset : offset + 3200])
         await asyncio.sleep(0)
+    all_sent.set()
     await stream.close()
     results = [e async for e in stream.events() if isinstance(e, StreamResult) and e.is_final]
     # A final's span is the audio that was decoded for it.
@@ -307,3 +318,13 @@ async def test_a_soft_onset_vad_misses_is_decoded_with_its_utterance(vad_session
     assert spans[0][1] < soft_at
     # A final is decoded with no earlier text as its prompt, as batch transcription decodes.
     assert prompts == {""}
+
+
+async def test_an_utterance_is_not_cut_for_the_audio_that_came_while_its_final_waited(vad_session):
+    """A 12 s utterance whose final waits for a busy worker while 5 s more audio arrives is not over-long
+    (15 s): it is finalized whole, not cut at a segment end with its rest decoded apart."""
+    voice = speech_16k("fleurs_en_us_002")
+    audio = np.concatenate([np.zeros(RATE // 2, dtype=np.float32), voice, np.zeros(5 * RATE, np.float32)])
+    spans, _ = await scripted_stream(vad_session, audio, finals_wait=True)
+    assert len(spans) == 1, spans
+    assert spans[0][0] == 0.0 and 11.5 < spans[0][1] < 12.5
