@@ -165,11 +165,18 @@ def test_an_interim_hypothesis_is_cut_where_it_runs_past_the_audio():
     assert [texts(seg) for seg in cut] == ["and mister john", "dashwood had"]
 
 
-def segment(text: str, *, tokens: int | None = None, ratio: float = 1.5, logprob: float = -0.3) -> object:
+TIMESTAMP = 50_363  # tiny.en's <|0.00|>: tokens from here on are timestamps
+
+
+def segment(
+    text: str, *, tokens: int | None = None, ratio: float = 1.5, logprob: float = -0.3, closed: bool = True
+) -> object:
     from types import SimpleNamespace
 
     count = tokens if tokens is not None else len(text.split()) + 2
-    return SimpleNamespace(text=text, tokens=list(range(count)), compression_ratio=ratio, avg_logprob=logprob)
+    # Text tokens, then the timestamp that closes the segment (unless it was left open).
+    ids = [*range(count - 1), TIMESTAMP + 50 if closed else 352]
+    return SimpleNamespace(text=text, tokens=ids, compression_ratio=ratio, avg_logprob=logprob)
 
 
 @pytest.mark.parametrize(
@@ -181,12 +188,14 @@ def segment(text: str, *, tokens: int | None = None, ratio: float = 1.5, logprob
         ([segment("Mr. John Dashwood", ratio=2.6)], False),  # too repetitive for Whisper's own check
         ([segment("Mr. John Dashwood", logprob=-1.2)], False),  # too unlikely for it
         ([segment("Mr. John Dashwood", tokens=30)], False),  # it used its whole token allowance
+        ([segment("1 1", closed=False)], False),  # "one" with no end in sight: a word said once, twice
+        ([segment("One. Two.", closed=True), segment(" 3 3", closed=False)], False),
     ],
 )
 def test_a_short_window_final_is_kept_only_when_it_passes_whispers_checks(segments, trusted):
     from providers.faster_whisper import _trustworthy
 
-    assert _trustworthy(segments, allowance=30) is trusted
+    assert _trustworthy(segments, allowance=30, timestamp_begin=TIMESTAMP) is trusted
 
 
 async def test_a_pause_is_finalized_at_once_even_while_an_interim_step_runs(vad_session):
