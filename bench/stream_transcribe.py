@@ -25,7 +25,7 @@ whole plan; ``--versus KEY=VALUE,...`` also runs a second gateway with those GAT
 each recording to both, alternating which goes first, and prints each side and their ratio.
 
 Run: PYTHONPATH=. python bench/stream_transcribe.py [--quick] [--in-process] [--rounds N]
-     [--versus GATEWAY_WHISPER__STREAM_FINAL_CONTEXT_S=5]
+     [--versus GATEWAY_WHISPER__STREAM_FINAL_CONTEXT_S=0]
 """
 
 from __future__ import annotations

@@ -90,8 +90,9 @@ async def test_finals_are_as_good_as_batch_transcription_of_the_same_audio(engin
 
 
 async def test_each_word_said_once_is_finalized_once(engine):
-    """ "one two three", each word its own utterance: a final decoded on a window cut short ("one" as
-    "1 1", "three" as "3 3") streamed as "1 1 2 3 3". Finals are decoded on Whisper's whole window."""
+    """ "one two three", each word its own utterance, streamed as "1 1 2 3 3": a final decoded on a short
+    window stopped without closing its segment ("one" as "1 1"). Such a final is decoded again on the full
+    window."""
     clip = speech.real_clip("uberi_one_two_three")
     stream = await engine.open_stream(StreamConfig(sample_rate=clip.rate), timeout_s=5)
     events, _ = await asyncio.gather(
