@@ -12,7 +12,9 @@ provider in this process instead, without the gateway. It measures:
 - finalization latency: from when the endpointing silence after an utterance had been sent (the
   END_OF_UTTERANCE time) to when its final result arrived, so the VAD's silence window is not counted;
 - final WER: the finals of each recording joined, against the references, over the batch Transcribe WER
-  of the same recordings (the same engine and settings, whole files, through the same door);
+  of the same recordings (the same engine and settings, whole files, through the same door). Both sides
+  are scored after Whisper's English normaliser (``tests/speech.py`` ``english``, as the speech set's
+  README scores), so "ten" and "10", or "Mr." and "mister", are the same word on either side;
 - concurrency: four real-time streams at once; processing RTF is the engine time the streams used
   (decoding, resampling, VAD) over the time the engine's workers had, i.e. over workers × audio seconds.
   Through the gateway the engine time is read from each stream's cost: the gateway is run with local
@@ -420,6 +422,12 @@ async def measure(plan: Plan, targets: list[Target], workers: int, rounds: int) 
     return tallies
 
 
+def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
+    """Word errors over reference words, all recordings together, after Whisper's English normaliser."""
+    counted = [speech.errors(ref, hyp) for ref, hyp in zip(references, hypotheses, strict=True)]
+    return sum(errors for errors, _, _ in counted) / max(1, sum(words for _, _, words in counted))
+
+
 def summarize(name: str, tally: Tally, prefix: str) -> dict[str, float]:
     detail = f"{len(tally.partial)} of {tally.words} words seen, {tally.missing} never appeared"
     p50, p90 = quantile(tally.partial, 50), quantile(tally.partial, 90)
@@ -447,8 +455,8 @@ def summarize(name: str, tally: Tally, prefix: str) -> dict[str, float]:
         f"{len(finals)} utterances ended by endpointing; p90 {quantile(finals, 90):.2f} s, "
         f"max {max(finals, default=float('nan')):.2f} s",
     )
-    stream_wer = speech.wer(tally.references, tally.stream_texts)
-    batch_wer = speech.wer(tally.references, tally.batch_texts)
+    stream_wer = corpus_wer(tally.references, tally.stream_texts)
+    batch_wer = corpus_wer(tally.references, tally.batch_texts)
     ratio = stream_wer / batch_wer if batch_wer else (1.0 if stream_wer == 0 else float("inf"))
     report(
         f"{prefix}final WER ratio stream/batch",

@@ -204,7 +204,8 @@ class WhisperSettings(BaseModel):
     stream_pause_ms: int = Field(200, ge=64, le=2000)
     # The encoder window of an utterance's final: the utterance and this much silence after it, instead of
     # Whisper's 30 s (a few times cheaper); a result that fails Whisper's own checks is decoded again on
-    # the full window. 0: always the full window.
+    # the full window. 0: always the full window, as batch decodes: fewer errors, but the final is often
+    # not ready when the endpointing silence ends (docs/providers.md has the measurements).
     stream_final_context_s: float = Field(5.0, ge=0.0, le=30.0)
 
 

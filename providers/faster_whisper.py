@@ -457,7 +457,7 @@ class FasterWhisperTranscriber:
                     temperature=0.0,
                     max_new_tokens=allowance,
                 )
-                if _trustworthy(raw, allowance):
+                if _trustworthy(raw, allowance, _timestamp_begin(engine)):
                     return _hypothesis([list(_words(seg, word_timestamps)) for seg in raw])
             raw = _decode(
                 engine,
@@ -514,10 +514,12 @@ def _decode(
     return list(raw_segments)
 
 
-def _trustworthy(segments: list[Any], allowance: int) -> bool:
+def _trustworthy(segments: list[Any], allowance: int, timestamp_begin: int) -> bool:
     """Whether a short-window decode passed Whisper's own fallback tests (not too repetitive, not too
-    unlikely), did not loop, and ended within its token allowance."""
-    if not segments:
+    unlikely), did not loop, ended within its token allowance, and closed its last segment with a
+    timestamp: one that stops without saying where its speech ended was unsure of it ("one" heard as
+    "1 1", "five five" as "5"), where the full window's silence always gets one."""
+    if not segments or not segments[-1].tokens or segments[-1].tokens[-1] < timestamp_begin:
         return False
     if any(
         seg.compression_ratio > _COMPRESSION_RATIO_LIMIT or seg.avg_logprob < _LOGPROB_LIMIT
@@ -528,6 +530,11 @@ def _trustworthy(segments: list[Any], allowance: int) -> bool:
         return False
     keys = [re.sub(r"[^\w']", "", word.lower()) for seg in segments for word in seg.text.split()]
     return not any(_repeat_at(keys, i) for i in range(len(keys)))
+
+
+def _timestamp_begin(engine: WhisperModel) -> int:
+    """The first of Whisper's timestamp tokens (they follow <|notimestamps|> in every vocabulary)."""
+    return int(engine.hf_tokenizer.token_to_id("<|notimestamps|>")) + 1
 
 
 def _hypothesis(segments: list[list[Word]]) -> Hypothesis:

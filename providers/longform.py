@@ -38,7 +38,7 @@ _MISSED_SHARE = 0.5
 # Shorter regions are left alone: a breath or a click that VAD took for speech, not a lost sentence.
 _MISSED_MIN_S = 1.0
 # Silence before a window that is decoded with it: where a soft-spoken start hides from VAD.
-_ONSET_S = 3.0
+ONSET_S = 3.0
 # How far Whisper's segment times may drift from the speech they transcribe.
 _DRIFT_S = 0.3
 # A region decoded again whose words the window's text already holds, this share of them in order, was
@@ -129,7 +129,7 @@ def windows(regions: Sequence[Span], max_window_s: float) -> list[Span]:
     """The regions merged in order into windows of at most ``max_window_s``, each from the start of its
     first region to the end of its last (the pauses between them stay in).
 
-    A window also takes in a short silence before it (up to ``_ONSET_S``, within Whisper's 30 s): VAD
+    A window also takes in a short silence before it (up to ``ONSET_S``, within Whisper's 30 s): VAD
     misses the quiet first words of a speaker who starts softly, and Whisper, which hears them, would
     otherwise never be given them. Only longer silence is left out.
     """
@@ -140,14 +140,20 @@ def windows(regions: Sequence[Span], max_window_s: float) -> list[Span]:
             merged[-1] = Span(merged[-1].start, region.end)
         else:
             merged.append(region)
-    onset, whole = round(_ONSET_S * SAMPLE_RATE), round(WHISPER_WINDOW_S * SAMPLE_RATE)
+    whole = round(WHISPER_WINDOW_S * SAMPLE_RATE)
     widened = []
     for window in merged:
         before = widened[-1].end if widened else 0
-        if window.start - before <= onset:
-            window = Span(max(before, window.end - whole), window.end)
-        widened.append(window)
+        widened.append(Span(max(onset(window.start, before), window.end - whole), window.end))
     return widened
+
+
+def onset(start: int, before: int) -> int:
+    """Where to begin decoding speech that VAD found starting at sample ``start``, when the audio decoded
+    before it ended at ``before``: back at ``before`` if the silence between is short (up to ``ONSET_S``),
+    since VAD misses the quiet first words of a speaker who starts softly; else at ``start``, since longer
+    silence is where Whisper invents text."""
+    return before if start - before <= round(ONSET_S * SAMPLE_RATE) else start
 
 
 def missed(regions: Sequence[Span], segments: Sequence[SegmentTiming]) -> list[Span]:

@@ -39,6 +39,7 @@ from gateway.core.streaming import (
     StreamEvent,
     StreamResult,
 )
+from providers import longform
 
 if TYPE_CHECKING:
     from providers.workers import Timed
@@ -51,12 +52,14 @@ _CONTEXT = 64  # samples of the previous window Silero sees before each window
 # Speech must last this many windows before an utterance begins, so a click is not an utterance.
 _MIN_SPEECH_WINDOWS = 3
 # Audio kept before the first speech window: Silero's onsets are late by a window or two, and Whisper
-# drops clipped words. After the last one, an utterance keeps the pause that was heard when its final
-# was decoded (StreamTuning.pause_s).
+# drops clipped words. An utterance that follows the one before it (or the stream's start) within a short
+# silence takes in all of that silence instead, as long-form windows do (longform.onset): a speaker who
+# starts softly is heard by Whisper before VAD. After its last speech window, an utterance keeps the pause
+# that was heard when its final was decoded (StreamTuning.pause_s).
 _PRE_ROLL_S = 0.3
-# Silence kept while no utterance is open: the pre-roll and Silero's onset delay, with room to spare.
-_SILENCE_KEPT_S = 1.0
-# Text of earlier utterances handed to Whisper as its prompt: context for names and casing.
+# Silence kept while no utterance is open: what an onset may reach back to, and Silero's onset delay.
+_SILENCE_KEPT_S = longform.ONSET_S + 1.0
+# Text of earlier utterances handed to Whisper as the prompt of interim steps: context for names and casing.
 _PROMPT_CHARS = 200
 # A final decode refused by a full queue is retried for about this long before the stream fails.
 _BUSY_PATIENCE_S = 10.0
@@ -342,9 +345,10 @@ class WhisperStream:
         self._audio = np.zeros(0, dtype=np.float32)
         self._base = 0
         self._utterances: deque[_Utterance] = deque()
+        self._finalized_to = 0  # where the last utterance finalized ended
         self._input_done = False
         self._done = False  # single utterance over, or aborted: no more events
-        self._history = ""  # finalized text, the prompt of later decodes
+        self._history = ""  # finalized text, the prompt of later interim steps
         self._last_interim = ""
         self._intake_task = asyncio.create_task(self._intake(), name=f"{name}-stream-intake")
         self._decode_task = asyncio.create_task(self._decode_loop(), name=f"{name}-stream-decode")
@@ -439,8 +443,9 @@ class WhisperStream:
         for kind, at, detected in boundaries:
             last = self._utterances[-1] if self._utterances else None
             if kind == "begin":
-                floor = last.end if last is not None and last.end is not None else self._base
-                start = max(at - round(_PRE_ROLL_S * RATE), floor, self._base)
+                before = last.end if last is not None and last.end is not None else self._finalized_to
+                onset = min(longform.onset(at, before), at - round(_PRE_ROLL_S * RATE))
+                start = max(onset, before, self._base)
                 self._utterances.append(_Utterance(start=start, begin_at=at))
                 continue
             if last is None or last.end is not None:
@@ -549,6 +554,7 @@ class WhisperStream:
                         SpeechEvent(SpeechEventKind.END_OF_UTTERANCE, utterance.ended_by_vad_at / RATE)
                     )
                 self._utterances.popleft()
+                self._finalized_to = utterance.end
                 self._drop_before(utterance.end)
                 agreement, decoded_to, applied_to, ready = LocalAgreement(), 0, 0, None
                 if self._config.single_utterance and utterance.ended_by_vad_at is not None:
@@ -581,7 +587,10 @@ class WhisperStream:
 
     async def _decode(self, audio: _Slice, final: bool) -> Hypothesis | None:
         """Decode on the engine pool; None when an interim step found the queue full."""
-        prompt = self._history[-_PROMPT_CHARS:]
+        # A final is decoded as batch transcription decodes a window, with no text before it: the earlier
+        # finals as its prompt made tiny.en's finals worse on the benchmark's recordings (a word of one
+        # sentence written into the next), whichever part of them was given. Interim steps keep it.
+        prompt = "" if final else self._history[-_PROMPT_CHARS:]
         samples = audio.samples
         loop = asyncio.get_running_loop()
 
@@ -653,7 +662,10 @@ class WhisperStream:
     def _trim_long(self, utterance: _Utterance, agreement: LocalAgreement, hypothesis: Hypothesis) -> None:
         """Finalize the committed head of an over-long utterance at a segment end, and drop its audio."""
         total = self._base + self._audio.size
-        if (total - utterance.start) / RATE < self._tuning.max_buffer_s:
+        # An utterance that has ended, or is pausing, is only that long, however much audio came after it
+        # while its decode waited for a worker: its final is next, and cutting it would only lose words.
+        heard = next((at for at in (utterance.end, utterance.pause_end) if at is not None), total)
+        if (heard - utterance.start) / RATE < self._tuning.max_buffer_s:
             return
         committed = len(agreement.committed)
         cut_words, cut_at = 0, None

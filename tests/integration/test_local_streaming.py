@@ -89,6 +89,21 @@ async def test_finals_are_as_good_as_batch_transcription_of_the_same_audio(engin
     assert stream.usage().compute_seconds > 0
 
 
+async def test_each_word_said_once_is_finalized_once(engine):
+    """ "one two three", each word its own utterance, streamed as "1 1 2 3 3": a final decoded on a short
+    window stopped without closing its segment ("one" as "1 1"). Such a final is decoded again on the full
+    window."""
+    clip = speech.real_clip("uberi_one_two_three")
+    stream = await engine.open_stream(StreamConfig(sample_rate=clip.rate), timeout_s=5)
+    events, _ = await asyncio.gather(
+        collect(stream), feed(stream, clip.pcm() + silence(1.5, clip.rate), clip.rate)
+    )
+    said = [r.text.lower().strip(" .,!").split() for r in finals(events)]
+    assert len(said) == 3, said
+    for words, spellings in zip(said, ({"one", "1"}, {"two", "2"}, {"three", "3"}), strict=True):
+        assert len(words) == 1 and words[0] in spellings, said
+
+
 async def test_interim_results_come_first_and_grow_into_the_final(engine):
     clip = speech.real_clip("librivox_sense_sensibility_0870")  # 7.1 s, one sentence
     stream = await engine.open_stream(StreamConfig(sample_rate=clip.rate, word_timestamps=True), timeout_s=5)

@@ -165,11 +165,18 @@ def test_an_interim_hypothesis_is_cut_where_it_runs_past_the_audio():
     assert [texts(seg) for seg in cut] == ["and mister john", "dashwood had"]
 
 
-def segment(text: str, *, tokens: int | None = None, ratio: float = 1.5, logprob: float = -0.3) -> object:
+TIMESTAMP = 50_363  # tiny.en's <|0.00|>: tokens from here on are timestamps
+
+
+def segment(
+    text: str, *, tokens: int | None = None, ratio: float = 1.5, logprob: float = -0.3, closed: bool = True
+) -> object:
     from types import SimpleNamespace
 
     count = tokens if tokens is not None else len(text.split()) + 2
-    return SimpleNamespace(text=text, tokens=list(range(count)), compression_ratio=ratio, avg_logprob=logprob)
+    # Text tokens, then the timestamp that closes the segment (unless it was left open).
+    ids = [*range(count - 1), TIMESTAMP + 50 if closed else 352]
+    return SimpleNamespace(text=text, tokens=ids, compression_ratio=ratio, avg_logprob=logprob)
 
 
 @pytest.mark.parametrize(
@@ -181,12 +188,14 @@ def segment(text: str, *, tokens: int | None = None, ratio: float = 1.5, logprob
         ([segment("Mr. John Dashwood", ratio=2.6)], False),  # too repetitive for Whisper's own check
         ([segment("Mr. John Dashwood", logprob=-1.2)], False),  # too unlikely for it
         ([segment("Mr. John Dashwood", tokens=30)], False),  # it used its whole token allowance
+        ([segment("1 1", closed=False)], False),  # "one" with no end in sight: a word said once, twice
+        ([segment("One. Two.", closed=True), segment(" 3 3", closed=False)], False),
     ],
 )
 def test_a_short_window_final_is_kept_only_when_it_passes_whispers_checks(segments, trusted):
     from providers.faster_whisper import _trustworthy
 
-    assert _trustworthy(segments, allowance=30) is trusted
+    assert _trustworthy(segments, allowance=30, timestamp_begin=TIMESTAMP) is trusted
 
 
 async def test_a_pause_is_finalized_at_once_even_while_an_interim_step_runs(vad_session):
@@ -248,3 +257,83 @@ async def test_a_pause_is_finalized_at_once_even_while_an_interim_step_runs(vad_
     await asyncio.wait_for(collector, 5)
     assert [e.text for e in events if isinstance(e, StreamResult)][-1] == "the final words"
     assert ended.is_set()
+
+
+async def scripted_stream(
+    vad_session, audio: np.ndarray, finals_wait: bool = False
+) -> tuple[list[tuple[float, float]], set[str]]:
+    """The stream fed ``audio`` and closed, with a decoder that records what each final decode is given
+    (with ``finals_wait``, no final decode gets a worker until all the audio has come). Returns the finals'
+    spans (the audio decoded for each) and the prompts the final decodes had."""
+    import asyncio
+
+    from gateway.core.streaming import StreamConfig, StreamResult
+    from providers.whisper_stream import Hypothesis, StreamTuning, WhisperStream
+    from providers.workers import Timed
+
+    decoded: list[tuple[int, str]] = []
+    all_sent = asyncio.Event()
+
+    def decoder(samples: np.ndarray, prompt: str, final: bool) -> Hypothesis:
+        if final:
+            decoded.append((samples.size, prompt))
+        # Two segments, so an over-long utterance has a committed segment end to be cut at.
+        return Hypothesis((tuple(words("said something")), tuple(words("and more", start=0.6))))
+
+    async def run_decode(fn, final: bool) -> Timed[object]:
+        if final and finals_wait:
+            await all_sent.wait()
+        return Timed(fn(), 0.0)
+
+    async def run_front(fn) -> Timed[object]:
+        return Timed(fn(), 0.0)
+
+    stream = WhisperStream(
+        "engine",
+        StreamConfig(sample_rate=RATE, interim_results=False),
+        StreamTuning(step_s=0.5, pause_s=0.2, max_buffer_s=15.0, vad_threshold=0.5),
+        Front(RATE, Endpointer(vad_session, 0.5, 500)),
+        decoder,
+        run_decode,
+        run_front,
+        lambda: None,
+    )
+    pcm = (audio * 32768).astype("<i2").tobytes()
+    for offset in range(0, len(pcm), 3200):
+        await stream.send(pcm[offset : offset + 3200])
+        await asyncio.sleep(0)
+    all_sent.set()
+    await stream.close()
+    results = [e async for e in stream.events() if isinstance(e, StreamResult) and e.is_final]
+    # A final's span is the audio that was decoded for it.
+    sizes = {size for size, _ in decoded}
+    assert all(round((r.end_s - r.start_s) * RATE) in sizes for r in results), (results, sizes)
+    return [(r.start_s, r.end_s) for r in results], {prompt for _, prompt in decoded}
+
+
+async def test_a_soft_onset_vad_misses_is_decoded_with_its_utterance(vad_session):
+    """ "To the north and within easy reach..." starts softly: after the sentence before it, Silero hears
+    speech over a second late. The final's audio reaches back over the short silence before its speech
+    (to the stream's start, then to the end of the utterance before), so Whisper hears the first words."""
+    first, soft = speech_16k("fleurs_en_us_001"), speech_16k("fleurs_en_us_002")
+    gap = np.zeros(RATE, dtype=np.float32)
+    audio = np.concatenate([gap, first, gap, soft, 2 * gap])
+    begins = [at / RATE for kind, at, _ in Endpointer(vad_session, 0.5, 500).feed(audio) if kind == "begin"]
+    soft_at = 2.0 + first.size / RATE
+    assert len(begins) == 2 and begins[0] > 1.3 and begins[1] > soft_at + 1.0, begins  # VAD is late
+
+    spans, prompts = await scripted_stream(vad_session, audio)
+    assert [start for start, _ in spans] == [0.0, spans[0][1]]
+    assert spans[0][1] < soft_at
+    # A final is decoded with no earlier text as its prompt, as batch transcription decodes.
+    assert prompts == {""}
+
+
+async def test_an_utterance_is_not_cut_for_the_audio_that_came_while_its_final_waited(vad_session):
+    """A 12 s utterance whose final waits for a busy worker while 5 s more audio arrives is not over-long
+    (15 s): it is finalized whole, not cut at a segment end with its rest decoded apart."""
+    voice = speech_16k("fleurs_en_us_002")
+    audio = np.concatenate([np.zeros(RATE // 2, dtype=np.float32), voice, np.zeros(5 * RATE, np.float32)])
+    spans, _ = await scripted_stream(vad_session, audio, finals_wait=True)
+    assert len(spans) == 1, spans
+    assert spans[0][0] == 0.0 and 11.5 < spans[0][1] < 12.5
