@@ -122,9 +122,9 @@ def rank(
 
     kept: list[Kept] = []
     rejected: list[Rejected] = []
+    models = latency_models(catalogue, health)
     for candidate in catalogue:
-        model = health.latency_model(candidate.name, candidate.capabilities.latency_prior)
-        latency = model.estimate_ms(ctx.audio_s, ctx.characters)
+        latency = models[candidate.name].estimate_ms(ctx.audio_s, ctx.characters)
         cost = estimate_cost(candidate, ctx, latency)
         exclusion = _exclusion(candidate, ctx, policy, privacy, max_cost, max_latency, cost, latency)
         if exclusion is None and budget_remaining_usd is not None and cost > budget_remaining_usd:
@@ -147,6 +147,30 @@ def rank(
     return Ranking(
         policy.name, tuple(kept), tuple(rejected), attempts, privacy, objective, ctx, policy.attempt_share
     )
+
+
+def latency_models(catalogue: Sequence[CandidateInfo], health: HealthView) -> dict[str, LatencyModel]:
+    """Each candidate's latency model: learned, or its prior.
+
+    A learned model and an untried prior are not comparable: a pessimistic prior would lose to any kin
+    that had been measured, and, losing, would never be measured itself. So a member of a latency family
+    that has not learned yet borrows the first learned member's model, scaled by their priors' ratio.
+    """
+    models = {c.name: health.latency_model(c.name, c.capabilities.latency_prior) for c in catalogue}
+    learned: dict[str, tuple[LatencyModel, LatencyModel]] = {}
+    for c in catalogue:
+        caps = c.capabilities
+        if caps.latency_family and models[c.name] is not caps.latency_prior and caps.latency_prior.rtf > 0:
+            learned.setdefault(caps.latency_family, (models[c.name], caps.latency_prior))
+    for c in catalogue:
+        caps = c.capabilities
+        if caps.latency_family in learned and models[c.name] is caps.latency_prior:
+            kin, kin_prior = learned[caps.latency_family]
+            ratio = caps.latency_prior.rtf / kin_prior.rtf
+            models[c.name] = LatencyModel(
+                fixed_ms=kin.fixed_ms * ratio, rtf=kin.rtf * ratio, ms_per_char=kin.ms_per_char * ratio
+            )
+    return models
 
 
 def _exclusion(

@@ -185,6 +185,7 @@ class FasterWhisperTranscriber:
             features=_FEATURES if english_only else _MULTILINGUAL_FEATURES,
             published_wer=published_wer if published_wer is not None else _PUBLISHED_WER.get(key),
             stream_compute_per_audio_s=_STREAM_COMPUTE_PER_AUDIO_S * rtf / _DEFAULT_RTF,
+            latency_family="faster-whisper",
         )
         # Resident memory the loaded model added to the process (measured at load; engines load one at a
         # time), for sizing a node that runs several rungs of the ladder.

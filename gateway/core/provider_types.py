@@ -55,6 +55,9 @@ class Capabilities:
     # at (a stream re-decodes as it goes, so this is not the file rtf). 1.0, the default, is the most a
     # stream paced in real time can hold, and what its budget increments reserve.
     stream_compute_per_audio_s: float = 1.0
+    # Engines whose priors are declared relative to each other (the rungs of the local Whisper ladder):
+    # one that has not learned its latency yet borrows a learned kin's, scaled by their priors' ratio.
+    latency_family: str = ""
 
 
 @dataclass(frozen=True)

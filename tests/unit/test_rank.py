@@ -11,7 +11,7 @@ from gateway.core.domain import Objective, Privacy, Routing
 from gateway.core.provider_types import Capabilities, LatencyModel, Locality, Operation
 from gateway.money.pricing import PriceBook, UnitPrices
 from policies.model import Policy
-from policies.rank import CandidateInfo, RankContext, rank
+from policies.rank import CandidateInfo, RankContext, latency_models, rank
 
 T = Operation.TRANSCRIBE
 
@@ -189,3 +189,36 @@ def test_streams_are_ranked_at_streaming_rates():
         ("stream-cheap", Decimal("0.00003")),
         ("file-cheap", Decimal("0.00009")),
     ]
+
+
+class _Learned:
+    """A health view where only the named providers have learned their latency."""
+
+    def __init__(self, learned: dict[str, LatencyModel]) -> None:
+        self._learned = learned
+
+    def blocked(self, name: str, now: float) -> str | None:
+        return None
+
+    def latency_model(self, name: str, prior: LatencyModel) -> LatencyModel:
+        return self._learned.get(name, prior)
+
+
+def test_an_untried_rung_borrows_its_learned_kin_s_latency_scaled_by_their_priors():
+    def rung(name: str, rtf: float) -> CandidateInfo:
+        info = cand(name, fixed_ms=150, rtf=rtf)
+        return replace(info, capabilities=replace(info.capabilities, latency_family="whisper"))
+
+    small, big, stranger = rung("small", 0.35), rung("big", 0.77), cand("stranger", fixed_ms=150, rtf=0.35)
+    # The big rung was measured much faster than its prior; the small one was never tried.
+    health = _Learned({"big": LatencyModel(fixed_ms=220.0, rtf=0.11)})
+    models = latency_models([small, big, stranger], health)
+    assert models["big"] == LatencyModel(fixed_ms=220.0, rtf=0.11)
+    assert models["small"].fixed_ms == pytest.approx(100.0)
+    assert models["small"].rtf == pytest.approx(0.05)
+    assert models["stranger"] == stranger.capabilities.latency_prior  # no family: its own prior
+    # Ranked on those, the smaller model stays the cheaper one, as its prior says it is.
+    ranking = rank(RankContext(T, audio_s=4.0), [small, big], PLAIN, PRICES.estimate, health)
+    assert [k.name for k in ranking.kept] == ["small", "big"]
+    # Without the borrowing, the measured big rung would beat the small one's untried prior.
+    assert LatencyModel(220.0, 0.11).estimate_ms(4.0) < small.capabilities.latency_prior.estimate_ms(4.0)
