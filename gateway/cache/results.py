@@ -49,7 +49,6 @@ import redis
 import structlog
 from redis.asyncio import Redis
 
-from gateway.cache.reads import CoalescedReads
 from gateway.core.domain import CacheMode
 from gateway.core.errors import WaitTimedOut
 from gateway.settings import CacheSettings
@@ -275,7 +274,6 @@ class ResultCache:
         self._down_until = 0.0
         # When a Redis call last completed: tells a Redis that stopped answering from a busy loop.
         self._answered_at = 0.0
-        self._reads = CoalescedReads(redis, settings.timeout_s) if redis is not None else None
         self._release = redis.register_script(_RELEASE_LUA) if redis is not None else None
         self._renew = redis.register_script(_RENEW_LUA) if redis is not None else None
 
@@ -472,10 +470,6 @@ class ResultCache:
         assert self._redis is not None
         return self._redis
 
-    def _reader(self) -> CoalescedReads:
-        assert self._reads is not None
-        return self._reads
-
     async def _set_lock(self, lock: str, token: str) -> bool:
         return bool(await self._redis_client().set(lock, token, nx=True, px=self._lock_ttl_ms))
 
@@ -487,7 +481,7 @@ class ResultCache:
         return raw, holder
 
     async def _read(self, key: str) -> tuple[CachedEntry, str] | None:
-        raw = await self._call("get", lambda: self._reader().get(key))
+        raw = await self._call("get", lambda: self._redis_client().get(key))
         return self._decoded(key, raw)
 
     def _decoded(self, key: str, raw: bytes | None) -> tuple[CachedEntry, str] | None:
