@@ -63,6 +63,8 @@ class GatewayServer:
         self.metrics_port: int | None = None
         self._health = health.aio.HealthServicer()
         self._ready = asyncio.Event()
+        # Engines report readiness one by one: "serving" is logged once per change, not per report.
+        self._overall: int | None = None
         self._warmup: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
@@ -156,8 +158,9 @@ class GatewayServer:
         overall = _SERVING if catalogue.all_ready() else _NOT_SERVING
         await self._health.set(SERVICE_NAME, overall)
         await self._health.set("", overall)
-        if overall == _SERVING:
+        if overall == _SERVING and self._overall != _SERVING:
             log.info("server.serving", port=self.port)
+        self._overall = overall
 
     async def wait_ready(self, timeout_s: float | None = None) -> None:
         """Wait until every engine has loaded (or failed to)."""
