@@ -12,17 +12,14 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.http.multipart_form import FilePart, MalformedForm, parse_form
 from tests.audio_files import encode, tone
+from tests.multipart_bodies import form_part
 
 BOUNDARY = "form-boundary-3"
 LIMITS = {"max_files": 1, "max_fields": 4, "max_part_size": 1024}
 
 
 def _part(name: str, value: bytes, filename: str | None = None, content_type: str | None = None) -> bytes:
-    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-    head = f"Content-Disposition: {disposition}\r\n"
-    if content_type is not None:
-        head += f"Content-Type: {content_type}\r\n"
-    return f"--{BOUNDARY}\r\n{head}\r\n".encode() + value + b"\r\n"
+    return form_part(BOUNDARY, name, value, filename, content_type)
 
 
 def _mangle(data: bytes, rng: random.Random) -> bytes:
