@@ -13,15 +13,25 @@ same 5.8 s 16 kHz mono WAV (piper speech), whisper-1, language en:
 The two sides alternate call by call (c=1). Prints the latency the gateway adds: p50 and p99 of the
 gateway's calls minus those of the direct calls, each with both sides' figures.
 
+A third side, interleaved with those two, sends the same form to the fake with a minimal HTTP/1.1 client
+(the body encoded once, written in one piece on a kept-alive connection). The SDK's direct calls less
+these are what the ``openai`` SDK itself costs per call, and the gateway makes one such SDK call to its
+provider per request. gRPC Transcribe's added latency (cloud_overhead.py) has the same SDK call inside
+but a gRPC client outside, so its direct side's SDK cost cancels the gateway's; here the client is the SDK
+on both sides and the gateway's own SDK call is part of what it adds.
+
 Run: PYTHONPATH=. python bench/http_overhead.py [--quick] [--redis-url URL]
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import openai
 
@@ -30,11 +40,13 @@ from bench.harness import (
     OPENAI_KEY_ENV,
     OPENAI_PROVIDER,
     OPENAI_SECRETS,
+    Call,
     GatewayProcess,
     HelperServer,
     argument_parser,
     interleaved_latency,
     openai_provider_settings,
+    percentile_ms,
     report_added_latency,
 )
 
@@ -59,6 +71,51 @@ def _uncached_policies() -> Path:
     return path
 
 
+def _form(fields: dict[str, str], clip: bytes) -> tuple[str, bytes]:
+    """A multipart form with ``fields`` and the clip as ``file``; returns its content type and body."""
+    boundary = secrets.token_hex(16)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="speech.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n".encode()
+        + clip
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
+
+
+async def minimal_client(base_url: str, api_key: str, clip: bytes) -> tuple[Call, asyncio.StreamWriter]:
+    """A transcription call with next to no client work: the request's bytes are made once, each call
+    writes them and reads the reply by its Content-Length on one kept-alive connection."""
+    url = urlsplit(base_url)
+    assert url.hostname is not None and url.port is not None
+    content_type, body = _form({"model": "whisper-1", "language": "en"}, clip)
+    request = (
+        f"POST {url.path.rstrip('/')}/audio/transcriptions HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {api_key}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def call() -> None:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            raise RuntimeError(f"the minimal client was refused: {head[:200]!r}")
+        length = next(
+            int(line.partition(b":")[2])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+
+    return call, writer
+
+
 async def measure(plan: Plan, fake_url: str, gateway: GatewayProcess) -> None:
     clip = clips.speech_wav(CLIP_SECONDS)
     options = {"max_retries": 0, "timeout": 60}
@@ -78,12 +135,22 @@ async def measure(plan: Plan, fake_url: str, gateway: GatewayProcess) -> None:
         "false"
     ):
         raise RuntimeError(f"the gateway did not call the fake: {dict(raw.headers)}")
+    minimal, minimal_writer = await minimal_client(fake_url, OPENAI_SECRETS[OPENAI_KEY_ENV], clip)
     for _ in range(plan.warmup):
         await direct()
         await through_gateway()
+        await minimal()
 
-    latency = await interleaved_latency({"gateway": through_gateway, "direct": direct}, plan.rounds)
+    sides = {"gateway": through_gateway, "direct": direct, "minimal": minimal}
+    latency = await interleaved_latency(sides, plan.rounds)
     report_added_latency(latency, {50: GOAL_ADDED_P50_MS, 99: GOAL_ADDED_P99_MS}, plan.rounds)
+    sdk_ms, minimal_ms = percentile_ms(latency["direct"], 50), percentile_ms(latency["minimal"], 50)
+    print(
+        f"openai SDK's own cost per call, p50: {sdk_ms - minimal_ms:.2f} ms (SDK direct {sdk_ms:.2f} ms, "
+        f"minimal client direct {minimal_ms:.2f} ms); the gateway makes one such call to its provider per "
+        "request"
+    )
+    minimal_writer.close()
     await direct_client.close()
     await gateway_client.close()
 
@@ -103,7 +170,8 @@ def main() -> None:
                 f"config: gateway subprocess with {gateway.describe()}; the openai SDK calls its HTTP API "
                 f"(whisper-1, default policy with the cache off, routed to {OPENAI_PROVIDER}) and, "
                 f"alternately, the fake OpenAI at {fake.address} directly (own process, TCP_NODELAY, "
-                f"repeated uploads answered from a memo), with a {CLIP_SECONDS} s 16 kHz mono WAV",
+                f"repeated uploads answered from a memo), with a {CLIP_SECONDS} s 16 kHz mono WAV; a third "
+                "side sends the same form to the fake with a minimal HTTP/1.1 client",
                 flush=True,
             )
             asyncio.run(measure(plan, fake.address, gateway))

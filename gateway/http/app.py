@@ -36,6 +36,9 @@ def create_http_app(app: App) -> FastAPI:
         redoc_url=None,
         # A path with a stray slash is a 404 in OpenAI's shape, not a redirect an SDK would not follow.
         redirect_slashes=False,
+        # The gateway's metrics are its own (Prometheus); FastAPI's OpenTelemetry hooks would look up the
+        # global providers on every request, and trace every request should another library set one.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     http.state.gateway = app
     install_error_handlers(http)

@@ -87,13 +87,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 async def _read(request: Request, form_type: type[_Form]) -> tuple[AudioInput, Any]:
     limit = gateway_of(request).settings.limits.max_audio_bytes
     form = await read_form(request, limit)
+    upload = read_upload(form, limit)
     try:
-        upload = await read_upload(form, limit)
         fields = form_type.model_validate(text_fields(form, frozenset({"file"})))
     except ValidationError as exc:
         raise FieldErrors(list(exc.errors())) from None
-    finally:
-        await form.close()
     content_type = upload.content_type if upload.content_type != "application/octet-stream" else ""
     return AudioInput(content=upload.data, uri=None, mime_type=content_type), fields
 

@@ -19,6 +19,7 @@ from gateway.http.uploads import FORM_ALLOWANCE_BYTES
 from providers.testing import FakeTranscriber
 from tests.audio_files import encode, tone
 from tests.conftest import local_settings
+from tests.multipart_bodies import form_part
 
 LIMIT = 100_000
 CHUNK = 16 * 1024
@@ -152,11 +153,7 @@ FIELDS = [
 
 
 def _part(name: str, value: bytes, filename: str | None = None, content_type: str | None = None) -> bytes:
-    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-    head = f"Content-Disposition: {disposition}\r\n"
-    if content_type is not None:
-        head += f"Content-Type: {content_type}\r\n"
-    return f"--{BOUNDARY}\r\n{head}\r\n".encode() + value + b"\r\n"
+    return form_part(BOUNDARY, name, value, filename, content_type)
 
 
 def _mutate(data: bytes, rng: random.Random) -> bytes:

@@ -104,6 +104,7 @@ def test_the_http_benchmark_runs_quick_and_prints_its_goals(redis_url):
     assert {"c=1 added latency p50", "c=1 added latency p99"} <= metrics, (
         f"printed {sorted(metrics)}:\n{output}"
     )
+    assert re.search(r"^openai SDK's own cost per call, p50: -?\d+\.\d\d ms \(", output, re.M), output
 
 
 STREAM_GOALS = [
