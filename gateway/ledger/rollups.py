@@ -16,7 +16,8 @@ HINCRBY sums them exactly. Rollup hashes never expire: they are the reports' sou
 is trimmed (approximately) to ``stream_maxlen`` entries.
 
 One Lua script applies a batch: for each record it sets the seen mark and, only if the mark was new, appends
-the record to the stream, indexes it by the caller's request id and adds its counters. A batch sent twice (a
+the record to the stream, indexes it by the caller's request id and adds its counters (summed per rollup
+hash within the batch, then added once per hash and counter). A batch sent twice (a
 reply lost to a timeout, a crash between sending a spooled batch and deleting it) therefore changes nothing
 the second time. Record ids are minted by the server, never taken from the caller, and the marks are kept per
 tenant, so no caller can make one of its records, or another tenant's, look already seen. Records written
