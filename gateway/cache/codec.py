@@ -11,9 +11,10 @@ older or newer deploy sharing the Redis) or one that does not parse raises
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from gateway.core.provider_types import SegmentTiming, Transcript, Usage, WordTiming
 
@@ -107,6 +108,36 @@ def _transcript(raw: dict[str, Any]) -> Transcript:
         # Entries stored before the field existed have none.
         language_probability=float(raw.get("language_probability", 0.0)),
     )
+
+
+class RecentDecodes(Generic[T]):
+    """``decode``, remembering the last results by payload: an entry served again is not decoded again.
+
+    A long transcript with word times is ~250 KB of JSON and ~5 ms to decode, on every hit. Results are
+    shared between requests, so ``decode`` must return immutable values. Bounded by count and by payload
+    bytes held; a payload larger than a tenth of the bound is decoded each time.
+    """
+
+    def __init__(self, decode: Callable[[bytes], T], max_entries: int = 64, max_bytes: int = 4 << 20) -> None:
+        self._decode = decode
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._held = 0
+        self._recent: OrderedDict[bytes, T] = OrderedDict()
+
+    def __call__(self, payload: bytes) -> T:
+        found = self._recent.get(payload)
+        if found is not None:
+            self._recent.move_to_end(payload)
+            return found
+        value = self._decode(payload)  # PayloadError leaves nothing behind
+        if len(payload) <= self._max_bytes // 10:
+            self._recent[payload] = value
+            self._held += len(payload)
+            while len(self._recent) > self._max_entries or self._held > self._max_bytes:
+                dropped, _ = self._recent.popitem(last=False)
+                self._held -= len(dropped)
+        return value
 
 
 def _word(raw: list[Any]) -> WordTiming:

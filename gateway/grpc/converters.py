@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from decimal import Decimal
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
@@ -260,15 +261,66 @@ def _segment(s: SegmentTiming) -> pb.Segment:
 def transcribe_response(
     result: domain.TranscribeResult, fmt: TranscriptFormat = TranscriptFormat.JSON
 ) -> pb.TranscribeResponse:
+    return _completed(_transcript_body(result, fmt), result)
+
+
+def _transcript_body(result: domain.TranscribeResult, fmt: TranscriptFormat) -> pb.TranscribeResponse:
+    """What a reply says of the transcript itself: the same for every hit of one cache entry."""
     return pb.TranscribeResponse(
         text=result.text,
         language=result.language,
         language_probability=result.language_probability,
-        duration_s=result.duration_s,
         segments=[_segment(s) for s in result.segments],
         words=[_word(w) for s in result.segments for w in s.words],
         formatted=render(fmt, result.text, result.segments),
-        route=route_info(result.route),
+    )
+
+
+def _completed(reply: pb.TranscribeResponse, result: domain.TranscribeResult) -> pb.TranscribeResponse:
+    reply.duration_s = result.duration_s
+    reply.route.CopyFrom(route_info(result.route))
+    return reply
+
+
+class TranscriptBodies:
+    """Transcribe replies to cache hits, copied from a body kept per transcript and format.
+
+    A long transcript's segments and words as protobuf messages, and its subtitles, take ~10 ms to build;
+    every hit of one entry carries the very same segments (the plug shares a payload's decoded
+    transcript), so a hit copies the body instead. Only the duration and the route are its own.
+    """
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self._max_entries = max_entries
+        # Keyed by the segments' identity: each entry holds its segments, so no other object takes the id.
+        self._bodies: OrderedDict[
+            tuple[int, TranscriptFormat], tuple[domain.TranscribeResult, pb.TranscribeResponse]
+        ] = OrderedDict()
+
+    def response(self, result: domain.TranscribeResult, fmt: TranscriptFormat) -> pb.TranscribeResponse:
+        if not result.route.cache_hit:
+            return transcribe_response(result, fmt)  # a fresh result is seldom answered again as it is
+        key = (id(result.segments), fmt)
+        kept = self._bodies.get(key)
+        if kept is not None and _same_transcript(kept[0], result):
+            self._bodies.move_to_end(key)
+            body = kept[1]
+        else:
+            body = _transcript_body(result, fmt)
+            self._bodies[key] = (result, body)
+            if len(self._bodies) > self._max_entries:
+                self._bodies.popitem(last=False)
+        reply = pb.TranscribeResponse()
+        reply.CopyFrom(body)
+        return _completed(reply, result)
+
+
+def _same_transcript(a: domain.TranscribeResult, b: domain.TranscribeResult) -> bool:
+    return (
+        a.segments is b.segments
+        and a.text == b.text
+        and a.language == b.language
+        and a.language_probability == b.language_probability
     )
 
 

@@ -24,6 +24,7 @@ class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
         self._router = router
         self._default_timeout_s = default_timeout_s
         self._streams = streams
+        self._transcripts = converters.TranscriptBodies()
 
     def _context(self, context: grpc.aio.ServicerContext, limit_s: float | None = None) -> RequestContext:
         remaining = context.time_remaining()
@@ -41,7 +42,7 @@ class AudioGatewayServicer(pb_grpc.AudioGatewayServicer):
     ) -> pb.TranscribeResponse:
         fmt = converters.transcript_format(request)
         result = await self._router.transcribe(converters.transcribe_request(request), self._context(context))
-        return converters.transcribe_response(result, fmt)
+        return self._transcripts.response(result, fmt)
 
     async def TranscribeProgress(
         self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext

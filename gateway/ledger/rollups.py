@@ -16,7 +16,8 @@ HINCRBY sums them exactly. Rollup hashes never expire: they are the reports' sou
 is trimmed (approximately) to ``stream_maxlen`` entries.
 
 One Lua script applies a batch: for each record it sets the seen mark and, only if the mark was new, appends
-the record to the stream, indexes it by the caller's request id and adds its counters. A batch sent twice (a
+the record to the stream, indexes it by the caller's request id and adds its counters (summed per rollup
+hash within the batch, then added once per hash and counter). A batch sent twice (a
 reply lost to a timeout, a crash between sending a spooled batch and deleting it) therefore changes nothing
 the second time. Record ids are minted by the server, never taken from the caller, and the marks are kept per
 tenant, so no caller can make one of its records, or another tenant's, look already seen. Records written
@@ -155,26 +156,49 @@ def from_nano(nano: int) -> Decimal:
 
 # KEYS: the stream, then (seen mark, old seen mark or the seen mark again, rollup hash, day index,
 #       request-id index) per record.
-# ARGV: seen TTL, stream MAXLEN, then per record: payload, day, tenant, operation, provider, n,
-#       and n (field, delta) pairs.
+# ARGV: seen TTL, stream MAXLEN, then per record: payload, day, tenant, operation, provider, and its
+#       counters as one string of space-separated "field delta" pairs (one argument, not two per counter:
+#       redis-py packs every argument in Python, on the event loop).
+# A new record is appended and indexed at once; its counters are summed per rollup hash and applied once
+# per hash at the end, so a batch of many records costs one HINCRBY per counter and hash, not per record.
+# Sums stay below 2^53, where Lua's numbers are exact; a larger delta goes to HINCRBY as its own digits.
 _WRITE_BATCH = """
 local added = 0
+local sums, order, dims = {}, {}, {}
 local a = 3
 for k = 2, #KEYS, 5 do
-  local n = tonumber(ARGV[a + 5])
   if redis.call('EXISTS', KEYS[k + 1]) == 0 and redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1]) then
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'record', ARGV[a])
-    redis.call('HSET', KEYS[k + 2], 'day', ARGV[a + 1], 'tenant', ARGV[a + 2],
-               'operation', ARGV[a + 3], 'provider', ARGV[a + 4])
-    for i = a + 6, a + 5 + 2 * n, 2 do
-      redis.call('HINCRBY', KEYS[k + 2], ARGV[i], ARGV[i + 1])
-    end
-    redis.call('SADD', KEYS[k + 3], KEYS[k + 2])
     redis.call('SADD', KEYS[k + 4], id)
     redis.call('EXPIRE', KEYS[k + 4], ARGV[1])
+    local rollup = KEYS[k + 2]
+    local sum = sums[rollup]
+    if sum == nil then
+      sum = {}
+      sums[rollup] = sum
+      order[#order + 1] = rollup
+      dims[rollup] = {KEYS[k + 3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]}
+    end
+    for field, delta in string.gmatch(ARGV[a + 5], '(%S+) (%S+)') do
+      local total = (sum[field] or 0) + tonumber(delta)
+      if #delta <= 15 and total < 9007199254740992 then
+        sum[field] = total
+      else
+        -- Past what a Lua number holds exactly: Redis adds the digits as given.
+        redis.call('HINCRBY', rollup, field, delta)
+      end
+    end
     added = added + 1
   end
-  a = a + 6 + 2 * n
+  a = a + 6
+end
+for _, rollup in ipairs(order) do
+  local d = dims[rollup]
+  redis.call('HSET', rollup, 'day', d[2], 'tenant', d[3], 'operation', d[4], 'provider', d[5])
+  for field, delta in pairs(sums[rollup]) do
+    redis.call('HINCRBY', rollup, field, string.format('%d', delta))
+  end
+  redis.call('SADD', d[1], rollup)
 end
 return added
 """
@@ -234,10 +258,8 @@ class LedgerStore:
                 self.days_key(entry.day),
                 self.request_index_key(entry.tenant, entry.request_id),
             ]
-            counters = [(name, delta) for name, delta in entry.increments.items() if delta]
-            args += [entry.payload, entry.day, entry.tenant, entry.operation, entry.provider, len(counters)]
-            for name, delta in counters:
-                args += [name, delta]
+            counters = " ".join(f"{name} {delta}" for name, delta in entry.increments.items() if delta)
+            args += [entry.payload, entry.day, entry.tenant, entry.operation, entry.provider, counters]
         return int(await self._call(self._write(keys=keys, args=args)))
 
     async def ping(self) -> bool:

@@ -465,7 +465,9 @@ class Ledger:
         self._waiters.append((target, waiter))
         self._wake.set()
         try:
-            await asyncio.wait_for(waiter, timeout_s)
+            # Not wait_for: it wraps the waiter in a future and a callback of its own, per reply.
+            async with asyncio.timeout(timeout_s):
+                await waiter
         except TimeoutError:
             return False
         return True
@@ -502,23 +504,27 @@ class Ledger:
             self._spool.close()
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
-        # Shutdown wakes the loop like a waiting request does, so each round waits on one event under a
-        # timeout (no futures made and cancelled per round: this runs once per reply at low load).
-        waker = asyncio.create_task(self._wake_on(stop))
+        # Each round waits on one event, set by a request waiting for its records, by shutdown, or by a
+        # ticker every flush interval. No timer is armed and cancelled per round: at low load a round
+        # runs once per reply.
+        wakers = [asyncio.create_task(self._wake_on(stop)), asyncio.create_task(self._tick(stop))]
         try:
             while not stop.is_set():
                 self._wake.clear()
                 await self._guarded(self._flush(), "flush")
-                # Sleep until the interval ends, a request waits for its records, or shutdown.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.flush_interval_s):
-                        await self._wake.wait()
+                await self._wake.wait()
         finally:
-            waker.cancel()
+            for waker in wakers:
+                waker.cancel()
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._wake.set()
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self._settings.flush_interval_s)
+            self._wake.set()
 
     def _release_waiters(self) -> None:
         while self._waiters and self._waiters[0][0] <= self._stored:

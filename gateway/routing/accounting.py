@@ -24,7 +24,7 @@ from gateway.ledger.store import (
     new_request_key,
     request_record_id,
 )
-from gateway.money.counterfactual import counterfactual
+from gateway.money.counterfactual import Counterfactual, counterfactual
 
 if TYPE_CHECKING:
     from gateway.core.domain import AttemptRecord, RouteInfo
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from policies.model import Tenant
 
 log = structlog.get_logger(__name__)
+
+# Counterfactuals remembered for one health snapshot: identical requests (a recording served from the
+# cache again and again) price the same. Bounded, as every request of another length adds one.
+WHAT_IF_MEMO = 1024
 
 CacheResult = Literal["hit", "miss", "bypass"]
 
@@ -72,6 +76,10 @@ class Accounting:
         self._prices = prices
         self._catalogue = catalogue
         self._health = health
+        # Unit prices per (provider, model, locality): the price book never changes under this object.
+        self._prices_used: dict[tuple[str, str, Locality], PricesUsed] = {}
+        self._what_if: dict[tuple[Operation, float, int], Counterfactual] = {}
+        self._what_if_health: object = None
 
     def attempt_done(self, provider: str, operation: Operation, latency_ms: float) -> None:
         self._metrics.observe_attempt(provider, operation, latency_ms / 1000.0)
@@ -142,7 +150,7 @@ class Accounting:
             outcome=attempt.outcome,
             error_kind="" if attempt.outcome == "ok" else attempt.outcome,
             units=attempt.usage,
-            unit_prices=PricesUsed.from_book(self._prices, attempt.provider, attempt.model, attempt.locality),
+            unit_prices=self._unit_prices(attempt.provider, attempt.model, attempt.locality),
             price_book_version=self._prices.version,
             cost_usd=attempt.cost_usd,
             saved_usd=Decimal(0),
@@ -159,14 +167,7 @@ class Accounting:
         units = _request_units(scope)
         cloud = local = None
         if error is None:
-            what_if = counterfactual(
-                scope.operation,
-                scope.audio_s,
-                scope.characters,
-                self._catalogue.candidates(),
-                self._prices,
-                self._health.snapshot(),
-            )
+            what_if = self._counterfactual(scope.operation, scope.audio_s, scope.characters)
             cloud, local = what_if.cloud_usd, what_if.local_usd
             measured = _measured_local_usd(route, locality)
             if measured is not None:
@@ -186,7 +187,7 @@ class Accounting:
             error_kind="" if error is None else getattr(error, "kind", "error"),
             units=units,
             unit_prices=(
-                PricesUsed.from_book(self._prices, route.provider, route.model, locality)
+                self._unit_prices(route.provider, route.model, locality)
                 if locality is not None
                 else PricesUsed()
             ),
@@ -200,6 +201,30 @@ class Accounting:
             counterfactual_cloud_usd=cloud,
             counterfactual_local_usd=local,
         )
+
+    def _unit_prices(self, provider: str, model: str, locality: Locality) -> PricesUsed:
+        key = (provider, model, locality)
+        found = self._prices_used.get(key)
+        if found is None:
+            found = self._prices_used[key] = PricesUsed.from_book(self._prices, provider, model, locality)
+        return found
+
+    def _counterfactual(self, operation: Operation, audio_s: float, characters: int) -> Counterfactual:
+        """:func:`counterfactual`, remembered while the health book (learned latencies) is unchanged."""
+        health = self._health.snapshot()
+        if health is not self._what_if_health:
+            self._what_if.clear()
+            self._what_if_health = health
+        key = (operation, audio_s, characters)
+        found = self._what_if.get(key)
+        if found is None:
+            found = counterfactual(
+                operation, audio_s, characters, self._catalogue.candidates(), self._prices, health
+            )
+            if len(self._what_if) >= WHAT_IF_MEMO:
+                self._what_if.clear()
+            self._what_if[key] = found
+        return found
 
     def _locality_of(self, provider: str) -> Locality | None:
         try:

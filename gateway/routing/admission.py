@@ -65,6 +65,8 @@ class Admission:
             CallKind.EXPLAIN: settings.explain,
         }
         self._gates = {kind: _Gate(cap) for kind, cap in caps.items()}
+        for kind, gate in self._gates.items():
+            metrics.track_in_flight(kind, lambda gate=gate: gate.in_flight)
         self._max_wait_s = settings.max_wait_s
         self._retry_after_s = settings.retry_after_s
         self._metrics = metrics
@@ -85,7 +87,6 @@ class Admission:
                 f"retry in {retry:g} s",
                 retry,
             )
-        self._metrics.set_in_flight(kind, gate.in_flight)
         try:
             yield
         except Overloaded:
@@ -94,4 +95,3 @@ class Admission:
             raise
         finally:
             gate.leave()
-            self._metrics.set_in_flight(kind, gate.in_flight)

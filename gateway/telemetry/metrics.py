@@ -18,7 +18,7 @@ histograms::
     admissions_refused_total{operation,reason}         calls refused for load; reason: concurrency (a cap
                                                        of GATEWAY_ADMISSION__*) | providers_busy (every
                                                        engine queue was full)
-    in_flight{operation}                               calls admitted and not yet finished
+    in_flight{operation}                               calls admitted and not yet finished (read at scrapes)
 
 A call refused at its admission cap is turned away before any accounting, so it shows only in
 ``admissions_refused_total``; one refused because every provider was busy shows there and in
@@ -228,8 +228,10 @@ class Metrics:
             raise ValueError(f"refusal reason must be one of {', '.join(ADMISSION_REFUSALS)}, not {reason!r}")
         self._refused.labels(_call(call), reason).inc()
 
-    def set_in_flight(self, call: CallKind | str, count: int) -> None:
-        self._in_flight_of(_call(call)).set(count)
+    def track_in_flight(self, call: CallKind | str, count: Callable[[], float]) -> None:
+        """Read ``call``'s calls in flight at each scrape (an integer attribute: see :meth:`track_depths`),
+        rather than setting the gauge twice on every call."""
+        self._in_flight_of(_call(call)).set_function(_guarded(count, "in_flight"))
 
     def set_engine_memory(self, provider: str, size: int) -> None:
         self._engine_memory.labels(provider).set(size)

@@ -449,6 +449,22 @@ async def test_rollups_equal_a_hand_calculation(client: redis.asyncio.Redis, pre
     assert sum((r.saved_usd for r in acme), D(0)) == D("0.006")
 
 
+async def test_a_batchs_sums_stay_exact_past_what_a_lua_number_holds(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path
+):
+    # The script sums a batch's counters per rollup hash in Lua, whose numbers are doubles: exact only
+    # below 2^53 nano-dollars (about $9M). Past that, the digits must still add up to the nano-dollar.
+    ledger = make_ledger(client, prefix, tmp_path / "spool")
+    costs = ["9000000.000000001", "9000000.000000003", "0.000000007"]
+    async with running(ledger):
+        for n, cost in enumerate(costs):
+            ledger.record(request(f"big{n}", cost=cost))
+        await eventually(settled(ledger))
+    (rollup,) = await ledger.rollups(DAY1, DAY1)
+    assert rollup.requests == 3
+    assert rollup.cost_usd == D("18000000.000000011")
+
+
 async def test_request_records_are_read_back_by_time(
     client: redis.asyncio.Redis, prefix: str, tmp_path: Path
 ):

@@ -83,6 +83,8 @@ class TranscribePlug:
     def __init__(self, open_audio: AudioOpener, attempts: Attempts) -> None:
         self._open_audio = open_audio
         self._attempts = attempts
+        # Hits of one entry share its decoded transcript (immutable: frozen dataclasses and tuples).
+        self._decoded = codec.RecentDecodes(codec.decode_transcript)
 
     def identify(self, request: TranscribeRequest) -> Identity | None:
         content = request.audio.content
@@ -112,7 +114,7 @@ class TranscribePlug:
         )
 
     def result(self, payload: bytes, audio_s: float, route: RouteInfo) -> TranscribeResult:
-        transcript = codec.decode_transcript(payload)
+        transcript = self._decoded(payload)
         return TranscribeResult(
             text=transcript.text,
             language=transcript.language,
