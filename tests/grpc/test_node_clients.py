@@ -106,7 +106,7 @@ async def test_node_transcribes_a_wav_with_a_bearer_key(node, gateway, wav):
     calls = gateway.provider.calls
     request_id = f"node-{uuid.uuid4().hex[:12]}"
     chosen = await run_node(node, "transcribe.mjs", gateway.target, ACME, str(wav), request_id)
-    reply, headers = chosen["reply"], chosen["headers"]
+    reply, trailers = chosen["reply"], chosen["trailers"]
     assert reply["text"] == TEXT
     assert reply["duration_s"] == pytest.approx(2.0)
     route = reply["route"]
@@ -118,13 +118,14 @@ async def test_node_transcribes_a_wav_with_a_bearer_key(node, gateway, wav):
     assert (route["request_id"], route["cache_hit"]) == (request_id, False)
     assert Decimal(route["cost_usd"]) == PER_S * 2
     assert [(a["provider"], a["outcome"]) for a in route["attempts"]] == [("cloud-stt", "ok")]
-    # The id comes back as response metadata, where a Node client's logs can pick it up.
-    assert headers["x-request-id"] == request_id
+    # The id comes back in the unary call's trailers, where a Node client's logs can pick it up.
+    assert trailers["x-request-id"] == request_id
+    assert "x-request-id" not in chosen["headers"]
     assert gateway.provider.calls == calls + 1
 
-    # Without one, the gateway chooses an id, and the header and the route agree on it.
+    # Without one, the gateway chooses an id, and the trailer and the route agree on it.
     chosen_by_gateway = await run_node(node, "transcribe.mjs", gateway.target, ACME, str(wav))
-    minted = chosen_by_gateway["headers"]["x-request-id"]
+    minted = chosen_by_gateway["trailers"]["x-request-id"]
     assert minted and minted != request_id
     assert chosen_by_gateway["reply"]["route"]["request_id"] == minted
 

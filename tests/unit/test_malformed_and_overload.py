@@ -108,7 +108,7 @@ async def test_corrupt_bytes_and_bad_utf8_are_invalid_argument_with_or_without_a
         assert f"the request is not a valid {name}: " in caught.value.details()
         assert reason in caught.value.details()
         # The call still got its request id, so the caller can quote it.
-        assert REQUEST_ID_HEADER in dict(await call.initial_metadata())
+        assert REQUEST_ID_HEADER in dict(caught.value.trailing_metadata())
 
 
 async def test_a_well_formed_request_without_a_key_is_still_unauthenticated(gateway: Gateway):
@@ -176,7 +176,10 @@ async def test_calls_over_the_cap_are_refused_with_retry_info_and_the_server_kee
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "limit of 1 transcribe calls; retry in 0.25 s" in error.details()
         assert retry_delay_ms(error) == 250
-        assert dict(error.trailing_metadata())[RETRY_PUSHBACK_HEADER] == "250"
+        trailers = dict(error.trailing_metadata())
+        assert trailers[RETRY_PUSHBACK_HEADER] == "250"
+        # The retry hint does not push the request id out of the trailers.
+        assert trailers[REQUEST_ID_HEADER]
     assert gateway.stt.calls == 1
 
     # Nothing stuck: the slot is free again and everything else still answers.

@@ -46,20 +46,26 @@ export function deadline() {
   return new Date(Date.now() + DEADLINE_MS);
 }
 
-// A unary call as a promise of everything the caller can see: the reply or the status, and the
-// response headers (where the gateway puts x-request-id).
+// A unary call as a promise of everything the caller can see: the reply or the status, the response
+// headers, and the trailers (where the gateway puts x-request-id on a unary call).
 export function unary(client, method, request, metadata) {
   return new Promise((resolve) => {
     let headers = {};
+    let outcome = null;
+    let trailers = null;
+    const settle = () => {
+      if (outcome !== null && trailers !== null) resolve({ ...outcome, headers, trailers });
+    };
     const call = client[method](request, metadata, { deadline: deadline() }, (error, reply) => {
-      if (error) {
-        resolve({ error: { code: error.code, details: error.details }, headers });
-      } else {
-        resolve({ reply, headers });
-      }
+      outcome = error ? { error: { code: error.code, details: error.details } } : { reply };
+      settle();
     });
     call.on("metadata", (received) => {
       headers = received.getMap();
+    });
+    call.on("status", (status) => {
+      trailers = status.metadata.getMap();
+      settle();
     });
   });
 }
