@@ -50,7 +50,7 @@ from gateway.api.v1 import common_pb2 as common
 from gateway.core.audio import encode_wav
 from gateway.core.provider_types import TranscribeOptions, Usage
 from gateway.core.streaming import SpeechEvent, SpeechEventKind, StreamConfig, StreamEvent, StreamResult
-from gateway.settings import WhisperSettings
+from gateway.settings import Settings, WhisperSettings
 from providers.faster_whisper import FasterWhisperTranscriber
 from tests import speech
 from tests.audio_files import recording
@@ -536,7 +536,8 @@ def main() -> None:
         flush=True,
     )
     if args.in_process:
-        tallies = asyncio.run(run_in_process(plan, WhisperSettings(), args.rounds))
+        # The engine's settings as the gateway reads them, GATEWAY_WHISPER__* from the environment included.
+        tallies = asyncio.run(run_in_process(plan, Settings().whisper, args.rounds))
     else:
         sides = [("A", dict(GATEWAY_SETTINGS))]
         if args.versus:

@@ -199,9 +199,11 @@ class WhisperSettings(BaseModel):
     stream_vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     # An utterance longer than this is finalized early at a committed segment end (Whisper sees 30 s).
     stream_max_buffer_s: float = Field(15.0, ge=5.0, le=25.0)
-    # The silence after which an utterance's final is decoded, in case the pause ends it: shorter has the
-    # final ready sooner after the endpointing silence, and decodes more finals for pauses within speech.
-    stream_pause_ms: int = Field(200, ge=64, le=2000)
+    # The silence after which an utterance's final is decoded, in case the pause ends it; the final's
+    # audio keeps that much of the silence after the speech. Shorter has the final ready sooner after the
+    # endpointing silence, and decodes more finals for pauses within speech; 300 ms made fewer errors
+    # than 200 on the speech set (bench/stream_errors.py; docs/providers.md has the measurements).
+    stream_pause_ms: int = Field(300, ge=64, le=2000)
     # The encoder window of an utterance's final: the utterance and this much silence after it, instead of
     # Whisper's 30 s (a few times cheaper); a result that fails Whisper's own checks is decoded again on
     # the full window. 0: always the full window, as batch decodes: fewer errors, but the final is often
