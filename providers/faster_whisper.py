@@ -126,6 +126,14 @@ def _resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def _weights_bytes(model_dir: Path) -> int:
+    """The size of a CTranslate2 model's weights on disk (0 for a name rather than a directory)."""
+    try:
+        return (model_dir / "model.bin").stat().st_size
+    except OSError:
+        return 0
+
+
 def _is_english_only(model_dir: Path) -> bool:
     # English-only Whisper vocabularies lack the multilingual special tokens.
     tokenizer = model_dir / "tokenizer.json"
@@ -246,7 +254,9 @@ class FasterWhisperTranscriber:
                 f"cannot load Whisper model {self._model_ref!r}: give a CTranslate2 model directory "
                 "in GATEWAY_WHISPER__MODEL (or GATEWAY_WHISPER__EXTRA_MODELS)"
             ) from exc
-        self.memory_bytes = max(0, _resident_bytes() - before)
+        # The process's growth while loading, but never less than the weights: a process that freed memory
+        # before (an engine reloaded, another one loading beside it) reuses it without growing.
+        self.memory_bytes = max(_resident_bytes() - before, _weights_bytes(Path(model_ref)))
         if self.capabilities.languages is None and not self._engine.model.is_multilingual:
             self.capabilities = replace(self.capabilities, languages=frozenset({"en"}), features=_FEATURES)
 
