@@ -185,7 +185,7 @@ class WhisperSettings(BaseModel):
     # Within a window, each 30 s pass reads the text before it.
     condition_on_previous_text: bool = True
     # Windows decoded together in one batch (faster-whisper's BatchedInferencePipeline); 1: one by one.
-    batch_size: int = Field(1, ge=1, le=32)
+    batch_size: int = Field(8, ge=1, le=32)
     # Live streams (StreamTranscribe) the engine serves at once; past it a stream is refused as busy and
     # the router tries the next candidate. Streams share the workers above with whole-file requests.
     max_streams: int = Field(4, ge=1)
