@@ -73,6 +73,8 @@ _WINDOW_FRAMES = 3000  # Whisper's 30 s window, in mel frames
 # Whisper's own fallback thresholds (compression_ratio_threshold, log_prob_threshold).
 _COMPRESSION_RATIO_LIMIT = 2.4
 _LOGPROB_LIMIT = -1.0
+# A batched window whose text stops this long before its end is decoded again in full.
+_EARLY_END_S = 1.0
 # Tokens a second of speech may need, timestamps included; a decode that uses more is running on.
 _MAX_TOKENS_PER_S = 8
 
@@ -374,8 +376,8 @@ class FasterWhisperTranscriber:
 
     def _decode_windows(self, key: _BatchKey, audios: Sequence[np.ndarray]) -> list[list[SegmentTiming]]:
         """Each window's segments, timed from its own start. A window alone gets Whisper's full decoding,
-        as it always did; several go through one batched call of the model, and a window whose text fails
-        Whisper's own checks there (repetitive, or unlikely) is decoded again in full."""
+        as it always did; several go through one batched call of the model, and a window whose text there
+        fails Whisper's own checks or stops early is decoded again in full."""
         engine = self._loaded()
         common = self._common(key)
         try:
@@ -432,14 +434,9 @@ class FasterWhisperTranscriber:
             found[index[seg.seek]].append(seg)
         out = []
         for start, audio, segs in zip(starts, audios, found, strict=True):
-            if any(
-                seg.compression_ratio > _COMPRESSION_RATIO_LIMIT or seg.avg_logprob < _LOGPROB_LIMIT
-                for seg in segs
-            ):
-                out.append(self._whole(engine, audio, common))
-                continue
             own = longform.Span(0, audio.size)
-            out.append([longform.placed(_timing(seg), own, -start / rate) for seg in segs])
+            timed = [longform.placed(_timing(seg), own, -start / rate) for seg in segs]
+            out.append(timed if _complete(segs, timed, own) else self._whole(engine, audio, common))
         return out
 
     def _loaded(self) -> WhisperModel:
@@ -656,6 +653,18 @@ def _decode(
         max_new_tokens=max_new_tokens,
     )
     return list(raw_segments)
+
+
+def _complete(raw: Sequence[Any], timed: Sequence[SegmentTiming], window: longform.Span) -> bool:
+    """Whether a window's one batched decode can stand: it passed Whisper's own fallback tests (not too
+    repetitive, not too unlikely) and its text reaches the end of the window. Alone, Whisper decodes again
+    from where its text stopped; a batch decodes each window once, and a window whose text ends early has
+    lost the rest (VAD ends a window where its speech ends)."""
+    if not timed or timed[-1].end_s < window.end_s - _EARLY_END_S:
+        return False
+    return not any(
+        seg.compression_ratio > _COMPRESSION_RATIO_LIMIT or seg.avg_logprob < _LOGPROB_LIMIT for seg in raw
+    )
 
 
 def _trustworthy(segments: list[Any], allowance: int, timestamp_begin: int) -> bool:
