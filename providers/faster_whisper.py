@@ -73,7 +73,7 @@ _WINDOW_FRAMES = 3000  # Whisper's 30 s window, in mel frames
 # Whisper's own fallback thresholds (compression_ratio_threshold, log_prob_threshold).
 _COMPRESSION_RATIO_LIMIT = 2.4
 _LOGPROB_LIMIT = -1.0
-# A batched window whose text stops this long before its end is decoded again in full.
+# A batched window whose text stops this long before its end has the rest decoded again.
 _EARLY_END_S = 1.0
 # Tokens a second of speech may need, timestamps included; a decode that uses more is running on.
 _MAX_TOKENS_PER_S = 8
@@ -376,8 +376,7 @@ class FasterWhisperTranscriber:
 
     def _decode_windows(self, key: _BatchKey, audios: Sequence[np.ndarray]) -> list[list[SegmentTiming]]:
         """Each window's segments, timed from its own start. A window alone gets Whisper's full decoding,
-        as it always did; several go through one batched call of the model, and a window whose text there
-        fails Whisper's own checks or stops early is decoded again in full."""
+        as it always did; several go through batched calls of the model (see _together)."""
         engine = self._loaded()
         common = self._common(key)
         try:
@@ -404,9 +403,20 @@ class FasterWhisperTranscriber:
         return [_timing(seg) for seg in raw]
 
     def _together(
-        self, engine: WhisperModel, audios: Sequence[np.ndarray], common: dict[str, Any]
+        self,
+        engine: WhisperModel,
+        audios: Sequence[np.ndarray],
+        common: dict[str, Any],
+        *,
+        carry_on: bool = True,
     ) -> list[list[SegmentTiming]]:
+        """One batched decode of the windows. A window whose text fails Whisper's own checks (repetitive
+        or unlikely) is decoded again in full; one whose text stops early (VAD ends a window where its
+        speech ends) has the rest decoded in a batch of such rests, once (``carry_on``)."""
         from faster_whisper import BatchedInferencePipeline
+
+        if len(audios) == 1 and not carry_on:
+            return [self._whole(engine, audios[0], common)]
 
         # The windows side by side, each starting on a whole second: a batched segment's seek is its
         # window's start in frames, exact only then, and says which window it came from.
@@ -432,11 +442,22 @@ class FasterWhisperTranscriber:
             if seg.seek not in index:
                 raise ValueError("a batched segment does not belong to any window")
             found[index[seg.seek]].append(seg)
-        out = []
+        out: list[list[SegmentTiming]] = []
+        rest: list[tuple[int, int]] = []  # (window, sample where its text stopped early)
         for start, audio, segs in zip(starts, audios, found, strict=True):
             own = longform.Span(0, audio.size)
             timed = [longform.placed(_timing(seg), own, -start / rate) for seg in segs]
-            out.append(timed if _complete(segs, timed, own) else self._whole(engine, audio, common))
+            if not timed or not _trustworthy_batch(segs):
+                timed = self._whole(engine, audio, common)
+            elif timed[-1].end_s < own.end_s - _EARLY_END_S and carry_on:
+                rest.append((len(out), round(timed[-1].end_s * rate)))
+            out.append(timed)
+        if rest:
+            # Alone, Whisper decodes again from where its text stopped; so do these windows, together.
+            tails = self._together(engine, [audios[i][cut:] for i, cut in rest], common, carry_on=False)
+            for (i, cut), tail in zip(rest, tails, strict=True):
+                whole = longform.Span(0, audios[i].size)
+                out[i] += [longform.placed(seg, whole, cut / rate) for seg in tail]
         return out
 
     def _loaded(self) -> WhisperModel:
@@ -655,15 +676,12 @@ def _decode(
     return list(raw_segments)
 
 
-def _complete(raw: Sequence[Any], timed: Sequence[SegmentTiming], window: longform.Span) -> bool:
-    """Whether a window's one batched decode can stand: it passed Whisper's own fallback tests (not too
-    repetitive, not too unlikely) and its text reaches the end of the window. Alone, Whisper decodes again
-    from where its text stopped; a batch decodes each window once, and a window whose text ends early has
-    lost the rest (VAD ends a window where its speech ends)."""
-    if not timed or timed[-1].end_s < window.end_s - _EARLY_END_S:
-        return False
+def _trustworthy_batch(segments: Sequence[Any]) -> bool:
+    """Whether a window's one batched decode passed Whisper's own fallback tests: not too repetitive, not
+    too unlikely (alone, Whisper would decode it again at a higher temperature)."""
     return not any(
-        seg.compression_ratio > _COMPRESSION_RATIO_LIMIT or seg.avg_logprob < _LOGPROB_LIMIT for seg in raw
+        seg.compression_ratio > _COMPRESSION_RATIO_LIMIT or seg.avg_logprob < _LOGPROB_LIMIT
+        for seg in segments
     )
 
 
