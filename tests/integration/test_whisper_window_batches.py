@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.core.audio import encode_wav
+from gateway.core.errors import ProviderBusy, ProviderTimeout
 from gateway.core.provider_types import TranscribeOptions, Transcript
 from gateway.settings import WhisperSettings
 from providers.faster_whisper import FasterWhisperTranscriber
@@ -70,7 +71,7 @@ async def test_concurrent_requests_share_model_calls_and_score_as_one_at_a_time(
 
     assert batched._batcher.calls - calls < len(clips) / 2
     texts = [reply.text for reply in together]
-    assert _wer(clips, texts) <= _wer(clips, one_at_a_time) + EXTRA_ERRORS, list(zip(texts, one_at_a_time))
+    assert _wer(clips, texts) <= _wer(clips, one_at_a_time) + EXTRA_ERRORS, (texts, one_at_a_time)
     # Each request is billed its share of the calls it was in: together no more than the workers held.
     computes = [reply.usage.compute_seconds for reply in together]
     assert all(c > 0 for c in computes)
@@ -112,3 +113,24 @@ async def test_a_request_cancelled_among_others_leaves_theirs_intact(engines):
         await tasks[0]
     # The engine still serves.
     assert (await _transcribe(batched, clips[0])).text
+
+
+async def test_requests_past_the_queue_are_refused_and_a_deadline_ends_a_request():
+    engine = FasterWhisperTranscriber(WhisperSettings(batch_size=8, workers=1, max_queued=1))
+    await engine.start()
+    try:
+        clips = _shorts()[:3]
+        # One on the worker, one waiting: the third is refused at once, as the pool refuses.
+        results = await asyncio.gather(*(_transcribe(engine, clip) for clip in clips), return_exceptions=True)
+        busy = [r for r in results if isinstance(r, ProviderBusy)]
+        assert len(busy) == 1 and "1 requests already wait" in str(busy[0]), results
+        assert all(isinstance(r, Transcript) and r.text for r in results if r not in busy)
+
+        # 42.9 s of speech, four windows: its audio is decoded in time, its windows are not.
+        with pytest.raises(ProviderTimeout, match="no result within"):
+            await engine.transcribe(recording(_wav(speech.real_clip("long_fleurs_dev_x5"))), ENGLISH, 0.4)
+        # Its windows were left out or finished unseen; the engine serves the next request.
+        assert (await _transcribe(engine, clips[1])).text
+        assert engine._requests == 0
+    finally:
+        await engine.close()
