@@ -87,6 +87,10 @@ class WindowBatcher(Generic[K, R]):
                 for window in windows:
                     window.abandoned = True
                 self._pending = [w for w in self._pending if not w.abandoned]
+            for window in windows:
+                # One failed window fails the request; the others' failures are the same news.
+                if window.future.done() and not window.future.cancelled():
+                    window.future.exception()
 
     def _start_takers(self) -> None:
         with self._lock:
