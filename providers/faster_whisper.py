@@ -215,7 +215,9 @@ class FasterWhisperTranscriber:
         # of concurrent requests together; the engine then admits requests itself (_requests).
         self._batcher: WindowBatcher[_BatchKey, list[SegmentTiming]] | None = None
         if settings.batch_size > 1:
-            self._batcher = WindowBatcher(self._pool, self._decode_windows, settings.batch_size)
+            self._batcher = WindowBatcher(
+                self._pool, self._decode_windows, settings.batch_size, settings.workers
+            )
         self._requests = 0
         # Finding the speech in a whole file (VAD) is light: on its own worker it is never stuck behind
         # the batches, so a request's windows reach the batcher while the workers are still busy.
@@ -340,10 +342,18 @@ class FasterWhisperTranscriber:
         )
 
         async def decode(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
+            finished: dict[int, list[SegmentTiming]] = {}
+
             def done(index: int, share: Share[list[SegmentTiming]]) -> None:
-                if heard is not None:
-                    for segment in share.value:
+                # Batches on several workers end in any order: progress tells how far the windows are
+                # done from the start, never past one still being decoded.
+                finished[index] = share.value
+                if heard is None or any(i not in finished for i in range(index)):
+                    return
+                while index in finished:
+                    for segment in finished[index]:
                         heard(longform.placed(segment, spans[index], spans[index].start_s).end_s)
+                    index += 1
 
             shares = await batcher.decode(key, [samples[span.start : span.end] for span in spans], done)
             compute.extend(share.compute_s for share in shares)

@@ -54,13 +54,15 @@ BatchDecoder = Callable[[K, Sequence[np.ndarray]], list[R]]
 
 
 class WindowBatcher(Generic[K, R]):
-    def __init__(self, pool: WorkerPool, decode: BatchDecoder[K, R], batch_size: int) -> None:
+    def __init__(
+        self, pool: WorkerPool, decode: BatchDecoder[K, R], batch_size: int, takers: int = 1
+    ) -> None:
         self._pool = pool
         self._decode = decode
         self._batch_size = batch_size
-        # One batch at a time: a batch already spreads over every core (CTranslate2's threads within an
-        # operation), so a second one beside it would only split the cores and halve the next batch.
-        self._max_takers = 1
+        # Batches on workers at once. One alone leaves a core idle while a lone window decodes (a single
+        # window's small matrices spread badly over threads); the engine runs one per worker.
+        self._max_takers = takers
         self._takers = 0
         self._pending: list[_Window[K, R]] = []
         self._lock = threading.Lock()  # pending is read by workers

@@ -22,8 +22,8 @@ from tests.speech import SPEECH_DIR
 pytestmark = [pytest.mark.engines, pytest.mark.timeout(180)]
 
 # 42.9 s: the engine decodes it in four windows of at most 15 s (GATEWAY_WHISPER__MAX_WINDOW_S), and
-# reports as each batch's segments come out: two windows a batch here, so there are steps to see (with
-# the default eight, the four are one batch).
+# reports as each batch's segments come out: two windows a batch on one worker here, so there are steps
+# to see (with the default eight, the four are one batch).
 FIVE_SPEAKERS = SPEECH_DIR / "audio" / "long_fleurs_dev_x5.wav"
 
 
@@ -31,7 +31,7 @@ FIVE_SPEAKERS = SPEECH_DIR / "audio" / "long_fleurs_dev_x5.wav"
 async def gateway(redis_url: str) -> AsyncIterator[tuple[pb_grpc.AudioGatewayStub, str]]:
     settings = local_settings()
     settings.piper.enabled = settings.llama.enabled = False
-    settings.whisper.batch_size = 2
+    settings.whisper.batch_size, settings.whisper.workers = 2, 1
     # The real Redis, for the cache; keys under a prefix of this module's own.
     settings.redis.url, settings.redis.key_prefix = redis_url, f"test:{uuid.uuid4().hex}:"
     server = GatewayServer(settings)
