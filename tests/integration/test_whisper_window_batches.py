@@ -72,10 +72,11 @@ async def test_concurrent_requests_share_model_calls_and_score_as_one_at_a_time(
     assert batched._batcher.calls - calls < len(clips) / 2
     texts = [reply.text for reply in together]
     assert _wer(clips, texts) <= _wer(clips, one_at_a_time) + EXTRA_ERRORS, (texts, one_at_a_time)
-    # Each request is billed its share of the calls it was in: together no more than the workers held.
+    # Each request is billed its share of the calls it was in: together no more than the threads held
+    # (two workers and the one that finds the speech).
     computes = [reply.usage.compute_seconds for reply in together]
     assert all(c > 0 for c in computes)
-    assert sum(computes) <= 2 * wall_s
+    assert sum(computes) <= 3 * wall_s
 
 
 async def test_a_lone_request_is_decoded_as_it_always_was(engines):
