@@ -1,9 +1,10 @@
 """Windows of audio from concurrent requests, decoded together in one batched model call.
 
-Whisper on CPU spends most of a short request's time in beam search, one small step at a time; a batch of
-windows takes those steps together for little more than one window's cost. Each request hands its windows
-here and waits for their results; a worker that comes free takes every waiting window (up to
-``batch_size``) that can share its model call, and each result goes back to its own request.
+Whisper's beam search goes one small step at a time; a batch of windows takes those steps together.
+Each request hands its windows here and waits for their results; a worker that comes free takes every
+waiting window (up to ``batch_size``) that can share its model call, and each result goes back to its
+own request. (On 2 cores this made a 10-minute recording 1.2-1.6x faster; concurrent 10 s requests cost
+as much batched as alone: each window's encoder pass, Whisper's full 30 s, is not shared.)
 
 Nothing waits on a timer: a window goes to a worker at once when one is free, so a lone request is as
 fast as before. Windows only gather while the workers are busy, and are taken when a worker starts, not
