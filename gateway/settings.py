@@ -184,8 +184,12 @@ class WhisperSettings(BaseModel):
     vad_speech_pad_ms: int = Field(400, ge=0, le=2_000)
     # Within a window, each 30 s pass reads the text before it.
     condition_on_previous_text: bool = True
-    # Windows decoded together in one batch (faster-whisper's BatchedInferencePipeline); 1: one by one.
-    batch_size: int = Field(1, ge=1, le=32)
+    # Windows decoded together in one batched model call, from one recording or from concurrent requests
+    # (providers/window_batches.py); 1: each request on its own worker, window after window. Batches made
+    # a 10-minute recording 1.2-1.6x faster at the same WER; 4 and 8 ran equally fast, and 8 takes the
+    # eight concurrent requests of bench/local_throughput.py in one call (docs/providers.md has the
+    # figures: concurrent short requests gain nothing on 2 cores).
+    batch_size: int = Field(8, ge=1, le=32)
     # Live streams (StreamTranscribe) the engine serves at once; past it a stream is refused as busy and
     # the router tries the next candidate. Streams share the workers above with whole-file requests.
     max_streams: int = Field(4, ge=1)

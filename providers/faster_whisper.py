@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import math
 import os
@@ -37,10 +38,11 @@ from providers.whisper_stream import (
     WhisperStream,
     Word,
 )
+from providers.window_batches import Share, WindowBatcher
 from providers.workers import Priority, Timed, WorkerPool
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from faster_whisper import WhisperModel
 
@@ -71,6 +73,8 @@ _WINDOW_FRAMES = 3000  # Whisper's 30 s window, in mel frames
 # Whisper's own fallback thresholds (compression_ratio_threshold, log_prob_threshold).
 _COMPRESSION_RATIO_LIMIT = 2.4
 _LOGPROB_LIMIT = -1.0
+# A batched window whose text stops this long before its end has the rest decoded again.
+_EARLY_END_S = 1.0
 # Tokens a second of speech may need, timestamps included; a decode that uses more is running on.
 _MAX_TOKENS_PER_S = 8
 
@@ -156,6 +160,16 @@ class _Detected:
             self.language, self.probability = info.language, float(info.language_probability)
 
 
+@dataclass(frozen=True)
+class _BatchKey:
+    """What windows must have in common to be decoded in one model call."""
+
+    language: str | None
+    task: str
+    word_timestamps: bool
+    prompt: str
+
+
 # An English-only model assumes English; only a multilingual one detects the language or translates.
 _FEATURES = frozenset({"word_timestamps", "segments", "prompt", "streaming"})
 _MULTILINGUAL_FEATURES = _FEATURES | {"language_detection", "translate"}
@@ -205,6 +219,17 @@ class FasterWhisperTranscriber:
             vad_speech_pad_ms=settings.vad_speech_pad_ms,
         )
         self._pool = WorkerPool(name, settings.workers, settings.max_queued)
+        # With batch_size > 1, whole-file requests hand their windows to one batcher, which decodes windows
+        # of concurrent requests together; the engine then admits requests itself (_requests).
+        self._batcher: WindowBatcher[_BatchKey, list[SegmentTiming]] | None = None
+        if settings.batch_size > 1:
+            self._batcher = WindowBatcher(
+                self._pool, self._decode_windows, settings.batch_size, settings.workers
+            )
+        self._requests = 0
+        # Finding the speech in a whole file (VAD) is light: on its own worker it is never stuck behind
+        # the batches, so a request's windows reach the batcher while the workers are still busy.
+        self._plan_pool = WorkerPool(f"{name}-plan", 1, 0)
         # Resampling and VAD of live audio: light, in arrival order, and never stuck behind a decode.
         self._front_pool = WorkerPool(f"{name}-vad", 1, settings.max_streams)
         self._engine: WhisperModel | None = None
@@ -273,7 +298,10 @@ class FasterWhisperTranscriber:
             raise ProviderTimeout(self.name, f"the audio was not decoded within {timeout_s:.1f} s") from exc
         remaining = None if deadline is None else deadline - time.monotonic()
         heard = _progress_reporter(audio.duration_s)
-        timed = await self._pool.run(lambda: self._run(samples, options, heard), remaining)
+        if self._batcher is None:
+            timed = await self._pool.run(lambda: self._run(samples, options, heard), remaining)
+        else:
+            timed = await self._admitted(self._run_batched(samples, options, heard), remaining)
         text, detected, segments = timed.value
         detects = "language_detection" in self.capabilities.features
         usage = Usage(audio_seconds=audio.duration_s, compute_seconds=timed.compute_s)
@@ -287,12 +315,180 @@ class FasterWhisperTranscriber:
             language_probability=detected.probability if detects or options.language else 0.0,
         )
 
+    async def _admitted(self, work: Awaitable[T], timeout_s: float | None) -> T:
+        """``work`` for one whole-file request, refused at once when ``max_queued`` requests already wait
+        (the batcher's jobs are fewer than its requests, so the pool's own count no longer says)."""
+        settings = self._settings
+        if self._requests >= settings.workers + settings.max_queued:
+            work.close()  # type: ignore[attr-defined]
+            raise ProviderBusy(
+                self.name,
+                f"all {settings.workers} workers are busy and {settings.max_queued} requests already wait",
+                self._pool.retry_after_s(),
+            )
+        self._requests += 1
+        try:
+            return await asyncio.wait_for(work, timeout_s)
+        except TimeoutError as exc:
+            raise ProviderTimeout(self.name, f"no result within {timeout_s:.1f} s") from exc
+        finally:
+            self._requests -= 1
+
+    async def _run_batched(
+        self, samples: np.ndarray, options: TranscribeOptions, heard: Callable[[float], None] | None
+    ) -> Timed[tuple[str, _Detected, tuple[SegmentTiming, ...]]]:
+        """The long-form path with each window decoded in a batch shared with other requests. Worker time
+        is the request's own (finding the speech) and its audio's share of each batch."""
+        assert self._batcher is not None
+        batcher = self._batcher
+        prepared = await self._plan_pool.run(lambda: self._prepare(samples, options), None, admitted=True)
+        planned, detected = prepared.value
+        compute = [prepared.compute_s]
+        key = _BatchKey(
+            language=detected.language or None,
+            task="translate" if options.translate else "transcribe",
+            word_timestamps=options.word_timestamps,
+            prompt=options.prompt,
+        )
+
+        async def decode(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
+            finished: dict[int, list[SegmentTiming]] = {}
+
+            def done(index: int, share: Share[list[SegmentTiming]]) -> None:
+                # Batches on several workers end in any order: progress tells how far the windows are
+                # done from the start, never past one still being decoded.
+                finished[index] = share.value
+                if heard is None or any(i not in finished for i in range(index)):
+                    return
+                while index in finished:
+                    for segment in finished[index]:
+                        heard(longform.placed(segment, spans[index], spans[index].start_s).end_s)
+                    index += 1
+
+            shares = await batcher.decode(key, [samples[span.start : span.end] for span in spans], done)
+            compute.extend(share.compute_s for share in shares)
+            per_span = [
+                [longform.placed(segment, span, span.start_s) for segment in share.value]
+                for span, share in zip(spans, shares, strict=True)
+            ]
+            return longform.Decoded(per_span, detected.language)
+
+        found, _ = await longform.transcribe_planned(samples, planned, decode)
+        segments = tuple(seg for seg in found if seg.text)
+        return Timed((" ".join(seg.text for seg in segments), detected, segments), sum(compute))
+
+    def _prepare(self, samples: np.ndarray, options: TranscribeOptions) -> tuple[longform.Plan, _Detected]:
+        """Where the speech is and which windows to decode, and the language to decode them in: the one
+        asked for, or, on a multilingual model, the one Whisper hears in the first window (a batch is
+        decoded in one language)."""
+        engine = self._loaded()
+        try:
+            planned = longform.plan(samples, self._longform)
+            if not planned.spans:  # silence: the language asked for, or the model's
+                return planned, _Detected(options.language or self._warmup_language() or "", 0.0)
+            if options.language or not engine.model.is_multilingual:
+                return planned, _Detected(options.language or "en", 1.0)
+            first = planned.spans[0]
+            language, probability, _ = engine.detect_language(audio=samples[first.start : first.end])
+        except (RuntimeError, ValueError) as exc:
+            raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
+        return planned, _Detected(language, float(probability))
+
+    def _decode_windows(self, key: _BatchKey, audios: Sequence[np.ndarray]) -> list[list[SegmentTiming]]:
+        """Each window's segments, timed from its own start. A window alone gets Whisper's full decoding,
+        as it always did; several go through batched calls of the model (see _together)."""
+        engine = self._loaded()
+        common = self._common(key)
+        try:
+            if len(audios) == 1:
+                return [self._whole(engine, audios[0], common)]
+            return self._together(engine, audios, common)
+        except (RuntimeError, ValueError) as exc:
+            raise ProviderUnavailable(self.name, f"the engine failed: {type(exc).__name__}") from exc
+
+    def _common(self, key: _BatchKey) -> dict[str, Any]:
+        return {
+            "language": key.language,
+            "word_timestamps": key.word_timestamps,
+            "initial_prompt": key.prompt or None,
+            "beam_size": self._settings.beam_size,
+            "vad_filter": False,
+            "task": key.task,
+        }
+
+    def _whole(self, engine: WhisperModel, audio: np.ndarray, common: dict[str, Any]) -> list[SegmentTiming]:
+        raw, _ = engine.transcribe(
+            audio, condition_on_previous_text=self._settings.condition_on_previous_text, **common
+        )
+        return [_timing(seg) for seg in raw]
+
+    def _together(
+        self,
+        engine: WhisperModel,
+        audios: Sequence[np.ndarray],
+        common: dict[str, Any],
+        *,
+        carry_on: bool = True,
+    ) -> list[list[SegmentTiming]]:
+        """One batched decode of the windows. A window whose text fails Whisper's own checks (repetitive
+        or unlikely) is decoded again in full; one whose text stops early (VAD ends a window where its
+        speech ends) has the rest decoded in a batch of such rests, once (``carry_on``)."""
+        from faster_whisper import BatchedInferencePipeline
+
+        if len(audios) == 1 and not carry_on:
+            return [self._whole(engine, audios[0], common)]
+
+        # The windows side by side, each starting on a whole second: a batched segment's seek is its
+        # window's start in frames, exact only then, and says which window it came from.
+        rate = longform.SAMPLE_RATE
+        starts = list(itertools.accumulate((math.ceil(a.size / rate) * rate for a in audios[:-1]), initial=0))
+        joined = np.zeros(starts[-1] + audios[-1].size, dtype=np.float32)
+        for start, audio in zip(starts, audios, strict=True):
+            joined[start : start + audio.size] = audio
+        # One pipeline per call: it keeps per-call state (the last word's time) on the instance.
+        raw, _ = BatchedInferencePipeline(engine).transcribe(
+            joined,
+            clip_timestamps=[
+                {"start": start / rate, "end": (start + a.size) / rate}
+                for start, a in zip(starts, audios, strict=True)
+            ],
+            batch_size=len(audios),
+            without_timestamps=False,
+            **common,
+        )
+        index = {start // rate * engine.frames_per_second: i for i, start in enumerate(starts)}
+        found: list[list[Any]] = [[] for _ in audios]
+        for seg in raw:
+            if seg.seek not in index:
+                raise ValueError("a batched segment does not belong to any window")
+            found[index[seg.seek]].append(seg)
+        out: list[list[SegmentTiming]] = []
+        rest: list[tuple[int, int]] = []  # (window, sample where its text stopped early)
+        for start, audio, segs in zip(starts, audios, found, strict=True):
+            own = longform.Span(0, audio.size)
+            timed = [longform.placed(_timing(seg), own, -start / rate) for seg in segs]
+            if not timed or not _trustworthy_batch(segs):
+                timed = self._whole(engine, audio, common)
+            elif timed[-1].end_s < own.end_s - _EARLY_END_S and carry_on:
+                rest.append((len(out), round(timed[-1].end_s * rate)))
+            out.append(timed)
+        if rest:
+            # Alone, Whisper decodes again from where its text stopped; so do these windows, together.
+            tails = self._together(engine, [audios[i][cut:] for i, cut in rest], common, carry_on=False)
+            for (i, cut), tail in zip(rest, tails, strict=True):
+                whole = longform.Span(0, audios[i].size)
+                out[i] += [longform.placed(seg, whole, cut / rate) for seg in tail]
+        return out
+
+    def _loaded(self) -> WhisperModel:
+        if self._engine is None:
+            raise ProviderUnavailable(self.name, "the model is not loaded yet")
+        return self._engine
+
     def _run(
         self, samples: np.ndarray, options: TranscribeOptions, heard: Callable[[float], None] | None = None
     ) -> tuple[str, _Detected, tuple[SegmentTiming, ...]]:
-        if self._engine is None:
-            raise ProviderUnavailable(self.name, "the model is not loaded yet")
-        engine: WhisperModel = self._engine
+        engine = self._loaded()
         detected = _Detected()
         try:
             decoder = self._decoder(engine, options, detected, heard)
@@ -312,9 +508,8 @@ class FasterWhisperTranscriber:
         heard: Callable[[float], None] | None,
     ) -> longform.Decoder:
         """Windows one after the other, each with Whisper's full decoding (temperature fallback, and a
-        second pass over what a window's first left out); or, with ``batch_size`` > 1, up to that many
-        windows in one batch of the model, each decoded once. ``heard`` is told where each segment ends,
-        as Whisper yields it."""
+        second pass over what a window's first left out), when ``batch_size`` is 1. ``heard`` is told where
+        each segment ends, as Whisper yields it."""
         settings = self._settings
         common: dict[str, Any] = {
             "language": options.language or None,
@@ -344,32 +539,7 @@ class FasterWhisperTranscriber:
                 detected.note(info)
             return longform.Decoded(per_span, language)
 
-        def batched(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
-            if len(spans) == 1:
-                return one_by_one(samples, spans)
-            from faster_whisper import BatchedInferencePipeline
-
-            # One pipeline per call: it keeps per-call state (the last word's time) on the instance.
-            raw, info = BatchedInferencePipeline(engine).transcribe(
-                samples,
-                clip_timestamps=[{"start": span.start_s, "end": span.end_s} for span in spans],
-                batch_size=settings.batch_size,
-                without_timestamps=False,
-                **common,
-            )
-            # Each segment's seek is its window's start in frames; word alignment can move a segment's own
-            # start before its window's, so the seek, not the time, says which window it came from.
-            index = {int(span.start_s * engine.frames_per_second): i for i, span in enumerate(spans)}
-            per_span: list[list[SegmentTiming]] = [[] for _ in spans]
-            for seg in raw:
-                i = index.get(seg.seek)
-                if i is None:
-                    raise ValueError("a batched segment does not belong to any window")
-                per_span[i].append(told(longform.placed(_timing(seg), spans[i], 0.0)))
-            detected.note(info)
-            return longform.Decoded(per_span, info.language)
-
-        return batched if settings.batch_size > 1 else one_by_one
+        return one_by_one
 
     async def open_stream(self, config: StreamConfig, timeout_s: float | None) -> WhisperStream:
         if self._engine is None or self._vad_session is None:
@@ -487,6 +657,7 @@ class FasterWhisperTranscriber:
 
     async def close(self) -> None:
         self._pool.close()
+        self._plan_pool.close()
         self._front_pool.close()
         self._engine = None
 
@@ -523,6 +694,15 @@ def _decode(
         max_new_tokens=max_new_tokens,
     )
     return list(raw_segments)
+
+
+def _trustworthy_batch(segments: Sequence[Any]) -> bool:
+    """Whether a window's one batched decode passed Whisper's own fallback tests: not too repetitive, not
+    too unlikely (alone, Whisper would decode it again at a higher temperature)."""
+    return not any(
+        seg.compression_ratio > _COMPRESSION_RATIO_LIMIT or seg.avg_logprob < _LOGPROB_LIMIT
+        for seg in segments
+    )
 
 
 def _trustworthy(segments: list[Any], allowance: int, timestamp_begin: int) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -86,23 +86,58 @@ class Decoded:
 Decoder = Callable[[np.ndarray, Sequence[Span]], Decoded]
 
 
+# The same, awaited (the windows wait for a batch of the model shared with other requests).
+AsyncDecoder = Callable[[np.ndarray, Sequence[Span]], Awaitable[Decoded]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the speech is, and the windows to decode."""
+
+    regions: list[Span]
+    spans: list[Span]
+
+
+def plan(samples: np.ndarray, tuning: LongformTuning) -> Plan:
+    regions = speech_regions(samples, tuning)
+    if samples.size <= WHISPER_WINDOW_S * SAMPLE_RATE:
+        return Plan(regions, [Span(0, samples.size)])
+    return Plan(regions, windows(regions, tuning.max_window_s))
+
+
 def transcribe(
     samples: np.ndarray, decode: Decoder, tuning: LongformTuning
 ) -> tuple[list[SegmentTiming], str]:
     """The recording's segments in order, and the language the first window was decoded in."""
-    regions = speech_regions(samples, tuning)
-    if samples.size <= WHISPER_WINDOW_S * SAMPLE_RATE:
-        spans = [Span(0, samples.size)]
-    else:
-        spans = windows(regions, tuning.max_window_s)
-    if not spans:
+    planned = plan(samples, tuning)
+    if not planned.spans:
         return [], ""
-    decoded = decode(samples, spans)
+    decoded = decode(samples, planned.spans)
+    bare = missed(planned.regions, decoded.segments)
+    again = decode(samples, bare) if bare else None
+    return merged(planned.spans, decoded, bare, again)
+
+
+async def transcribe_planned(
+    samples: np.ndarray, planned: Plan, decode: AsyncDecoder
+) -> tuple[list[SegmentTiming], str]:
+    """:func:`transcribe` with the plan made and an awaited decoder."""
+    if not planned.spans:
+        return [], ""
+    decoded = await decode(samples, planned.spans)
+    bare = missed(planned.regions, decoded.segments)
+    again = await decode(samples, bare) if bare else None
+    return merged(planned.spans, decoded, bare, again)
+
+
+def merged(
+    spans: Sequence[Span], decoded: Decoded, bare: Sequence[Span], again: Decoded | None
+) -> tuple[list[SegmentTiming], str]:
+    """The windows' segments with those of the speech regions they left bare, decoded again, in time
+    order; and the language."""
     segments = decoded.segments
-    bare = missed(regions, segments)
-    if not bare:
+    if again is None:
         return segments, decoded.language
-    again = decode(samples, bare)
     for region, found in zip(bare, again.per_span, strict=True):
         window = next(
             i for i, span in enumerate(spans) if span.start <= region.start and region.end <= span.end

@@ -82,9 +82,16 @@ class WorkerPool:
         return max(_MIN_RETRY_S, round(self._typical_s / self._workers, 1))
 
     async def run(
-        self, fn: Callable[[], T], timeout_s: float | None, priority: Priority = Priority.NORMAL
+        self,
+        fn: Callable[[], T],
+        timeout_s: float | None,
+        priority: Priority = Priority.NORMAL,
+        *,
+        admitted: bool = False,
     ) -> Timed[T]:
-        """Run ``fn`` on a worker. Raises :class:`ProviderBusy` when ``max_queued`` jobs already wait.
+        """Run ``fn`` on a worker. Raises :class:`ProviderBusy` when ``max_queued`` jobs already wait,
+        unless the caller has ``admitted`` the work already (it counts its requests itself, and a refusal
+        now would strand ones it let in).
 
         Waiting jobs start in ``priority`` order, oldest first within one priority. Work still queued
         when the deadline passes is skipped; work already running cannot be interrupted and finishes
@@ -103,7 +110,7 @@ class WorkerPool:
 
         job = _Job(int(priority), next(self._seq), call, Future())
         with self._lock:
-            if self._outstanding >= self._workers + self._max_queued:
+            if not admitted and self._outstanding >= self._workers + self._max_queued:
                 raise ProviderBusy(
                     self._name,
                     f"all {self._workers} workers are busy and {self._max_queued} requests already wait",
