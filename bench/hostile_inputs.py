@@ -168,7 +168,11 @@ def fuzz_bodies(rng: random.Random, files: dict[str, bytes]) -> Callable[[], tup
 
 
 async def fuzz(
-    channel: grpc.aio.Channel, next_body: Callable[[], tuple[str, bytes]], total: int, timeout_s: float
+    channel: grpc.aio.Channel,
+    next_body: Callable[[], tuple[str, bytes]],
+    total: int,
+    timeout_s: float,
+    gateway: GatewayProcess,
 ) -> tuple[Tally, float]:
     tally = Tally(Path(tempfile.mkdtemp(prefix="gw-bench-fuzz-")))
     tickets = iter(range(total))
@@ -182,7 +186,10 @@ async def fuzz(
             tally.record(code, details, label, body)
             done = tally.codes.total()
             if done % PROGRESS_EVERY == 0:
-                print(f"  fuzz: {done}/{total} in {time.perf_counter() - started:.0f} s", flush=True)
+                took = time.perf_counter() - started
+                alive = gateway.exit_code() is None
+                peak = f", peak RSS {gateway.peak_rss_bytes() / 2**20:.0f} MiB" if alive else ""
+                print(f"  fuzz: {done}/{total} in {took:.0f} s{peak}", flush=True)
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return tally, time.perf_counter() - started
@@ -200,7 +207,7 @@ async def answers_health(channel: grpc.aio.Channel, limit_s: float) -> float | N
 
 
 async def send_named(
-    channel: grpc.aio.Channel, cases: dict[str, bytes], tally: Tally, args: Namespace
+    channel: grpc.aio.Channel, cases: dict[str, bytes], tally: Tally, args: Namespace, gateway: GatewayProcess
 ) -> list[tuple[str, float, float]]:
     """One at a time, each followed by a wait for the gateway to answer again, so that damage done by one
     input is seen after it rather than blamed on the next. Returns when each was sent and answered."""
@@ -217,7 +224,9 @@ async def send_named(
             after = f"; health unanswered for {recovered:.1f} s after it"
         else:
             after = ""
-        print(f"  {label}: {code.name} in {took:.2f} s{after}  {details[:120]!r}", flush=True)
+        # The high-water mark only rises: read after each input, it names the one that raised it.
+        peak = f"peak RSS {gateway.peak_rss_bytes() / 2**20:.0f} MiB" if gateway.exit_code() is None else ""
+        print(f"  {label}: {code.name} in {took:.2f} s{after}; {peak}  {details[:120]!r}", flush=True)
         windows.append((label, sent_at, time.time()))
     return windows
 
@@ -254,11 +263,13 @@ async def run(args: Namespace, gateway: GatewayProcess, uri_root: Path) -> None:
         with HealthPoller(gateway.target) as poller:
             fuzz_started = time.time()
             fuzzed, elapsed = await fuzz(
-                channel, fuzz_bodies(random.Random(args.seed), files), args.requests, args.timeout
+                channel, fuzz_bodies(random.Random(args.seed), files), args.requests, args.timeout, gateway
             )
             fuzz_ended = time.time()
+            if gateway.exit_code() is None:
+                print(f"peak RSS after the fuzz: {gateway.peak_rss_bytes() / 2**20:.0f} MiB", flush=True)
             print("named hostile inputs:", flush=True)
-            windows = await send_named(channel, named_cases(uri_root, clip), named, args)
+            windows = await send_named(channel, named_cases(uri_root, clip), named, args, gateway)
             after, _ = await send(channel, _content(clip, "audio/wav"), args.timeout)
     exit_code = gateway.exit_code()
     peak_rss = gateway.peak_rss_bytes() if exit_code is None else None
@@ -309,6 +320,13 @@ def main() -> None:
         type=float,
         help="seconds to wait for health to answer after each named input (default 120; 0 with --quick)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="GATEWAY_NAME=VALUE",
+        help="a gateway setting for this run, e.g. GATEWAY_WHISPER__BATCH_SIZE=1 (repeatable)",
+    )
     args = parser.parse_args()
     args.requests = args.requests or (300 if args.quick else 20_000)
     args.timeout = args.timeout or (1.0 if args.quick else 30.0)
@@ -320,6 +338,7 @@ def main() -> None:
         # The fuzz is about input handling; a greedy search keeps 20,000 requests within the hour.
         "GATEWAY_WHISPER__BEAM_SIZE": "1",
         "GATEWAY_LIMITS__URI_ROOTS": f'["{uri_root}"]',
+        **dict(setting.split("=", 1) for setting in args.set),
     }
     with GatewayProcess(settings, args.redis_url) as gateway:
         print(f"config: gateway subprocess with {gateway.describe()}", flush=True)

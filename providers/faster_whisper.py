@@ -30,6 +30,7 @@ from gateway.core.provider_types import (
     WordTiming,
 )
 from providers import longform, whisper_models
+from providers.whisper_encoder import chunked_encoder
 from providers.whisper_stream import (
     Endpointer,
     Front,
@@ -446,7 +447,7 @@ class FasterWhisperTranscriber:
         for start, audio in zip(starts, audios, strict=True):
             joined[start : start + audio.size] = audio
         # One pipeline per call: it keeps per-call state (the last word's time) on the instance.
-        raw, _ = BatchedInferencePipeline(engine).transcribe(
+        raw, _ = BatchedInferencePipeline(chunked_encoder(engine)).transcribe(
             joined,
             clip_timestamps=[
                 {"start": start / rate, "end": (start + a.size) / rate}
