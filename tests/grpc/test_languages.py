@@ -24,6 +24,7 @@ import pytest
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import audio_gateway_pb2_grpc as pb_grpc
 from gateway.api.v1 import common_pb2 as common
+from gateway.core.audio import encode_wav
 from gateway.grpc.server import GatewayServer
 from gateway.http.server import HttpDoor
 from gateway.settings import WhisperModelSettings
@@ -121,12 +122,15 @@ async def test_translate_returns_english(stub):
 
 
 async def test_english_stays_on_tiny_en(stub):
-    wav = speech.espeak_wav(speech.SENTENCES[0])
-    reply = await stub.Transcribe(_request(wav), timeout=60)
+    # A real recording: on a formant voice, tiny.en's int8 output differs by CPU (one test sentence read
+    # "quick round-fark" on one machine and "quick brown fox" on another).
+    clip = speech.real_clip("librivox_sense_sensibility_0870")
+    reply = await stub.Transcribe(_request(encode_wav(clip.samples, clip.rate)), timeout=60)
 
     assert reply.route.provider == "faster-whisper"
     assert reply.route.model == "whisper-tiny.en"
-    assert speech.wer([speech.SENTENCES[0]], [reply.text]) <= 0.2, reply.text
+    wrong, _, words = speech.errors(clip.reference, reply.text)
+    assert wrong / words <= 0.2, reply.text
     # An English-only model assumes English: it claims no detection.
     assert (reply.language, reply.language_probability) == ("en", 0.0)
 
