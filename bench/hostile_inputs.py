@@ -246,11 +246,16 @@ def report_health(phase: str, probes: list[Probe]) -> None:
         p99 <= GOAL_HEALTH_P99_MS,
         detail,
     )
+    # When the slowest probes were sent, to match a stall with what ran then (the gateway's log).
+    slowest = sorted(probes, key=lambda probe: probe.latency_s)[-5:]
+    started = probes[0].sent_at
+    when = ", ".join(f"{p.latency_s * 1e3:.0f} ms at +{p.sent_at - started:.0f} s" for p in reversed(slowest))
     report(
         f"health check max ({phase})",
         f"{worst:.1f} ms",
         f"<= {GOAL_HEALTH_MAX_MS:g} ms",
         worst <= GOAL_HEALTH_MAX_MS,
+        f"slowest: {when}",
     )
 
 
