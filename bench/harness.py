@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -28,6 +30,7 @@ import numpy as np
 import redis
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -196,6 +199,26 @@ class GatewayProcess:
     def exit_code(self) -> int | None:
         assert self._proc is not None
         return self._proc.poll()
+
+    def metrics_port(self) -> int:
+        """The port the gateway's /metrics picked (it logs ``metrics.listening`` with it at start)."""
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if '"metrics.listening"' in line:
+                return int(json.loads(line)["port"])
+        raise RuntimeError("the gateway logged no metrics port")
+
+    def histogram_buckets(self, name: str) -> dict[tuple[str, float], float]:
+        """A histogram's cumulative bucket counts from /metrics, keyed by (label values, upper bound)."""
+        url = f"http://127.0.0.1:{self.metrics_port()}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        buckets: dict[tuple[str, float], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == f"{name}_bucket":
+                    labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "le")
+                    buckets[(labels, float(sample.labels["le"]))] = sample.value
+        return buckets
 
     def peak_rss_bytes(self) -> int:
         """The process's high-water resident set (VmHWM), which includes every thread and native buffer."""

@@ -59,6 +59,8 @@ FORBIDDEN = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 # Inputs worth replaying: the forbidden codes, and deadlines (an input that takes the gateway too long).
 SAVED_CODES = (*FORBIDDEN, grpc.StatusCode.DEADLINE_EXCEEDED)
 SAVED_PER_CODE = 20
+# Bucket bounds of the gateway's stall histograms worth printing (gateway/telemetry/metrics.py).
+STALL_BOUNDS_S = (0.05, 0.1, 0.25)
 PROGRESS_EVERY = 2000
 
 
@@ -231,6 +233,19 @@ async def send_named(
     return windows
 
 
+def print_stalls(gateway: GatewayProcess) -> None:
+    """The gateway's own view of its stalls, to tell a slow health probe's cause: loop lag, or GC."""
+    for title, name in (
+        ("event-loop lag", "audio_gateway_event_loop_lag_seconds"),
+        ("GC pauses", "audio_gateway_gc_pause_seconds"),
+    ):
+        buckets = gateway.histogram_buckets(name)
+        for labels in sorted({labels for labels, _ in buckets}):
+            total = buckets[(labels, float("inf"))]
+            over = ", ".join(f"> {b * 1000:g} ms: {total - buckets[(labels, b)]:g}" for b in STALL_BOUNDS_S)
+            print(f"  {title}{f' ({labels})' if labels else ''}: {total:g} observed; {over}")
+
+
 def report_health(phase: str, probes: list[Probe]) -> None:
     if not probes:
         report(f"health check p99 ({phase})", "no probe completed", f"<= {GOAL_HEALTH_P99_MS:g} ms", False)
@@ -277,6 +292,9 @@ async def run(args: Namespace, gateway: GatewayProcess, uri_root: Path) -> None:
             windows = await send_named(channel, named_cases(uri_root, clip), named, args, gateway)
             after, _ = await send(channel, _content(clip, "audio/wav"), args.timeout)
     exit_code = gateway.exit_code()
+    if exit_code is None:
+        print("the gateway's own stalls over the whole run (its /metrics):")
+        print_stalls(gateway)
     peak_rss = gateway.peak_rss_bytes() if exit_code is None else None
 
     print(f"named inputs by status: {dict(sorted(named.codes.items()))}")

@@ -22,6 +22,7 @@ from gateway.health.book import run_sync_loop
 from gateway.money.pricing import UnitPrices
 from gateway.routing.auth import authenticate
 from gateway.settings import Settings
+from gateway.telemetry.runtime import GcPauseTimer, freeze_startup_objects, watch_loop_lag
 from providers.base import Provider
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,7 @@ class GatewayServer:
         self._warmup: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        self._gc_timer = GcPauseTimer(self.app.metrics.observe_gc_pause)
         options = [
             ("grpc.max_receive_message_length", settings.server.max_message_bytes),
             ("grpc.max_send_message_length", settings.server.max_message_bytes),
@@ -113,6 +115,8 @@ class GatewayServer:
             raise
         self._warmup = asyncio.create_task(self._warm_up())
         ledger, metrics = self.app.ledger, self.app.metrics
+        self._gc_timer.install()
+        self._background.append(asyncio.create_task(watch_loop_lag(metrics.observe_loop_lag, self._stopping)))
         self._background.append(asyncio.create_task(ledger.run(self._stopping)))
         metrics.track_depths(spool=ledger.spool_depth, queue=ledger.queue_depth)
         if self.app.redis is not None:
@@ -175,6 +179,7 @@ class GatewayServer:
         # Flush the ledger (to Redis, or to the spool) before anything it needs is closed.
         self._stopping.set()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._gc_timer.remove()
         if self.metrics_port is not None:
             await asyncio.to_thread(self.app.metrics.stop)
         if self._warmup is not None and not self._warmup.done():
@@ -195,10 +200,17 @@ class GatewayServer:
             # runs; left to the garbage collector, gRPC's shutdown would find the loop closed.
             await self.stop(grace_s=0)
             raise
+        # The serving process's own objects only: an embedded server must not freeze its host's.
+        frozen = asyncio.create_task(self._freeze_when_ready())
         watcher = asyncio.create_task(self.app.policies.watch(self.settings.policies_reload_interval_s, stop))
         await stop.wait()
         await watcher
+        frozen.cancel()
         await self.stop()
+
+    async def _freeze_when_ready(self) -> None:
+        await self._ready.wait()
+        freeze_startup_objects()
 
 
 async def serve(settings: Settings, doors: Sequence[DoorFactory] = ()) -> None:

@@ -19,6 +19,8 @@ histograms::
                                                        of GATEWAY_ADMISSION__*) | providers_busy (every
                                                        engine queue was full)
     in_flight{operation}                               calls admitted and not yet finished (read at scrapes)
+    event_loop_lag_seconds                             histogram, how late the loop ran a 100 ms timer
+    gc_pause_seconds{generation}                       histogram, each garbage collection's pause
 
 A call refused at its admission cap is turned away before any accounting, so it shows only in
 ``admissions_refused_total``; one refused because every provider was busy shows there and in
@@ -65,6 +67,8 @@ NAMESPACE = "audio_gateway"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 CACHE_RESULTS = ("hit", "miss", "bypass")
 ADMISSION_REFUSALS = ("concurrency", "providers_busy")
+# A stall the health checks would notice starts at tens of ms; a wedged loop shows as seconds.
+STALL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # A request that failed before any provider was chosen (bad input, no route, auth).
 NO_PROVIDER = "none"
 _STATUSES = frozenset(code.name for code in grpc.StatusCode)
@@ -168,6 +172,19 @@ class Metrics:
             ["provider"],
             **common,
         )
+        self._loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "How much later than asked the event loop ran a timer armed every 100 ms.",
+            buckets=STALL_BUCKETS,
+            **common,
+        )
+        self._gc_pause = Histogram(
+            "gc_pause_seconds",
+            "How long each garbage collection held the interpreter, by generation.",
+            ["generation"],
+            buckets=STALL_BUCKETS,
+            **common,
+        )
         # Present from the start so the hit ratio and rate() see the first lookup as an increase.
         for operation in Operation:
             for result in CACHE_RESULTS:
@@ -247,6 +264,12 @@ class Metrics:
         """
         self._spool.set_function(_guarded(spool, "ledger_spool_depth"))
         self._queue.set_function(_guarded(queue, "ledger_queue_depth"))
+
+    def observe_loop_lag(self, lag_s: float) -> None:
+        self._loop_lag.observe(lag_s)
+
+    def observe_gc_pause(self, generation: int, pause_s: float) -> None:
+        self._gc_pause.labels(str(generation)).observe(pause_s)
 
     # -- the HTTP endpoint ---------------------------------------------------
 

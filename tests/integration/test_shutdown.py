@@ -71,6 +71,8 @@ def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
         assert "fox" in reply.text.lower()
         assert proc.wait(timeout=60) == 0
         assert b"server.draining" in log_path.read_bytes()
+        # Once serving, the process took its start-up objects out of the collector's reach.
+        assert b"runtime.gc_frozen" in log_path.read_bytes()
     finally:
         if proc.poll() is None:
             proc.kill()
