@@ -73,6 +73,7 @@ STALL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 NO_PROVIDER = "none"
 _STATUSES = frozenset(code.name for code in grpc.StatusCode)
 _BREAKER_VALUES = (0, 1, 2)
+_GENERATIONS = ("0", "1", "2")
 
 CacheResult = Literal["hit", "miss", "bypass"]
 AdmissionRefusal = Literal["concurrency", "providers_busy"]
@@ -200,6 +201,7 @@ class Metrics:
         self._saved_of = _Children(self._saved)
         self._cache_of = _Children(self._cache)
         self._in_flight_of = _Children(self._in_flight)
+        self._gc_pause_of = _Children(self._gc_pause)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -269,7 +271,7 @@ class Metrics:
         self._loop_lag.observe(lag_s)
 
     def observe_gc_pause(self, generation: int, pause_s: float) -> None:
-        self._gc_pause.labels(str(generation)).observe(pause_s)
+        self._gc_pause_of(_GENERATIONS[generation]).observe(pause_s)
 
     # -- the HTTP endpoint ---------------------------------------------------
 
