@@ -186,10 +186,14 @@ class WhisperSettings(BaseModel):
     condition_on_previous_text: bool = True
     # Windows decoded together in one batched model call, from one recording or from concurrent requests
     # (providers/window_batches.py); 1: each request on its own worker, window after window. Batches made
-    # a 10-minute recording 1.2-1.6x faster at the same WER; 4 and 8 ran equally fast, and 8 takes the
-    # eight concurrent requests of bench/local_throughput.py in one call (docs/providers.md has the
-    # figures: concurrent short requests gain nothing on 2 cores).
+    # a 10-minute recording 1.2-1.6x faster at the same WER; 4 and 8 ran equally fast. Waiting windows are
+    # shared among the free workers, so eight concurrent requests make two calls of four (docs/providers.md
+    # has the figures).
     batch_size: int = Field(8, ge=1, le=32)
+    # How long a free worker waits for the windows of requests whose speech is still being found, so that
+    # a burst is decoded in full batches on every worker (providers/window_batches.py). Nobody waits when
+    # no request is being planned.
+    batch_gather_ms: int = Field(300, ge=0, le=5_000)
     # Live streams (StreamTranscribe) the engine serves at once; past it a stream is refused as busy and
     # the router tries the next candidate. Streams share the workers above with whole-file requests.
     max_streams: int = Field(4, ge=1)

@@ -225,7 +225,11 @@ class FasterWhisperTranscriber:
         self._batcher: WindowBatcher[_BatchKey, list[SegmentTiming]] | None = None
         if settings.batch_size > 1:
             self._batcher = WindowBatcher(
-                self._pool, self._decode_windows, settings.batch_size, settings.workers
+                self._pool,
+                self._decode_windows,
+                settings.batch_size,
+                settings.workers,
+                gather_s=settings.batch_gather_ms / 1000,
             )
         self._requests = 0
         # Finding the speech in a whole file (VAD) is light: on its own worker it is never stuck behind
@@ -342,39 +346,42 @@ class FasterWhisperTranscriber:
         is the request's own (finding the speech) and its audio's share of each batch."""
         assert self._batcher is not None
         batcher = self._batcher
-        prepared = await self._plan_pool.run(lambda: self._prepare(samples, options), None, admitted=True)
-        planned, detected = prepared.value
-        compute = [prepared.compute_s]
-        key = _BatchKey(
-            language=detected.language or None,
-            task="translate" if options.translate else "transcribe",
-            word_timestamps=options.word_timestamps,
-            prompt=options.prompt,
-        )
+        # Free workers wait for this request's windows while its speech is found (see WindowBatcher).
+        with batcher.planning() as arrived:
+            prepared = await self._plan_pool.run(lambda: self._prepare(samples, options), None, admitted=True)
+            planned, detected = prepared.value
+            compute = [prepared.compute_s]
+            key = _BatchKey(
+                language=detected.language or None,
+                task="translate" if options.translate else "transcribe",
+                word_timestamps=options.word_timestamps,
+                prompt=options.prompt,
+            )
 
-        async def decode(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
-            finished: dict[int, list[SegmentTiming]] = {}
+            async def decode(samples: np.ndarray, spans: Sequence[longform.Span]) -> longform.Decoded:
+                finished: dict[int, list[SegmentTiming]] = {}
 
-            def done(index: int, share: Share[list[SegmentTiming]]) -> None:
-                # Batches on several workers end in any order: progress tells how far the windows are
-                # done from the start, never past one still being decoded.
-                finished[index] = share.value
-                if heard is None or any(i not in finished for i in range(index)):
-                    return
-                while index in finished:
-                    for segment in finished[index]:
-                        heard(longform.placed(segment, spans[index], spans[index].start_s).end_s)
-                    index += 1
+                def done(index: int, share: Share[list[SegmentTiming]]) -> None:
+                    # Batches on several workers end in any order: progress tells how far the windows are
+                    # done from the start, never past one still being decoded.
+                    finished[index] = share.value
+                    if heard is None or any(i not in finished for i in range(index)):
+                        return
+                    while index in finished:
+                        for segment in finished[index]:
+                            heard(longform.placed(segment, spans[index], spans[index].start_s).end_s)
+                        index += 1
 
-            shares = await batcher.decode(key, [samples[span.start : span.end] for span in spans], done)
-            compute.extend(share.compute_s for share in shares)
-            per_span = [
-                [longform.placed(segment, span, span.start_s) for segment in share.value]
-                for span, share in zip(spans, shares, strict=True)
-            ]
-            return longform.Decoded(per_span, detected.language)
+                audios = [samples[span.start : span.end] for span in spans]
+                shares = await batcher.decode(key, audios, done, arrived)
+                compute.extend(share.compute_s for share in shares)
+                per_span = [
+                    [longform.placed(segment, span, span.start_s) for segment in share.value]
+                    for span, share in zip(spans, shares, strict=True)
+                ]
+                return longform.Decoded(per_span, detected.language)
 
-        found, _ = await longform.transcribe_planned(samples, planned, decode)
+            found, _ = await longform.transcribe_planned(samples, planned, decode)
         segments = tuple(seg for seg in found if seg.text)
         return Timed((" ".join(seg.text for seg in segments), detected, segments), sum(compute))
 

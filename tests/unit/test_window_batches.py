@@ -4,7 +4,9 @@ and what a request that gives up leaves behind. A stand-in decoder (no model) th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -161,3 +163,73 @@ async def test_results_are_told_as_they_arrive(pool):
         batcher.decode("en", [audio(1), audio(2)], lambda i, share: told.append((i, share.value))), 5
     )
     assert told == [(0, "en:1"), (1, "en:2")]
+
+
+async def test_waiting_windows_are_shared_among_the_free_workers(pool):
+    both_busy = threading.Barrier(2, timeout=5)
+    calls: list[list[int]] = []
+
+    def decoder(key: str, audios: Sequence[np.ndarray]) -> list[str]:
+        calls.append([int(a[0]) for a in audios])
+        both_busy.wait()  # decodes take seconds: both calls run side by side
+        return [f"{key}:{int(a[0])}" for a in audios]
+
+    batcher = WindowBatcher(pool, decoder, batch_size=8, takers=2, gather_s=5)
+    with contextlib.ExitStack() as planning:
+        arrivals = [planning.enter_context(batcher.planning()) for _ in range(8)]
+        requests = [
+            asyncio.create_task(batcher.decode("en", [audio(tag)], arrived=arrived))
+            for tag, arrived in enumerate(arrivals)
+        ]
+        started = time.monotonic()
+        results = await asyncio.wait_for(asyncio.gather(*requests), 5)
+    # Eight windows, two free workers: four each, at once, not eight on one and none on the other.
+    assert sorted(len(tags) for tags in calls) == [4, 4]
+    assert sorted(tag for tags in calls for tag in tags) == list(range(8))
+    assert [s.value for shares in results for s in shares] == [f"en:{tag}" for tag in range(8)]
+    assert time.monotonic() - started < 2  # the last arrival ended the gathering, not the 5 s limit
+
+
+async def test_a_free_worker_waits_for_windows_still_being_found(pool):
+    decoder = Decoder()
+    batcher = WindowBatcher(pool, decoder, batch_size=8, takers=2, gather_s=5)
+    with batcher.planning() as arrived:
+        first = asyncio.create_task(batcher.decode("en", [audio(1)]))
+        await asyncio.sleep(0.2)
+        assert decoder.calls == []  # another request's speech is still being found
+        second = asyncio.create_task(batcher.decode("en", [audio(2)], arrived=arrived))
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert [tags for _, tags in decoder.calls] in ([[1], [2]], [[2], [1]])
+
+
+async def test_a_request_whose_planning_fails_releases_the_waiting_workers(pool):
+    decoder = Decoder()
+    batcher = WindowBatcher(pool, decoder, batch_size=8, gather_s=5)
+    with contextlib.suppress(ValueError), batcher.planning():
+        first = asyncio.create_task(batcher.decode("en", [audio(1)]))
+        await asyncio.sleep(0.05)
+        raise ValueError("no speech could be found")
+    started = time.monotonic()
+    await asyncio.wait_for(first, 5)
+    assert time.monotonic() - started < 2
+    assert decoder.calls == [("en", [1])]
+
+
+async def test_gathering_gives_up_after_its_limit(pool):
+    decoder = Decoder()
+    batcher = WindowBatcher(pool, decoder, batch_size=8, gather_s=0.2)
+    with batcher.planning():  # a request whose windows never come
+        started = time.monotonic()
+        await asyncio.wait_for(batcher.decode("en", [audio(1)]), 5)
+        waited = time.monotonic() - started
+    assert 0.15 <= waited < 2
+    assert decoder.calls == [("en", [1])]
+
+
+async def test_nothing_waits_when_no_request_is_being_planned(pool):
+    decoder = Decoder()
+    batcher = WindowBatcher(pool, decoder, batch_size=8, takers=2, gather_s=5)
+    started = time.monotonic()
+    await asyncio.wait_for(batcher.decode("en", [audio(1), audio(2)]), 5)
+    assert time.monotonic() - started < 2
+    assert sorted(tag for _, tags in decoder.calls for tag in tags) == [1, 2]
