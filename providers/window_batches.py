@@ -195,9 +195,10 @@ class WindowBatcher(Generic[K, R]):
                 return []
             return self._decode(taken.windows[0].key, [w.audio for w in taken.windows])
 
-        if self._gather_s:
-            await self._gather()
         try:
+            # Inside the try: a taker cancelled while it gathers still gives its place back (finally).
+            if self._gather_s:
+                await self._gather()
             # The requests were admitted when they came in; their windows are not refused now.
             timed: Timed[list[R]] = await self._pool.run(work, None, admitted=True)
         except Exception as exc:

@@ -233,3 +233,17 @@ async def test_nothing_waits_when_no_request_is_being_planned(pool):
     await asyncio.wait_for(batcher.decode("en", [audio(1), audio(2)]), 5)
     assert time.monotonic() - started < 2
     assert sorted(tag for _, tags in decoder.calls for tag in tags) == [1, 2]
+
+
+async def test_a_taker_cancelled_while_gathering_gives_its_place_back(pool):
+    decoder = Decoder()
+    batcher = WindowBatcher(pool, decoder, batch_size=8, gather_s=5)
+    with batcher.planning():
+        waiting = asyncio.create_task(batcher.decode("en", [audio(1)]))
+        await asyncio.sleep(0.05)
+        for task in list(batcher._tasks):  # what a loop shutting down does to it
+            task.cancel()
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+    # The cancelled taker left no phantom behind: the next request gets a taker and is decoded.
+    assert [s.value for s in await asyncio.wait_for(batcher.decode("en", [audio(2)]), 5)] == ["en:2"]
