@@ -33,7 +33,7 @@ feed dashboards, where a float's rounding is invisible; never reconcile an invoi
 **Label cardinality is bounded by configuration, never by traffic.** No label carries a request id, an API
 key, a caller-supplied string or anything derived from content. ``operation`` has three values (four in
 the admission metrics), ``status`` the seventeen gRPC status names and ``reason`` two; all are checked,
-and anything else raises ``ValueError``.
+and anything else raises ``ValueError``. ``generation`` is the collector's own 0, 1 or 2.
 ``provider`` ranges over the catalogue (plus ``none`` for a request that never reached one) and ``tenant``
 over the tenants in the policy file (plus ``anonymous``). A policy reload that removes a tenant leaves its
 series until the process restarts, so the bound is every tenant configured during the process's life.
