@@ -454,7 +454,10 @@ class FasterWhisperTranscriber:
         for start, audio in zip(starts, audios, strict=True):
             joined[start : start + audio.size] = audio
         # One pipeline per call: it keeps per-call state (the last word's time) on the instance.
-        raw, _ = BatchedInferencePipeline(chunked_encoder(engine)).transcribe(
+        # Rests keep the full window: a short one decoded with little context dropped words.
+        pad_s = self._settings.batch_encoder_pad_s if carry_on else 0.0
+        frames = _frames(max(a.size for a in audios) / rate + pad_s) if pad_s else None
+        raw, _ = BatchedInferencePipeline(chunked_encoder(engine, frames=frames)).transcribe(
             joined,
             clip_timestamps=[
                 {"start": start / rate, "end": (start + a.size) / rate}

@@ -7,6 +7,9 @@ window at a time keeps the peak near 50 MB, and is also the fastest: a window's 
 enough that batching them gains nothing, while the larger scores cost memory traffic. Six windows of
 tiny.en took 0.94 s one at a time, 1.05 s two at a time and 1.22 s at once (2 threads, AVX-512). The
 decoder still takes the whole batch at once, which is where batching pays.
+
+It may also read fewer than the window's 3,000 mel frames: the audio and some silence after it, instead of
+30 s mostly of padding (``batch_encoder_pad_s``). The attention cost falls with the square of the frames.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ ENCODE_AT_ONCE = 1
 
 
 class _ChunkedEncoder:
-    def __init__(self, model: WhisperModel, at_once: int) -> None:
+    def __init__(self, model: WhisperModel, at_once: int, frames: int | None) -> None:
         self._model = model
         self._at_once = at_once
+        self._frames = frames
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        if self._frames is not None:
+            features = np.ascontiguousarray(features[..., : self._frames])
         if features.ndim == 2 or features.shape[0] <= self._at_once:
             return self._model.encode(features)
         import ctranslate2
@@ -43,6 +49,9 @@ class _ChunkedEncoder:
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(parts)))
 
 
-def chunked_encoder(model: WhisperModel, at_once: int = ENCODE_AT_ONCE) -> WhisperModel:
-    """``model``, except that ``encode`` runs at most ``at_once`` windows per call."""
-    return cast("WhisperModel", _ChunkedEncoder(model, at_once))
+def chunked_encoder(
+    model: WhisperModel, at_once: int = ENCODE_AT_ONCE, frames: int | None = None
+) -> WhisperModel:
+    """``model``, except that ``encode`` runs at most ``at_once`` windows per call, and sees only the first
+    ``frames`` mel frames of each window when that is given."""
+    return cast("WhisperModel", _ChunkedEncoder(model, at_once, frames))

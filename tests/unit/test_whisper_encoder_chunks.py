@@ -55,3 +55,12 @@ def test_everything_else_is_the_model_s_own(model):
     single = _features(1)[0]
     alone = np.asarray(model.encode(single))
     np.testing.assert_allclose(np.asarray(wrapped.encode(single)), alone, atol=1e-5)
+
+
+def test_frames_trims_every_window_to_its_first_frames(model):
+    features = _features(2)
+    out = np.asarray(chunked_encoder(model, frames=1000).encode(features))
+    # The encoder halves the frame rate: 1,000 mel frames (10 s) become 500 positions, not 1,500.
+    assert out.shape == (2, 500, 384)
+    alone = np.asarray(model.encode(np.ascontiguousarray(features[1:, :, :1000])))
+    np.testing.assert_allclose(out[1:], alone, rtol=1e-4, atol=1e-4)
