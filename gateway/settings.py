@@ -197,8 +197,9 @@ class WhisperSettings(BaseModel):
     # A batched call's encoder reads its longest window and this much silence after it, not Whisper's
     # whole 30 s (windows are at most max_window_s long). On a CPU without AVX-512 the 30 s encoder pass is
     # most of a window's cost; 5 s made eight concurrent 10 s requests 1.7x faster at the same long-form
-    # WER (docs/providers.md has the figures). A window decoded alone, and the rest of a window whose text
-    # stopped early, still get the full 30 s. 0: every window gets the full 30 s.
+    # WER (docs/providers.md has the figures). The rest of a window whose text stopped early, when it is
+    # decoded alone, gets the same short encoder, kept only when it passes a stream final's checks. A
+    # window decoded alone, and rests decoded together, still get the full 30 s. 0: always the full 30 s.
     batch_encoder_pad_s: float = Field(5.0, ge=0.0, le=30.0)
     # Live streams (StreamTranscribe) the engine serves at once; past it a stream is refused as busy and
     # the router tries the next candidate. Streams share the workers above with whole-file requests.

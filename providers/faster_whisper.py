@@ -430,6 +430,26 @@ class FasterWhisperTranscriber:
         )
         return [_timing(seg) for seg in raw]
 
+    def _rest(self, engine: WhisperModel, audio: np.ndarray, common: dict[str, Any]) -> list[SegmentTiming]:
+        """A window's rest decoded alone: first with the encoder reading the rest and
+        ``batch_encoder_pad_s`` of silence, kept only when it passes the checks a stream's final uses
+        (Whisper's fallback tests, no loop, a closed last segment); otherwise with the full 30 s."""
+        pad_s = self._settings.batch_encoder_pad_s
+        duration_s = audio.size / longform.SAMPLE_RATE
+        if pad_s and _frames(duration_s + pad_s) < _WINDOW_FRAMES:
+            allowance = round(duration_s * _MAX_TOKENS_PER_S + 20)
+            raw, _ = _short_context(engine, _frames(duration_s + pad_s)).transcribe(
+                audio,
+                condition_on_previous_text=False,
+                temperature=0.0,
+                max_new_tokens=allowance,
+                **common,
+            )
+            segments = list(raw)
+            if _trustworthy(segments, allowance, _timestamp_begin(engine)):
+                return [_timing(seg) for seg in segments]
+        return self._whole(engine, audio, common)
+
     def _together(
         self,
         engine: WhisperModel,
@@ -444,7 +464,7 @@ class FasterWhisperTranscriber:
         from faster_whisper import BatchedInferencePipeline
 
         if len(audios) == 1 and not carry_on:
-            return [self._whole(engine, audios[0], common)]
+            return [self._rest(engine, audios[0], common)]
 
         # The windows side by side, each starting on a whole second: a batched segment's seek is its
         # window's start in frames, exact only then, and says which window it came from.
@@ -454,7 +474,7 @@ class FasterWhisperTranscriber:
         for start, audio in zip(starts, audios, strict=True):
             joined[start : start + audio.size] = audio
         # One pipeline per call: it keeps per-call state (the last word's time) on the instance.
-        # Rests keep the full window: a short one decoded with little context dropped words.
+        # Rests decoded together keep the full window: their batch has no second try for one of them.
         pad_s = self._settings.batch_encoder_pad_s if carry_on else 0.0
         frames = _frames(max(a.size for a in audios) / rate + pad_s) if pad_s else None
         raw, _ = BatchedInferencePipeline(chunked_encoder(engine, frames=frames)).transcribe(

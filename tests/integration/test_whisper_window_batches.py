@@ -135,3 +135,45 @@ async def test_requests_past_the_queue_are_refused_and_a_deadline_ends_a_request
         assert engine._requests == 0
     finally:
         await engine.close()
+
+
+async def test_a_lone_rest_is_decoded_on_a_short_encoder_and_again_in_full_when_unsure(engines, monkeypatch):
+    import providers.faster_whisper as fw
+
+    batched, _ = engines
+    clip = speech.real_clip("librivox_sense_sensibility_0880")
+    audio = (await recording(_wav(clip)).samples())[: 16_000 * 4]  # a rest: 4 s, cut mid-sentence
+    common = {
+        "language": "en",
+        "word_timestamps": False,
+        "initial_prompt": None,
+        "beam_size": 5,
+        "vad_filter": False,
+        "task": "transcribe",
+    }
+    engine = batched._loaded()
+    full: list[int] = []
+    checked: list[str] = []
+    real_whole, real_check = batched._whole, fw._trustworthy
+    verdict = True
+
+    def whole(model, samples, options):
+        full.append(samples.size)
+        return real_whole(model, samples, options)
+
+    def check(segments, allowance, timestamp_begin):
+        checked.append(" ".join(seg.text for seg in segments))
+        real_check(segments, allowance, timestamp_begin)  # runs on what the short encoder gave
+        return verdict
+
+    monkeypatch.setattr(batched, "_whole", whole)
+    monkeypatch.setattr(fw, "_trustworthy", check)
+    short = batched._rest(engine, audio, common)
+    assert len(checked) == 1 and full == []  # the short decode, kept
+    assert speech.english(short[0].text).split()[:3] == ["he", "was", "not"]
+    assert short[-1].end_s <= 4.5
+
+    verdict = False
+    again = batched._rest(engine, audio, common)
+    assert len(checked) == 2 and full == [audio.size]  # unsure: decoded again on the full 30 s
+    assert speech.english(again[0].text).split()[:3] == ["he", "was", "not"]
