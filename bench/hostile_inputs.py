@@ -10,8 +10,8 @@ scratch directory so file names reach the file system.
    that wedges the gateway cannot turn the fuzz into a count of deadlines.
 2. Named hostile inputs, one at a time, each followed by a wait until health answers again: WAV headers
    that lie (absurd and tiny sample rates, NaN floats, zero bits per sample, an extensible format naming no
-   codec), an MP3 whose frames change channel layout, hostile Audio.uri values, a corrupt protobuf body
-   and invalid UTF-8 in a string field.
+   codec, a LIST chunk claiming 400 MB), an MP3 whose frames change channel layout, hostile Audio.uri
+   values, a corrupt protobuf body and invalid UTF-8 in a string field.
 
 Meanwhile another process polls grpc.health.v1 Check every ~20 ms. Prints the count of each status code,
 health-check latency p99 and max, and the gateway's peak RSS (VmHWM), next to the goals. Inputs that got
@@ -45,6 +45,7 @@ from bench.mutations import mutate
 from gateway.api.v1 import audio_gateway_pb2 as pb
 from gateway.api.v1 import common_pb2 as common
 from tests.audio_files import MIME, encode, tone
+from tests.hostile_audio import info_bomb_wav
 
 TRANSCRIBE = "/gateway.api.v1.AudioGateway/Transcribe"
 CONCURRENCY = 16
@@ -115,6 +116,7 @@ def named_cases(uri_root: Path, clip: bytes) -> dict[str, bytes]:
             wav(one_second, tag=0xFFFE, extension=no_codec_guid)
         ),
         "MP3 whose frames go mono, stereo, mono": _content(mono + stereo + mono, "audio/mpeg"),
+        "WAV whose LIST chunk claims 400 MB": _content(info_bomb_wav(), "audio/wav"),
         "Audio.uri with %00": _transcribe(common.Audio(uri=f"file://{uri_root}/speech%00.wav")),
         "Audio.uri with a 300-character file name": _transcribe(
             common.Audio(uri=f"file://{uri_root}/{'a' * 296}.wav")

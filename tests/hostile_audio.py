@@ -86,3 +86,14 @@ def layout_switching_mp3(seconds: float = 1.0, switches: int = 1) -> bytes:
     AudioResampler setup")."""
     part = tone(seconds / (switches + 1), 22_050)
     return b"".join(_mp3(part, "mono" if i % 2 == 0 else "stereo") for i in range(switches + 1))
+
+
+def info_bomb_wav(claimed: int = 400_000_000) -> bytes:
+    """A LIST/INFO chunk whose entry claims ``claimed`` bytes: FFmpeg zeroed that much before reading it
+    (66 KB took 400 MB of RSS and 1.5 s of CPU)."""
+    plain = wav(pcm16(1.0))
+    fmt_end = 12 + 8 + int.from_bytes(plain[16:20], "little")
+    entry = b"INAM" + struct.pack("<I", claimed - 12) + b"x" * 64
+    chunk = b"LIST" + struct.pack("<I", claimed) + b"INFO" + entry
+    body = plain[12:fmt_end] + chunk + plain[fmt_end:]
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body

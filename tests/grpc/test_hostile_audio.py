@@ -25,6 +25,7 @@ HOSTILE = {
     "1 Hz header": (hostile.one_hertz_wav, ["sample rate of 1 Hz", "resample the recording"]),
     "0 bits per sample": (hostile.zero_bits_wav, ["0 bits per sample", "re-encode it as 16-bit PCM WAV"]),
     "format tag 0xFFFE": (hostile.extensible_wav, ["unrecognised format tag", "re-encode"]),
+    "LIST chunk claiming 400 MB": (hostile.info_bomb_wav, ["'LIST' chunk declares 400000000", "re-encode"]),
     # The engine server's only transcriber is local: the NaNs are found by the decode it needs.
     "NaN float samples": (hostile.nan_wav, ["NaN or infinite sample values", "re-encode"]),
 }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import random
+import subprocess
+import sys
 import time
 
 import av
@@ -46,6 +48,47 @@ def test_headers_no_recording_has_are_refused_fast_by_the_probe(make, message):
     assert message in str(caught.value)
     assert "re-encode" in str(caught.value) or "resample" in str(caught.value) or "mix" in str(caught.value)
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_wav_chunk_claiming_more_than_the_file_holds_is_refused_before_ffmpeg_reads_it():
+    started = time.perf_counter()
+    with pytest.raises(UnsupportedAudio, match="'LIST' chunk declares 400000000 bytes but only"):
+        audio.probe(hostile.info_bomb_wav(), "audio/wav", LIMITS)
+    assert time.perf_counter() - started < 0.1
+    # A metadata chunk a truncated copy cut short by a few bytes is still FFmpeg's to judge.
+    cut = hostile.wav(hostile.pcm16(1.0)) + b"LIST" + (100).to_bytes(4, "little") + b"INFO"
+    assert audio.probe(cut, "audio/wav", LIMITS).duration_s == pytest.approx(1.0)
+
+
+_ALLOCATION_PROBE = """
+import resource, sys
+from tests import hostile_audio as hostile
+from gateway.core.audio.containers import MEDIA_ERRORS, open_input
+data = hostile.info_bomb_wav(int(sys.argv[1]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    with open_input(data, "audio/wav") as container:
+        list(container.demux())
+    outcome = "opened"
+except MEDIA_ERRORS as exc:
+    outcome = type(exc).__name__
+print(outcome, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("claimed", [400_000_000, 2_000_000_000])
+def test_ffmpeg_refuses_an_allocation_a_header_sizes_past_the_cap(claimed):
+    # Straight to FFmpeg, past the probe's own check: the process-wide cap is what bounds any container.
+    run = subprocess.run(
+        [sys.executable, "-c", _ALLOCATION_PROBE, str(claimed)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    outcome, grown_mib = run.stdout.split()
+    assert outcome != "opened"
+    assert int(grown_mib) < 32, run.stdout
 
 
 def test_the_rate_and_channel_bounds_are_configurable():

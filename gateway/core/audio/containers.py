@@ -2,13 +2,55 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
+import re
+from pathlib import Path
 
 import av
 import av.container
 import av.error
+import structlog
 
 from gateway.core.errors import UnsupportedAudio, clip
+
+# FFmpeg sizes some allocations by what a header declares, before reading what it describes: a WAV's
+# LIST/INFO entry is zeroed at its declared size (up to 2 GB), so a 66 KB upload took 400 MB of RSS and
+# 1.5 s of CPU. No allocation an audio demuxer, decoder or resampler makes for a real recording comes
+# near this cap (a resampled minute of 48 kHz PCM is 5.5 MB); past it FFmpeg reports ENOMEM, which is
+# bad media like any other error.
+MAX_FFMPEG_ALLOCATION = 64 * 1024 * 1024
+
+
+def _libavutil() -> ctypes.CDLL | None:
+    """The libavutil PyAV loaded (its wheel bundles its own), or the system's."""
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        found = re.search(r"(/\S*libavutil[^/\s]*\.so[^/\s]*)", maps.read_text())
+        if found:
+            return ctypes.CDLL(found.group(1))
+    name = ctypes.util.find_library("avutil")
+    return ctypes.CDLL(name) if name else None
+
+
+def cap_ffmpeg_allocations(limit: int = MAX_FFMPEG_ALLOCATION) -> bool:
+    """Make FFmpeg refuse any single allocation over ``limit`` bytes, process-wide. False if the
+    library could not be found (the cap is then FFmpeg's own, 2 GB)."""
+    try:
+        library = _libavutil()
+        if library is None:
+            return False
+        library.av_max_alloc(ctypes.c_size_t(limit))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+if not cap_ffmpeg_allocations():
+    structlog.get_logger(__name__).warning(
+        "ffmpeg_allocation_cap_unavailable", limit_bytes=MAX_FFMPEG_ALLOCATION
+    )
 
 # What reading hostile media can raise: FFmpeg's own errors (some are also OSError or ValueError),
 # and the errors PyAV raises itself when a header describes nonsense (a layout it cannot name, a

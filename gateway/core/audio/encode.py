@@ -8,15 +8,21 @@ import wave
 import av
 import numpy as np
 
+_RESAMPLE_FRAME = 1 << 17  # samples
+
 
 def resample_pcm16(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """Resample mono int16 samples; a no-op when the rates match."""
     if rate == target_rate or samples.size == 0:
         return samples
-    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = rate
     resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
-    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out: list[np.ndarray] = []
+    # In frames of a few seconds: FFmpeg's allocations stay small however long the audio is.
+    for start in range(0, samples.size, _RESAMPLE_FRAME):
+        piece = np.ascontiguousarray(samples[start : start + _RESAMPLE_FRAME]).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(piece, format="s16", layout="mono")
+        frame.sample_rate = rate
+        out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.concatenate(out).astype(np.int16, copy=False) if out else np.zeros(0, np.int16)
 

@@ -63,6 +63,9 @@ _CPU_CHECK_EVERY = 256
 # Real WAV files carry a handful of chunks before their audio (fmt, fact, LIST, bext, JUNK): a file that
 # needs more to reach its data is left to the FFmpeg probe, so no walk over crafted chunks is long.
 _MAX_WAV_CHUNKS = 64
+# How far past the end of the file a chunk other than the data may reach before it is called crafted.
+_CHUNK_OVERRUN = 1 << 20
+_FOURCC = re.compile(rb"[ -~]{4}")
 # Sample widths FFmpeg has a PCM codec for (8 to 32 bits); others get its verdict.
 _PCM_WIDTHS = frozenset({1, 2, 3, 4})
 _PCM_CODEC = re.compile(r"pcm_[suf](8|16|24|32|64)(le|be)?")
@@ -88,6 +91,7 @@ def probe(data: bytes, mime_type: str, limits: AudioLimits) -> ProbeResult:
         raise InvalidInput("audio is empty: send the file's bytes in audio.content")
     if len(data) > limits.max_bytes:
         raise LimitExceeded(f"audio is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    _check_riff_chunks(data)
     for quick in (True, False):
         try:
             container = open_input(data, mime_type, quick=quick)
@@ -149,6 +153,7 @@ def quick_pcm_wav(data: bytes, limits: AudioLimits) -> ProbeResult | None:
     """
     if not data.startswith(b"RIFF") or data[8:12] != b"WAVE" or len(data) > limits.max_bytes:
         return None
+    _check_riff_chunks(data)
     chunk = _wav_data_chunk(data)
     if chunk is None:
         return None
@@ -212,6 +217,34 @@ def _wav_data_chunk(data: bytes) -> tuple[int, int] | None:
             return at + 8, size
         at += 8 + size + (size & 1)
     return None
+
+
+def _check_riff_chunks(data: bytes) -> None:
+    """Refuse a WAV chunk that declares far more bytes than the file holds after it.
+
+    FFmpeg allocates some chunks (LIST/INFO entries) at their declared size before reading them, so
+    such a claim would cost memory the upload never brings. The data chunk is exempt: streaming
+    writers leave its size open, and :func:`_pcm_duration` judges a truncated one. A metadata chunk
+    cut short by a truncated copy (a small overrun) is left to FFmpeg, and so are bytes whose tag is no
+    chunk name (audio past a data chunk that declares too little), which FFmpeg skips unread.
+    """
+    if not (data.startswith(b"RIFF") and data[8:12] == b"WAVE"):
+        return
+    at = 12
+    for _ in range(_MAX_WAV_CHUNKS):
+        if at + 8 > len(data):
+            return
+        tag, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        remaining = len(data) - at - 8
+        if tag == b"data":
+            if not 0 < size < _STREAMED_WAV_SIZE or size > remaining:
+                return
+        elif size > remaining + _CHUNK_OVERRUN and _FOURCC.fullmatch(tag):
+            raise UnsupportedAudio(
+                f"the WAV file's {tag.decode('ascii')!r} chunk declares {size} bytes but only {remaining} "
+                "follow it: the file is truncated or crafted; re-encode it"
+            )
+        at += 8 + size + (size & 1)
 
 
 def _pcm_duration(data: bytes, chunk: tuple[int, int], frame_bytes: int, rate: int) -> _Measured:
