@@ -40,7 +40,9 @@ def encode(
     fmt, codec, usual_rate = FORMATS[kind]
     codec_rate = codec_rate or usual_rate
     buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=fmt) as out:
+    # Bit-exact: the same samples give the same bytes in every process (Ogg's stream serial is random
+    # otherwise), so a seeded fuzz over these files can be run again.
+    with av.open(buffer, mode="w", format=fmt, options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream(codec, rate=codec_rate, layout=layout)
         frame = av.AudioFrame.from_ndarray(
             samples.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
