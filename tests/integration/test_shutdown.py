@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -27,15 +28,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _transcriptions_in_flight(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith('audio_gateway_in_flight{operation="transcribe"}'):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
         "GATEWAY_SERVER__HOST": "127.0.0.1",
         "GATEWAY_SERVER__PORT": str(port),
         "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "60",
         "GATEWAY_LOG__FORMAT": "json",
-        "GATEWAY_METRICS__PORT": "0",
+        "GATEWAY_METRICS__HOST": "127.0.0.1",
+        "GATEWAY_METRICS__PORT": str(metrics_port),
         "GATEWAY_HTTP__HOST": "127.0.0.1",
         "GATEWAY_HTTP__PORT": "0",
         "GATEWAY_LEDGER__SPOOL_DIR": str(tmp_path / "spool"),
@@ -60,11 +70,14 @@ def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
             assert time.monotonic() < deadline, "server never became SERVING"
             time.sleep(0.5)
 
-        # A long recording: several sentences repeated, a few seconds of work on this box.
-        clip = speech.piper_wav(" ".join(speech.SENTENCES * 3))
+        # A long recording (several seconds of work even on a fast node). SIGTERM goes out as soon
+        # as the gateway has admitted the call, so the test does not depend on this node's speed.
+        clip = speech.piper_wav(" ".join(speech.SENTENCES * 6))
         stub = pb_grpc.AudioGatewayStub(channel)
         future = stub.Transcribe.future(pb.TranscribeRequest(audio=common.Audio(content=clip)), timeout=120)
-        time.sleep(1.0)
+        while _transcriptions_in_flight(metrics_port) < 1:
+            assert not future.done(), future
+            time.sleep(0.02)
         assert not future.done(), "the transcription finished before SIGTERM; use a longer clip"
         proc.send_signal(signal.SIGTERM)
         reply = future.result()
