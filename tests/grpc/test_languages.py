@@ -173,3 +173,32 @@ async def test_openai_translations_reach_the_local_model(server):
     assert result.headers["x-gateway-provider"] == BASE
     assert body.language == "english"
     assert len(set(speech.normalize(body.text).split()) & ENGLISH_WORDS) >= 3, body.text
+
+
+async def test_the_quality_objective_streams_on_the_larger_model(stub):
+    # Streams rank as whole files do: a caller who asks for quality gets base, whose per-utterance finals
+    # hold "ill disposed" (tiny.en's, without the sentence before, write "old sposed").
+    clip = speech.real_clip("long_librivox_sense_sensibility_x5")
+    pcm = clip.pcm() + b"\0\0" * clip.rate  # a second of silence ends the last utterance
+    step = round(0.1 * clip.rate) * 2
+    config = pb.StreamTranscribeConfig(
+        encoding=pb.STREAM_ENCODING_LINEAR16,
+        sample_rate_hertz=clip.rate,
+        language="en",
+        routing=common.RoutingOptions(objective=common.OBJECTIVE_QUALITY),
+    )
+
+    async def requests() -> AsyncIterator[pb.StreamTranscribeRequest]:
+        yield pb.StreamTranscribeRequest(config=config)
+        for offset in range(0, len(pcm), step):
+            yield pb.StreamTranscribeRequest(audio=pcm[offset : offset + step])
+
+    responses = [r async for r in stub.StreamTranscribe(requests(), timeout=180)]
+    finals = [r.result for r in responses if r.HasField("result") and r.result.is_final]
+    streamed = " ".join(f.alternatives[0].text for f in finals)
+
+    assert responses[0].route.provider == BASE
+    assert responses[0].route.model == "whisper-base"
+    assert [a.provider for a in responses[-1].route_info.attempts] == [BASE]
+    assert "ill disposed" in speech.english(streamed), streamed
+    assert speech.wer([clip.reference], [streamed]) <= 0.1, streamed
