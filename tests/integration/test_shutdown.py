@@ -37,7 +37,9 @@ def _transcriptions_in_flight(metrics_port: int) -> float:
 
 
 def test_sigterm_lets_an_inflight_transcription_finish(tmp_path):
-    port, metrics_port = _free_port(), _free_port()
+    port = _free_port()
+    while (metrics_port := _free_port()) == port:
+        pass
     env = {
         **os.environ,
         "GATEWAY_SERVER__HOST": "127.0.0.1",
