@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gateway.api.v1 import audio_gateway_pb2 as pb
+from gateway.core.audio import containers
 from gateway.core.audio.encoder import Encoder, check_rate, encode_all, output_rate
 from gateway.core.domain import OutputFormat
 from gateway.core.errors import InvalidInput
@@ -113,3 +114,19 @@ def test_aac_chunks_are_whole_adts_frames(rate):
     samples, decoded_rate, container = decode_pyav(b"".join(chunks), pb.AUDIO_FORMAT_AAC, rate)
     assert container == "aac" and decoded_rate == rate
     assert _dominant_hz(samples, rate) == pytest.approx(440, abs=5)
+
+
+@pytest.mark.parametrize("fmt", [OutputFormat.WAV, OutputFormat.OGG_OPUS])
+def test_a_long_utterance_is_encoded_whole_under_ffmpegs_allocation_cap(fmt):
+    # The longest text a request may carry is minutes of speech. In one frame, 7 minutes at 22.05 kHz
+    # resampled to 48 kHz passed the process-wide cap on FFmpeg's allocations, and the file came out empty.
+    assert containers.cap_ffmpeg_allocations()  # as importing the module did, for the server
+    source = _tone(420.0, 22050)
+    body, encoder = encode_all(source, 22050, fmt, 48000)
+
+    assert encoder.duration_s == pytest.approx(420.0, abs=0.1)
+    if fmt is OutputFormat.WAV:
+        assert wav_seconds(body) == pytest.approx(420.0, abs=0.1)
+    else:
+        samples, rate, _ = decode_pyav(body, PROTO[fmt], 48000)
+        assert samples.size / rate == pytest.approx(420.0, abs=0.2)

@@ -8,7 +8,9 @@ import wave
 import av
 import numpy as np
 
-_RESAMPLE_FRAME = 1 << 17  # samples
+# Samples per frame handed to FFmpeg (a few seconds): its allocations are capped
+# (containers.MAX_FFMPEG_ALLOCATION), and a frame's buffers grow with its length.
+MAX_FRAME_SAMPLES = 1 << 17
 
 
 def resample_pcm16(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -17,9 +19,8 @@ def resample_pcm16(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarr
         return samples
     resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
     out: list[np.ndarray] = []
-    # In frames of a few seconds: FFmpeg's allocations stay small however long the audio is.
-    for start in range(0, samples.size, _RESAMPLE_FRAME):
-        piece = np.ascontiguousarray(samples[start : start + _RESAMPLE_FRAME]).reshape(1, -1)
+    for start in range(0, samples.size, MAX_FRAME_SAMPLES):
+        piece = np.ascontiguousarray(samples[start : start + MAX_FRAME_SAMPLES]).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(piece, format="s16", layout="mono")
         frame.sample_rate = rate
         out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from gateway.core.audio.encode import MAX_FRAME_SAMPLES
 from gateway.core.domain import OutputFormat
 from gateway.core.errors import InvalidInput
 
@@ -146,7 +147,11 @@ class Encoder:
 
     def push(self, samples: np.ndarray, rate: int) -> bytes:
         """Mono int16 samples at ``rate``; the bytes that are ready (possibly none)."""
-        return self._encode(self._resample(samples, rate))
+        # Frame by frame: a whole long utterance in one frame would pass FFmpeg's allocation cap.
+        return b"".join(
+            self._encode(self._resample(samples[start : start + MAX_FRAME_SAMPLES], rate))
+            for start in range(0, max(samples.size, 1), MAX_FRAME_SAMPLES)
+        )
 
     def flush(self) -> bytes:
         """Everything still held: the resampler's tail, the codec's delay, the container's trailer."""
