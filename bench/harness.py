@@ -57,9 +57,16 @@ def argument_parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: every socket stays bound until all are picked, so none repeats."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def openai_provider_settings(base_url: str) -> dict[str, str]:
@@ -145,8 +152,9 @@ class GatewayProcess:
         secrets: Mapping[str, str] | None = None,
         ready_timeout_s: float = 180.0,
     ) -> None:
-        self.port = free_port()
-        self.http_port = free_port()
+        # Every port is picked here, none left to the kernel at bind time: the metrics server binds
+        # first, and an ephemeral pick of its own could land on the gRPC port chosen below.
+        self.port, self.http_port, self._metrics_port = free_ports(3)
         self._workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
         self.key_prefix = f"bench:{uuid.uuid4().hex[:12]}:"
         self._redis_url = redis_url
@@ -170,7 +178,7 @@ class GatewayProcess:
             "GATEWAY_HTTP__PORT": str(self.http_port),
             "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "5",
             "GATEWAY_METRICS__HOST": "127.0.0.1",
-            "GATEWAY_METRICS__PORT": "0",
+            "GATEWAY_METRICS__PORT": str(self._metrics_port),
             "GATEWAY_LEDGER__SPOOL_DIR": str(self._workdir / "spool"),
             "GATEWAY_REDIS__KEY_PREFIX": self.key_prefix,
         }
@@ -201,7 +209,7 @@ class GatewayProcess:
         return self._proc.poll()
 
     def metrics_port(self) -> int:
-        """The port the gateway's /metrics picked (it logs ``metrics.listening`` with it at start)."""
+        """The port /metrics listens on, from its ``metrics.listening`` line (none when metrics are off)."""
         for line in self.log_path.read_text(errors="replace").splitlines():
             if '"metrics.listening"' in line:
                 return int(json.loads(line)["port"])
