@@ -432,6 +432,9 @@ class Ledger:
         # waking every waiter to re-check a condition after each batch.
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._running = False
+        # One write at a time, whether the writer task or a waiting request makes it: records leave the
+        # queue only once stored, so two writers would store the same records twice.
+        self._flushing = asyncio.Lock()
 
     # -- the request path ----------------------------------------------------------------------------------
 
@@ -454,23 +457,32 @@ class Ledger:
 
         The router awaits this before answering, so a reply the caller saw always has its
         ledger records on disk somewhere, even if the process is killed right after. False when
-        the writer did not get there within ``timeout_s`` (the records stay queued).
+        the records were not stored within ``timeout_s`` (they stay queued for the writer).
         """
         target = self._accepted
         if self._stored >= target:
             return True
         if not self._running:
             return False  # no writer (the ledger is used without run()): nothing to wait for
+        try:
+            async with asyncio.timeout(timeout_s):
+                if not self._flushing.locked():
+                    # No write in flight: the caller writes its own records. Handing them to the writer
+                    # task would cost the reply two event-loop turns, each behind every callback ready
+                    # then, which at low load is most of the wait.
+                    await self._flush_until(target)
+                if self._stored < target:
+                    await self._wait_for(target)
+        except TimeoutError:
+            self._wake.set()  # what a cut-short write left queued is the writer's
+            return False
+        return True
+
+    async def _wait_for(self, target: int) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, waiter))
         self._wake.set()
-        try:
-            # Not wait_for: it wraps the waiter in a future and a callback of its own, per reply.
-            async with asyncio.timeout(timeout_s):
-                await waiter
-        except TimeoutError:
-            return False
-        return True
+        await waiter
 
     @property
     def running(self) -> bool:
@@ -492,7 +504,7 @@ class Ledger:
         try:
             # Two loops, so a replay round waiting on a hung Redis never holds up spooling new records.
             await asyncio.gather(self._flush_loop(stop), self._replay_loop(stop))
-            await self._flush()
+            await self._flush_until(None)
             deadline = time.monotonic() + self._settings.shutdown_replay_s
             while self._spool.depth and time.monotonic() < deadline:
                 if not await self._guarded(self._replay_segment(), "replay"):
@@ -511,7 +523,7 @@ class Ledger:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                await self._guarded(self._flush(), "flush")
+                await self._flush_until(None)
                 await self._wake.wait()
         finally:
             for waker in wakers:
@@ -540,8 +552,13 @@ class Ledger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.replay_interval_s)
 
-    async def _flush(self) -> None:
-        while self._queue:
+    async def _flush_until(self, target: int | None) -> None:
+        """Store queued records, all of them or (``target``) until that many were ever stored."""
+        async with self._flushing:
+            await self._guarded(self._flush(target), "flush")
+
+    async def _flush(self, target: int | None) -> None:
+        while self._queue and (target is None or self._stored < target):
             if self._store is not None and self._redis_ok:
                 batch = list(islice(self._queue, self._settings.batch_size))
                 try:

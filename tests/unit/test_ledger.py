@@ -7,7 +7,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +18,7 @@ import redis.asyncio
 import structlog
 
 from gateway.core.provider_types import Locality, Operation, Usage
+from gateway.ledger.rollups import LedgerStore, StoreEntry
 from gateway.ledger.spool import Spool
 from gateway.ledger.store import (
     Ledger,
@@ -597,6 +598,64 @@ async def test_rollups_reach_the_last_day_there_is(client: redis.asyncio.Redis, 
 # -- outages ------------------------------------------------------------------------------------------------
 
 
+class WriteLog:
+    """Wraps the store's real write: which task made each one, and which records it carried."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writers: list[asyncio.Task[object] | None] = []
+        self.batches: list[list[str]] = []
+        write = LedgerStore.write
+
+        async def logged(store: LedgerStore, entries: Sequence[StoreEntry]) -> int:
+            self.writers.append(asyncio.current_task())
+            self.batches.append([e.record_id for e in entries])
+            return await write(store, entries)
+
+        monkeypatch.setattr(LedgerStore, "write", logged)
+
+
+async def test_a_waiting_reply_writes_its_own_records_when_no_write_is_in_flight(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Handing the records to the writer task and waiting to be woken costs a reply two event-loop turns.
+    writes = WriteLog(monkeypatch)
+    ledger = make_ledger(client, prefix, tmp_path / "spool", flush_interval_s=60)
+    async with running(ledger):
+        await eventually(lambda: ledger.running)
+        for n in range(3):
+            ledger.record(attempt(f"own{n}", 1))
+            ledger.record(request(f"own{n}"))
+            assert await ledger.stored(5)
+            assert writes.writers[-1] is asyncio.current_task()
+            assert writes.batches[-1] == [f"own{n}:att:1", f"own{n}:req"]
+    assert sorted(await stream_ids(client, prefix)) == sorted(
+        f"own{n}:{kind}" for n in range(3) for kind in ("att:1", "req")
+    )
+
+
+async def test_concurrent_replies_each_wait_for_their_records_and_none_is_written_twice(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    writes = WriteLog(monkeypatch)
+    ledger = make_ledger(client, prefix, tmp_path / "spool", batch_size=7)
+
+    async def reply(n: int) -> bool:
+        await asyncio.sleep(n % 5 / 1000)
+        ledger.record(attempt(f"c{n}", 1))
+        ledger.record(request(f"c{n}"))
+        if not await ledger.stored(5):
+            return False
+        # Once the wait is over, this reply's records are in Redis.
+        return {f"c{n}:att:1", f"c{n}:req"} <= set(await stream_ids(client, prefix))
+
+    async with running(ledger):
+        assert all(await asyncio.gather(*(reply(n) for n in range(150))))
+    written = [record_id for batch in writes.batches for record_id in batch]
+    assert len(written) == len(set(written)) == 300  # one write at a time: no record sent twice
+    assert max(len(batch) for batch in writes.batches) <= 7
+    assert len(await stream_ids(client, prefix)) == 300
+
+
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """Accepts connections and never answers: a Redis that hangs."""
@@ -623,6 +682,25 @@ async def test_record_returns_at_once_while_redis_hangs(silent_port: int, tmp_pa
             await eventually(lambda: ledger.spool_depth() == 301, timeout_s=5)
             assert ledger.queue_depth() == 0
         assert sorted(spooled_ids(spool_dir)) == sorted(["first:req", *(f"r{i}:req" for i in range(300))])
+    finally:
+        await hanging.aclose()
+
+
+async def test_a_reply_waits_no_longer_than_its_timeout_while_redis_hangs(silent_port: int, tmp_path: Path):
+    hanging = redis.asyncio.Redis(host="127.0.0.1", port=silent_port)
+    spool_dir = tmp_path / "spool"
+    ledger = Ledger(hanging, "test:", spool_dir, fast_settings(spool_dir, timeout_s=1.5))
+    try:
+        async with running(ledger):
+            await eventually(lambda: ledger.running)
+            ledger.record(request("late"))
+            started = time.perf_counter()
+            assert not await ledger.stored(0.2)  # the reply's own write to Redis was cut short
+            assert time.perf_counter() - started < 1.0
+            # The record stayed queued, and the writer spools it once Redis times out.
+            await eventually(lambda: ledger.spool_depth() == 1, timeout_s=5)
+            assert await ledger.stored(0.2)
+        assert spooled_ids(spool_dir) == ["late:req"]
     finally:
         await hanging.aclose()
 
