@@ -665,44 +665,47 @@ def silent_port() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-async def test_record_returns_at_once_while_redis_hangs(silent_port: int, tmp_path: Path):
+@pytest.fixture
+async def hanging_ledger(silent_port: int, tmp_path: Path) -> AsyncIterator[Ledger]:
+    """A ledger whose Redis accepts connections and never answers (each call times out after 1.5 s)."""
     hanging = redis.asyncio.Redis(host="127.0.0.1", port=silent_port)
     spool_dir = tmp_path / "spool"
-    ledger = Ledger(hanging, "test:", spool_dir, fast_settings(spool_dir, timeout_s=1.5))
-    try:
-        async with running(ledger):
-            ledger.record(request("first"))
-            await asyncio.sleep(0.2)  # the writer is now waiting on the silent server
-            started = time.perf_counter()
-            for i in range(300):
-                ledger.record(request(f"r{i}"))
-            assert time.perf_counter() - started < 0.5  # far below one Redis timeout
-            assert ledger.queue_depth() >= 300
-            # After one timeout the writer gives up on Redis and spools, fsync'd.
-            await eventually(lambda: ledger.spool_depth() == 301, timeout_s=5)
-            assert ledger.queue_depth() == 0
-        assert sorted(spooled_ids(spool_dir)) == sorted(["first:req", *(f"r{i}:req" for i in range(300))])
-    finally:
-        await hanging.aclose()
+    yield Ledger(hanging, "test:", spool_dir, fast_settings(spool_dir, timeout_s=1.5))
+    await hanging.aclose()
 
 
-async def test_a_reply_waits_no_longer_than_its_timeout_while_redis_hangs(silent_port: int, tmp_path: Path):
-    hanging = redis.asyncio.Redis(host="127.0.0.1", port=silent_port)
-    spool_dir = tmp_path / "spool"
-    ledger = Ledger(hanging, "test:", spool_dir, fast_settings(spool_dir, timeout_s=1.5))
-    try:
-        async with running(ledger):
-            await eventually(lambda: ledger.running)
-            ledger.record(request("late"))
-            started = time.perf_counter()
-            assert not await ledger.stored(0.2)  # the reply's own write to Redis was cut short
-            assert time.perf_counter() - started < 1.0
-            # The record stayed queued, and the writer spools it once Redis times out.
-            await eventually(lambda: ledger.spool_depth() == 1, timeout_s=5)
-            assert await ledger.stored(0.2)
-        assert spooled_ids(spool_dir) == ["late:req"]
-    finally:
-        await hanging.aclose()
+async def test_record_returns_at_once_while_redis_hangs(hanging_ledger: Ledger, tmp_path: Path):
+    ledger = hanging_ledger
+    async with running(ledger):
+        ledger.record(request("first"))
+        await asyncio.sleep(0.2)  # the writer is now waiting on the silent server
+        started = time.perf_counter()
+        for i in range(300):
+            ledger.record(request(f"r{i}"))
+        assert time.perf_counter() - started < 0.5  # far below one Redis timeout
+        assert ledger.queue_depth() >= 300
+        # After one timeout the writer gives up on Redis and spools, fsync'd.
+        await eventually(lambda: ledger.spool_depth() == 301, timeout_s=5)
+        assert ledger.queue_depth() == 0
+    assert sorted(spooled_ids(tmp_path / "spool")) == sorted(
+        ["first:req", *(f"r{i}:req" for i in range(300))]
+    )
+
+
+async def test_a_reply_waits_no_longer_than_its_timeout_while_redis_hangs(
+    hanging_ledger: Ledger, tmp_path: Path
+):
+    ledger = hanging_ledger
+    async with running(ledger):
+        await eventually(lambda: ledger.running)
+        ledger.record(request("late"))
+        started = time.perf_counter()
+        assert not await ledger.stored(0.2)  # the reply's own write to Redis was cut short
+        assert time.perf_counter() - started < 1.0
+        # The record stayed queued, and the writer spools it once Redis times out.
+        await eventually(lambda: ledger.spool_depth() == 1, timeout_s=5)
+        assert await ledger.stored(0.2)
+    assert spooled_ids(tmp_path / "spool") == ["late:req"]
 
 
 class ReplyDroppingProxy:
