@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.cache import codec
 from gateway.core.audio.encoder import check_rate, encode_all, output_rate
@@ -50,8 +50,7 @@ class SynthesizePlug:
         options = SynthesizeOptions(voice=request.voice, speed=request.speed)
 
         async def call(provider: Provider, timeout_s: float) -> Speech:
-            assert isinstance(provider, Synthesizer)
-            return await provider.synthesize(text, options, timeout_s)
+            return await cast(Synthesizer, provider).synthesize(text, options, timeout_s)
 
         async def compute(step: Step) -> bytes:
             speech, _ = await self._attempts.run(

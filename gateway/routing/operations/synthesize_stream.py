@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.cache import codec
 from gateway.core.audio.encoder import Encoder, output_rate
@@ -281,10 +281,9 @@ async def _speech(
         finally:
             await source.aclose()  # type: ignore[attr-defined]
         return
-    assert isinstance(provider, Synthesizer)
     try:
         async with asyncio.timeout(limit_s):
-            speech = await provider.synthesize(text, options, limit_s)
+            speech = await cast(Synthesizer, provider).synthesize(text, options, limit_s)
     except TimeoutError as exc:
         raise ProviderTimeout(provider.name, f"no answer within the sentence's {limit_s:.2f} s") from exc
     yield speech

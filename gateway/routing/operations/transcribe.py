@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.cache import codec
 from gateway.core.domain import AudioInput, Privacy, RouteInfo, Routing, TranscribeRequest, TranscribeResult
@@ -53,8 +53,7 @@ async def transcribe(
     """Walk ``ranking`` for a transcript of ``recording`` (also the first step of Understand)."""
 
     async def call(provider: Provider, timeout_s: float) -> Transcript:
-        assert isinstance(provider, Transcriber)
-        return await provider.transcribe(recording, options, timeout_s)
+        return await cast(Transcriber, provider).transcribe(recording, options, timeout_s)
 
     transcript, _ = await attempts.run(
         Operation.TRANSCRIBE, ranking, route, ctx, call, audio_s=recording.duration_s

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.cache import codec
 from gateway.core.domain import Routing, UnderstandRequest, UnderstandResult
@@ -49,9 +49,7 @@ def transcription_routing(routing: Routing) -> Routing:
 
 
 def answerer(catalogue: Catalogue, name: str) -> Answerer:
-    provider = catalogue.get(name)
-    assert isinstance(provider, Answerer)
-    return provider
+    return cast(Answerer, catalogue.get(name))
 
 
 class UnderstandPlug:
@@ -149,14 +147,14 @@ class UnderstandPlug:
 
         async def call(provider: Provider, timeout_s: float) -> Answer:
             nonlocal transcript
-            assert isinstance(provider, Answerer)
-            if provider.listens:
-                return await provider.answer(question, None, recording, options, timeout_s)
+            answering = cast(Answerer, provider)
+            if answering.listens:
+                return await answering.answer(question, None, recording, options, timeout_s)
             ends = time.monotonic() + timeout_s
             if transcript is None:
                 # A fallback text model: the transcription it needs is part of its attempt's time.
                 transcript = await transcribed()
-            return await provider.answer(
+            return await answering.answer(
                 question, transcript.text, None, options, max(ends - time.monotonic(), 0.001)
             )
 
@@ -167,5 +165,5 @@ class UnderstandPlug:
         answer, chosen = await self._attempts.run(
             Operation.UNDERSTAND, step.ranking, route, ctx, call, audio_s=recording.duration_s
         )
-        assert isinstance(chosen, Answerer)
-        return answer.text, transcript.text if transcript is not None and not chosen.listens else ""
+        listened = cast(Answerer, chosen).listens
+        return answer.text, transcript.text if transcript is not None and not listened else ""
