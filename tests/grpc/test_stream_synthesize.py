@@ -56,7 +56,10 @@ async def test_joined_chunks_play_as_one_file_and_say_the_text(stub, name):
     wav = decode_ffmpeg(joined, fmt, last.sample_rate)
     assert wav_seconds(wav) == pytest.approx(total, abs=slack_s(fmt, last.sample_rate))
     back = await stub.Transcribe(pb.TranscribeRequest(audio=common.Audio(content=wav), language="en"))
-    assert speech.wer([TEXT], [back.text]) <= 0.2, back.text
+    # Piper samples noise, so its speech, and what tiny.en hears in it, varies from run to run. A lost or
+    # repeated chunk costs at least the words of the shortest sentence; mishearing costs fewer.
+    shortest = min(len(sentence.split()) for sentence in SENTENCES)
+    assert speech.wer([TEXT], [back.text]) < shortest / len(TEXT.split()), back.text
 
 
 async def test_bad_stream_requests_are_invalid_argument(stub):
