@@ -15,7 +15,8 @@ the router may try another candidate is decided by ``retryable`` on the error,
 never by matching message strings.
 
 Three operation protocols exist. A provider implements one or more of them and
-lists the ones it implements in ``capabilities.operations``:
+lists the ones it implements in ``capabilities.operations`` (the catalogue refuses, at start, a
+provider that lists one it does not implement; requests then trust the list):
 
 - :class:`Transcriber`: a probed :class:`~gateway.core.audio.Recording` in, timed text out. Cloud
   providers send ``recording.original`` as it came; local engines ``await recording.samples()``,

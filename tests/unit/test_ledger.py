@@ -485,6 +485,64 @@ async def test_request_records_are_read_back_by_time(
     ]
 
 
+class WriteLog:
+    """Wraps the store's real write: which task made each one, and which records it carried."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writers: list[asyncio.Task[object] | None] = []
+        self.batches: list[list[str]] = []
+        write = LedgerStore.write
+
+        async def logged(store: LedgerStore, entries: Sequence[StoreEntry]) -> int:
+            self.writers.append(asyncio.current_task())
+            self.batches.append([e.record_id for e in entries])
+            return await write(store, entries)
+
+        monkeypatch.setattr(LedgerStore, "write", logged)
+
+
+async def test_a_waiting_reply_writes_its_own_records_when_no_write_is_in_flight(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Handing the records to the writer task and waiting to be woken costs a reply two event-loop turns.
+    writes = WriteLog(monkeypatch)
+    ledger = make_ledger(client, prefix, tmp_path / "spool", flush_interval_s=60)
+    async with running(ledger):
+        await eventually(lambda: ledger.running)
+        for n in range(3):
+            ledger.record(attempt(f"own{n}", 1))
+            ledger.record(request(f"own{n}"))
+            assert await ledger.stored(5)
+            assert writes.writers[-1] is asyncio.current_task()
+            assert writes.batches[-1] == [f"own{n}:att:1", f"own{n}:req"]
+    assert sorted(await stream_ids(client, prefix)) == sorted(
+        f"own{n}:{kind}" for n in range(3) for kind in ("att:1", "req")
+    )
+
+
+async def test_concurrent_replies_each_wait_for_their_records_and_none_is_written_twice(
+    client: redis.asyncio.Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    writes = WriteLog(monkeypatch)
+    ledger = make_ledger(client, prefix, tmp_path / "spool", batch_size=7)
+
+    async def reply(n: int) -> bool:
+        await asyncio.sleep(n % 5 / 1000)
+        ledger.record(attempt(f"c{n}", 1))
+        ledger.record(request(f"c{n}"))
+        if not await ledger.stored(5):
+            return False
+        # Once the wait is over, this reply's records are in Redis.
+        return {f"c{n}:att:1", f"c{n}:req"} <= set(await stream_ids(client, prefix))
+
+    async with running(ledger):
+        assert all(await asyncio.gather(*(reply(n) for n in range(150))))
+    written = [record_id for batch in writes.batches for record_id in batch]
+    assert len(written) == len(set(written)) == 300  # one write at a time: no record sent twice
+    assert max(len(batch) for batch in writes.batches) <= 7
+    assert len(await stream_ids(client, prefix)) == 300
+
+
 # -- identity: the server's keys, the caller's id ------------------------------------------------------------
 
 
@@ -596,64 +654,6 @@ async def test_rollups_reach_the_last_day_there_is(client: redis.asyncio.Redis, 
 
 
 # -- outages ------------------------------------------------------------------------------------------------
-
-
-class WriteLog:
-    """Wraps the store's real write: which task made each one, and which records it carried."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.writers: list[asyncio.Task[object] | None] = []
-        self.batches: list[list[str]] = []
-        write = LedgerStore.write
-
-        async def logged(store: LedgerStore, entries: Sequence[StoreEntry]) -> int:
-            self.writers.append(asyncio.current_task())
-            self.batches.append([e.record_id for e in entries])
-            return await write(store, entries)
-
-        monkeypatch.setattr(LedgerStore, "write", logged)
-
-
-async def test_a_waiting_reply_writes_its_own_records_when_no_write_is_in_flight(
-    client: redis.asyncio.Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    # Handing the records to the writer task and waiting to be woken costs a reply two event-loop turns.
-    writes = WriteLog(monkeypatch)
-    ledger = make_ledger(client, prefix, tmp_path / "spool", flush_interval_s=60)
-    async with running(ledger):
-        await eventually(lambda: ledger.running)
-        for n in range(3):
-            ledger.record(attempt(f"own{n}", 1))
-            ledger.record(request(f"own{n}"))
-            assert await ledger.stored(5)
-            assert writes.writers[-1] is asyncio.current_task()
-            assert writes.batches[-1] == [f"own{n}:att:1", f"own{n}:req"]
-    assert sorted(await stream_ids(client, prefix)) == sorted(
-        f"own{n}:{kind}" for n in range(3) for kind in ("att:1", "req")
-    )
-
-
-async def test_concurrent_replies_each_wait_for_their_records_and_none_is_written_twice(
-    client: redis.asyncio.Redis, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    writes = WriteLog(monkeypatch)
-    ledger = make_ledger(client, prefix, tmp_path / "spool", batch_size=7)
-
-    async def reply(n: int) -> bool:
-        await asyncio.sleep(n % 5 / 1000)
-        ledger.record(attempt(f"c{n}", 1))
-        ledger.record(request(f"c{n}"))
-        if not await ledger.stored(5):
-            return False
-        # Once the wait is over, this reply's records are in Redis.
-        return {f"c{n}:att:1", f"c{n}:req"} <= set(await stream_ids(client, prefix))
-
-    async with running(ledger):
-        assert all(await asyncio.gather(*(reply(n) for n in range(150))))
-    written = [record_id for batch in writes.batches for record_id in batch]
-    assert len(written) == len(set(written)) == 300  # one write at a time: no record sent twice
-    assert max(len(batch) for batch in writes.batches) <= 7
-    assert len(await stream_ids(client, prefix)) == 300
 
 
 @pytest.fixture
