@@ -28,6 +28,11 @@ class CacheSettings(BaseModel):
     timeout_s: float = Field(0.25, gt=0)
     # After a failed Redis call, Redis is skipped for this long so an outage costs one timeout per window.
     down_backoff_s: float = Field(1.0, ge=0)
+    # Hot entries also kept in this process's memory (0 turns that off): a hit from there costs no Redis
+    # round trip. Bounded by bytes, and by local_ttl_s: how long a replica may keep serving a result after
+    # another replica refreshed it.
+    local_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    local_ttl_s: float = Field(30.0, ge=0)
 
 
 # GATEWAY_REDIS__URL's value for running with no Redis at all, not even the embedded one.

@@ -7,9 +7,11 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import grpc
 import pytest
+import redis.asyncio
 
 from gateway.api.v1 import audio_gateway_pb2_grpc
 from gateway.grpc.server import GatewayServer
@@ -93,6 +95,22 @@ def redis_url() -> Iterator[str]:
         return
     with throwaway_redis() as url:
         yield url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis_client: redis.asyncio.Redis) -> AsyncIterator[str]:
+    """A key prefix of the test's own, whose keys are deleted afterwards."""
+    prefix = f"test:{uuid4().hex}:"
+    yield prefix
+    async for key in redis_client.scan_iter(match=f"{prefix}*"):
+        await redis_client.delete(key)
 
 
 @contextlib.contextmanager

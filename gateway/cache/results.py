@@ -21,6 +21,11 @@ lock lapses after ``lock_ttl_s`` and a waiter takes over. ``hit`` is False for e
 ``compute`` ran: every other caller was served without paying, so the router reports it as a cache hit
 (``cost_usd=0``, ``saved_usd=entry.cost_usd``) and the ledger counts the provider call once.
 
+**Hot entries in memory.** Every entry this process reads from Redis or writes there is also kept in its
+memory (``cache/local.py``: bounded by bytes and by ``local_ttl_s``, never past the Redis TTL), so a repeated
+hit costs no Redis round trip. The copy only mirrors Redis: what Redis did not take is not kept, and a
+process with no Redis keeps nothing. Another replica's refresh reaches this one once its copy lapses.
+
 **Degrades, never fails.** Every Redis call is bounded by ``timeout_s``; a failure, or a timeout while
 Redis answers no call, makes the cache skip Redis for ``down_backoff_s``, so an outage costs one timeout per
 window rather than one per request. A call that timed out while others were answered only waited on a busy
@@ -50,6 +55,7 @@ import structlog
 from blake3 import blake3
 from redis.asyncio import Redis
 
+from gateway.cache.local import LocalEntries
 from gateway.core.domain import CacheMode
 from gateway.core.errors import WaitTimedOut
 from gateway.settings import CacheSettings
@@ -275,6 +281,8 @@ class ResultCache:
         self._redis = redis
         self._prefix = prefix
         self._settings = settings
+        # In front of Redis only: with no shared store, results are not kept (in-process single-flight only).
+        self._local = LocalEntries(settings, enabled=redis is not None)
         self._flights: dict[tuple[CacheMode, str], asyncio.Future[CachedEntry]] = {}
         self._down_until = 0.0
         # When a Redis call last completed: tells a Redis that stopped answering from a busy loop.
@@ -292,7 +300,7 @@ class ResultCache:
     async def get(self, key: str) -> CachedEntry | None:
         """The stored entry, or None on a miss and whenever Redis cannot answer in time."""
         try:
-            found = await self._read(key)
+            found = await self._read_near(key)
         except _Unavailable:
             return None
         return found[0] if found else None
@@ -372,7 +380,7 @@ class ResultCache:
             if (
                 mode is CacheMode.DEFAULT
                 and read_first
-                and (found := await self._read(key))
+                and (found := await self._read_near(key))
                 and accept(found[0])
             ):
                 return found[0], True
@@ -429,6 +437,7 @@ class ResultCache:
             if mode is CacheMode.DEFAULT:
                 raw, holder = await self._call("wait", lambda: self._peek(key, lock))
                 if (found := self._decoded(key, raw)) is not None and accept(found[0]):
+                    self._local.put(key, found)
                     return found[0]
             else:
                 holder = await self._call("wait", lambda: self._redis_client().get(lock))
@@ -485,9 +494,17 @@ class ResultCache:
         raw, holder = await pipe.execute()
         return raw, holder
 
+    async def _read_near(self, key: str) -> tuple[CachedEntry, str] | None:
+        """The entry from this process's memory when it holds it, else from Redis."""
+        return self._local.get(key) or await self._read(key)
+
     async def _read(self, key: str) -> tuple[CachedEntry, str] | None:
+        """The entry as Redis holds it now (which also refreshes the local copy)."""
         raw = await self._call("get", lambda: self._redis_client().get(key))
-        return self._decoded(key, raw)
+        found = self._decoded(key, raw)
+        if found is not None:
+            self._local.put(key, found)
+        return found
 
     def _decoded(self, key: str, raw: bytes | None) -> tuple[CachedEntry, str] | None:
         if raw is None:
@@ -507,8 +524,13 @@ class ResultCache:
             )
             return
         value = _encode(entry, writer)
-        with contextlib.suppress(_Unavailable):
+        try:
             await self._call("put", lambda: self._redis_client().set(key, value, ex=self._settings.ttl_s))
+        except _Unavailable:
+            # Memory mirrors what Redis holds: what it did not take is not served from here either.
+            self._local.drop(key)
+            return
+        self._local.put(key, (entry, writer))
 
     async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis call within ``timeout_s``; raise :class:`_Unavailable` instead of failing."""

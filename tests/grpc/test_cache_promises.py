@@ -38,7 +38,7 @@ def with_wer(provider: FakeTranscriber, wer: float) -> FakeTranscriber:
 
 
 @pytest.fixture
-async def gateway(tmp_path, redis_url):
+async def gateway(request, tmp_path, redis_url):
     policies = tmp_path / "policies.yaml"
     policies.write_text(
         "policies:\n"
@@ -55,6 +55,8 @@ async def gateway(tmp_path, redis_url):
     settings.policies_file = policies
     settings.ledger.flush_interval_s = 0.05
     settings.limits.uri_roots = [tmp_path]
+    for name, value in getattr(request, "param", {}).items():
+        setattr(settings.cache, name, value)
     # Cheapest first: the local engines lead, the cloud ones are the fallback.
     local = with_wer(FakeTranscriber(name="local-stt", text="local words"), 0.2)
     cloud = with_wer(FakeTranscriber(name="cloud-stt", text="cloud words", locality=Locality.CLOUD), 0.05)
@@ -154,6 +156,8 @@ async def test_an_understand_hit_reports_its_least_private_step(gateway):
     assert not fresh.route.cache_hit and fresh.route.locality == common.LOCALITY_LOCAL and llm.calls == 2
 
 
+# What another deploy writes reaches a replica once its own copy in memory lapses: here it keeps none.
+@pytest.mark.parametrize("gateway", [{"local_ttl_s": 0}], indirect=True)
 async def test_an_entry_in_another_payload_format_is_a_miss_that_gets_overwritten(gateway):
     server, stub, local, _, _ = gateway
     audio = clip(hz=500.0)

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from uuid import uuid4
 
 import pytest
 import redis.asyncio
@@ -49,11 +48,8 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture
-async def prefix(redis_client: redis.asyncio.Redis) -> AsyncIterator[str]:
-    prefix = f"test:{uuid4().hex}:"
-    yield prefix
-    async for key in redis_client.scan_iter(match=f"{prefix}*"):
-        await redis_client.delete(key)
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 MakeBudgets = Callable[..., Budgets]

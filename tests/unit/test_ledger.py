@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from uuid import RFC_4122, UUID, uuid4
+from uuid import RFC_4122, UUID
 
 import pytest
 import redis.asyncio
@@ -120,18 +120,13 @@ def attempt(
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    c = redis.asyncio.Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
+def client(redis_client: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    return redis_client
 
 
 @pytest.fixture
-async def prefix(client: redis.asyncio.Redis) -> AsyncIterator[str]:
-    prefix = f"test:{uuid4().hex}:"
-    yield prefix
-    async for key in client.scan_iter(match=f"{prefix}*"):
-        await client.delete(key)
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 def fast_settings(spool_dir: Path, **overrides: object) -> LedgerSettings:
