@@ -36,7 +36,8 @@ def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # One write per line (print() makes two, the line and its newline): every request logs several.
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         # Not cached, so a re-configuration (tests, reloads) reaches loggers already handed out.
         cache_logger_on_first_use=False,
     )
