@@ -53,10 +53,6 @@ class LocalEntries:
         if self._entries is not None:
             self._entries.pop(key, None)
 
-    @property
-    def size_bytes(self) -> int:
-        return 0 if self._entries is None else int(self._entries.currsize)
-
     def _expires(self, _key: str, found: Found, now: float) -> float:
         return now + min(self._ttl_s, self._redis_left_s(found))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import redis.asyncio
@@ -19,7 +20,7 @@ def entry(payload: bytes, created_at: float | None = None) -> CachedEntry:
     return CachedEntry(payload, Decimal("0.0042"), "vendor", "model-x", created_at or time.time())
 
 
-def compute(payload: bytes):
+def compute(payload: bytes) -> Callable[[], Awaitable[CachedEntry]]:
     async def run() -> CachedEntry:
         return entry(payload)
 
