@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
+import pytest
 import redis.asyncio
 
 from gateway.cache.local import ENTRY_OVERHEAD_BYTES
@@ -58,29 +59,20 @@ async def test_a_read_from_redis_is_kept_for_the_next_hit(
     assert (await reader.get(key)).payload == b"from-redis"
 
 
-async def test_memory_answers_no_longer_than_the_local_ttl(
-    redis_client: redis.asyncio.Redis, redis_prefix: str
+# Either bound ends the copy: local_ttl_s, or the entry's own Redis expiry (computed almost a TTL ago).
+@pytest.mark.parametrize(
+    ("local_ttl_s", "age_s"), [(0.5, 0.0), (30.0, 60 - 0.5)], ids=["local-ttl", "redis-ttl"]
+)
+async def test_memory_answers_no_longer_than_either_ttl(
+    redis_client: redis.asyncio.Redis, redis_prefix: str, local_ttl_s: float, age_s: float
 ):
-    cache = ResultCache(redis_client, redis_prefix, CacheSettings(timeout_s=2.0, local_ttl_s=0.2))
-    key = key_for(cache)
-    await cache.put(key, entry(b"kept"))
-    await redis_client.delete(key)
-    assert (await cache.get(key)).payload == b"kept"
-    await asyncio.sleep(0.3)
-    assert await cache.get(key) is None
-
-
-async def test_memory_never_outlives_the_entrys_redis_ttl(
-    redis_client: redis.asyncio.Redis, redis_prefix: str
-):
-    settings = CacheSettings(timeout_s=2.0, ttl_s=60, local_ttl_s=30)
+    settings = CacheSettings(timeout_s=2.0, ttl_s=60, local_ttl_s=local_ttl_s)
     cache = ResultCache(redis_client, redis_prefix, settings)
     key = key_for(cache)
-    # Computed almost a TTL ago: 0.2 s of its life is left, however long local_ttl_s is.
-    await cache.put(key, entry(b"old", created_at=time.time() - 60 + 0.2))
-    await redis_client.delete(key)
-    assert (await cache.get(key)).payload == b"old"
-    await asyncio.sleep(0.3)
+    await cache.put(key, entry(b"kept", created_at=time.time() - age_s))
+    await redis_client.delete(key)  # gone from Redis: only memory can still answer
+    assert (await cache.get(key)).payload == b"kept"
+    await asyncio.sleep(0.7)
     assert await cache.get(key) is None
 
 
@@ -117,8 +109,8 @@ async def test_another_replicas_refresh_is_served_here_once_the_local_ttl_passes
 ):
     other_client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        here = ResultCache(redis_client, redis_prefix, CacheSettings(timeout_s=2.0, local_ttl_s=0.3))
-        there = ResultCache(other_client, redis_prefix, CacheSettings(timeout_s=2.0, local_ttl_s=0.3))
+        here = ResultCache(redis_client, redis_prefix, CacheSettings(timeout_s=2.0, local_ttl_s=1.0))
+        there = ResultCache(other_client, redis_prefix, CacheSettings(timeout_s=2.0, local_ttl_s=1.0))
         key = key_for(here)
         await there.put(key, entry(b"old"))
         assert (await here.get(key)).payload == b"old"
@@ -126,7 +118,7 @@ async def test_another_replicas_refresh_is_served_here_once_the_local_ttl_passes
         assert (await there.get(key)).payload == b"new"
         # The documented lag: this replica may answer the old result for up to local_ttl_s.
         assert (await here.get(key)).payload == b"old"
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.1)
         assert (await here.get(key)).payload == b"new"
     finally:
         await other_client.aclose()
