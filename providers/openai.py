@@ -31,6 +31,7 @@ import aiohttp
 import httpx2
 import numpy as np
 import openai
+import orjson
 
 from gateway.core.audio import ASR_SAMPLE_RATE, decode_pcm16, encode_wav
 from gateway.core.errors import (
@@ -196,10 +197,12 @@ class OpenAIProvider:
         # Typed as Any: the SDK's overloads pick a return type per literal response_format.
         response_format: Any = "verbose_json" if self._verbose else "json"
         file = (f"audio.{container}", data, _MIME.get(container, f"audio/{container}"))
+        # The raw reply, read as JSON here: the SDK's typed models of a verbose transcript (every segment
+        # and word) cost about as much CPU again as the rest of its call.
         request: Awaitable[Any]
         if options.translate:
             # The translations endpoint: English text, segments in verbose_json, no words or language.
-            request = self._client.audio.translations.create(
+            request = self._client.audio.translations.with_raw_response.create(
                 file=file,
                 model=self.model,
                 prompt=options.prompt or openai.omit,
@@ -208,7 +211,7 @@ class OpenAIProvider:
             )
         else:
             words = self._verbose and options.word_timestamps
-            request = self._client.audio.transcriptions.create(
+            request = self._client.audio.transcriptions.with_raw_response.create(
                 file=file,
                 model=self.model,
                 language=options.language or openai.omit,
@@ -217,9 +220,9 @@ class OpenAIProvider:
                 timestamp_granularities=["segment", "word"] if words else openai.omit,
                 timeout=limit,
             )
-        result: Any = await self._call(request, limit)
+        result = _json_object(self.name, (await self._call(request, limit)).content)
         try:
-            text = _text(result.text)
+            text = _text(result["text"])
             if options.translate:
                 segments = (
                     _verbose_segments(result, audio.duration_s, text)
@@ -229,11 +232,11 @@ class OpenAIProvider:
                 language = "en"
             elif self._verbose:
                 segments = _verbose_segments(result, audio.duration_s, text)
-                language = options.language or _language_code(result.language)
+                language = options.language or _language_code(result.get("language"))
             else:
                 segments = (SegmentTiming(text=text, start_s=0.0, end_s=audio.duration_s),)
                 language = options.language or ""
-        except (AttributeError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ProviderBadResponse(self.name, "the transcription response is malformed") from exc
         return Transcript(
             text=text, language=language, segments=segments, usage=Usage(audio_seconds=audio.duration_s)
@@ -503,6 +506,17 @@ async def _body_in_one_piece(request: httpx2.Request) -> None:
     await request.aread()
 
 
+def _json_object(provider: str, content: bytes) -> dict[str, Any]:
+    """A reply body that must be one JSON object."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderBadResponse(provider, "the response is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise ProviderBadResponse(provider, "the response is not a JSON object")
+    return body
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
@@ -516,25 +530,25 @@ def _language_code(name: object) -> str:
     return WHISPER_LANGUAGE_CODES.get(name, name)
 
 
-def _verbose_segments(result: Any, duration_s: float, text: str) -> tuple[SegmentTiming, ...]:
+def _verbose_segments(result: dict[str, Any], duration_s: float, text: str) -> tuple[SegmentTiming, ...]:
     """Whisper's segments with its top-level words placed in the segment they start in."""
-    raw_segments = sorted(result.segments or (), key=lambda s: float(s.start))
+    raw_segments = sorted(result.get("segments") or (), key=lambda s: float(s["start"]))
     words = [
-        WordTiming(text=_text(w.word), start_s=float(w.start), end_s=float(w.end))
-        # Translations (TranslationVerbose) have no words at all.
-        for w in (getattr(result, "words", None) or ())
+        WordTiming(text=_text(w["word"]), start_s=float(w["start"]), end_s=float(w["end"]))
+        # Translations have no words at all.
+        for w in (result.get("words") or ())
     ]
     if not raw_segments:
         return (SegmentTiming(text=text.strip(), start_s=0.0, end_s=duration_s, words=tuple(words)),)
-    starts = [float(s.start) for s in raw_segments]
+    starts = [float(s["start"]) for s in raw_segments]
     grouped: list[list[WordTiming]] = [[] for _ in raw_segments]
     for word in words:
         grouped[max(bisect.bisect_right(starts, word.start_s) - 1, 0)].append(word)
     return tuple(
         SegmentTiming(
-            text=_text(segment.text).strip(),
-            start_s=float(segment.start),
-            end_s=float(segment.end),
+            text=_text(segment["text"]).strip(),
+            start_s=float(segment["start"]),
+            end_s=float(segment["end"]),
             words=tuple(group),
         )
         for segment, group in zip(raw_segments, grouped, strict=True)

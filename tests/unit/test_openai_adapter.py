@@ -419,6 +419,23 @@ async def test_json_of_the_wrong_shape_is_a_bad_response(fake):
         await provider(fake, "transcribe", "whisper-1").transcribe(clip(), TranscribeOptions(), 10)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('["a", "list"]', "not a JSON object"),
+        ({"segments": []}, "malformed"),  # no text
+        ({"text": "hi", "segments": [{"text": "hi", "end": 1.0}]}, "malformed"),  # a segment with no start
+        ({"text": "hi", "words": [{"word": "hi", "start": "soon", "end": 1.0}]}, "malformed"),
+    ],
+)
+async def test_a_transcript_missing_its_fields_is_a_bad_response(fake, body, message):
+    fake.fail_next(200, body)
+    whisper = provider(fake, "transcribe", "whisper-1")
+    with pytest.raises(ProviderBadResponse, match=message) as info:
+        await whisper.transcribe(clip(), TranscribeOptions(word_timestamps=True), 10)
+    assert info.value.retryable is True
+
+
 async def test_undecodable_speech_is_a_bad_response(fake):
     fake.fail_next(200, "definitely not audio")
     with pytest.raises(ProviderBadResponse, match="does not decode"):
