@@ -317,7 +317,9 @@ class RedisSettings(BaseModel):
     # Redis calls on the request path give up after this long and degrade instead of failing.
     timeout_s: float = Field(0.5, gt=0)
     key_prefix: str = "gw:"
-    max_connections: int = Field(64, ge=1)
+    # The pool's size, shared by the cache, budgets, breakers and the ledger, whose writer keeps one: at
+    # least two, so the request path always has one.
+    max_connections: int = Field(64, ge=2)
     # When Redis cannot be reached: refuse budgeted requests (False, the default) or admit them
     # unenforced (True) and record their cost once Redis is back.
     budget_fail_open: bool = False

@@ -38,6 +38,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
 
 from gateway.core.errors import DependencyUnavailable
 
@@ -221,7 +222,11 @@ class LedgerStore:
         self._dedup_ttl_s = dedup_ttl_s
         self._stream_maxlen = stream_maxlen
         self._timeout_s = timeout_s
-        self._write = client.register_script(_WRITE_BATCH)
+        self._write_sha = client.register_script(_WRITE_BATCH).sha
+        # Writes go one at a time over one connection the store keeps: borrowing one from the pool for each
+        # write (its lock, its checks, its bookkeeping) cost the event loop as much as the write itself.
+        self._writer: AbstractConnection | None = None
+        self._writer_lock = asyncio.Lock()
 
     @property
     def stream_key(self) -> str:
@@ -260,7 +265,37 @@ class LedgerStore:
             ]
             counters = " ".join(f"{name} {delta}" for name, delta in entry.increments.items() if delta)
             args += [entry.payload, entry.day, entry.tenant, entry.operation, entry.provider, counters]
-        return int(await self._call(self._write(keys=keys, args=args)))
+        return int(await self._call(self._write_batch([*keys, *args], len(keys))))
+
+    async def _write_batch(self, keys_and_args: list[str | int], numkeys: int) -> Any:
+        async with self._writer_lock:
+            conn = self._writer
+            if conn is None:
+                conn = self._writer = await self._redis.connection_pool.get_connection()
+            try:
+                try:
+                    await conn.send_command("EVALSHA", self._write_sha, numkeys, *keys_and_args)
+                    return await conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    # Redis restarted or its scripts were flushed: EVAL runs the script and caches it again.
+                    await conn.send_command("EVAL", _WRITE_BATCH, numkeys, *keys_and_args)
+                    return await conn.read_response()
+            except BaseException:
+                # A failed or interrupted write may leave a reply unread: this connection is done.
+                self._writer = None
+                await asyncio.shield(self._give_back(conn))
+                raise
+
+    async def _give_back(self, conn: AbstractConnection) -> None:
+        await conn.disconnect()
+        await self._redis.connection_pool.release(conn)
+
+    async def close(self) -> None:
+        """Return the write connection to the pool (the next write takes another)."""
+        async with self._writer_lock:
+            conn, self._writer = self._writer, None
+            if conn is not None:
+                await self._redis.connection_pool.release(conn)
 
     async def ping(self) -> bool:
         try:

@@ -514,6 +514,8 @@ class Ledger:
             # Reached with records still queued only if the writer was cancelled or the flush failed.
             self._spool_queue_now()
             self._spool.close()
+            if self._store is not None:
+                await asyncio.shield(self._store.close())
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         # Each round waits on one event, set by a request waiting for its records, by shutdown, or by a

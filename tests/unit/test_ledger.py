@@ -32,6 +32,7 @@ from gateway.ledger.store import (
 )
 from gateway.money.pricing import PriceBook, UnitPrices
 from gateway.settings import LedgerSettings
+from tests.conftest import throwaway_redis
 
 D = Decimal
 DAY1 = date(2026, 3, 1)
@@ -646,6 +647,32 @@ async def test_old_records_replayed_after_the_upgrade_are_not_counted_twice(
 async def test_rollups_reach_the_last_day_there_is(client: redis.asyncio.Redis, prefix: str, tmp_path: Path):
     ledger = make_ledger(client, prefix, tmp_path / "spool")
     assert await ledger.rollups(date.max - timedelta(days=3), date.max) == []
+
+
+async def test_writes_go_on_after_redis_forgets_the_script(tmp_path: Path):
+    # SCRIPT FLUSH (or a restarted Redis) leaves the store's cached script id unknown: EVAL stores the batch
+    # and caches the script again. On a private server: flushing the shared one's scripts touches others.
+    with throwaway_redis() as url:
+        # A pool of one: the writer keeps that connection while it runs, and must give it back.
+        client = redis.asyncio.Redis(
+            connection_pool=redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=1, timeout=2)
+        )
+        admin = redis.asyncio.Redis.from_url(url)
+        ledger = make_ledger(client, "t:", tmp_path / "spool")
+        try:
+            async with running(ledger):
+                for rid, cost in (("before", "0.000001"), ("after", "0.000002"), ("again", "0.000004")):
+                    ledger.record(request(rid, cost=cost))
+                    await eventually(settled(ledger))
+                    if rid == "before":
+                        await admin.script_flush()
+            assert sorted(await stream_ids(admin, "t:")) == ["after:req", "again:req", "before:req"]
+            assert spooled_ids(tmp_path / "spool") == []
+            (row,) = await ledger.rollups(DAY1, DAY1)  # waits for the pool's one connection
+            assert (row.requests, row.cost_usd) == (3, D("0.000007"))
+        finally:
+            await client.aclose()
+            await admin.aclose()
 
 
 # -- outages ------------------------------------------------------------------------------------------------
