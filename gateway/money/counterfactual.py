@@ -33,9 +33,32 @@ def counterfactual(
     health: HealthView,
 ) -> Counterfactual:
     return Counterfactual(
-        cloud_usd=_cheapest(operation, audio_s, characters, catalogue, prices, health, Locality.CLOUD),
-        local_usd=_cheapest(operation, audio_s, characters, catalogue, prices, health, Locality.LOCAL),
+        cloud_usd=cloud_counterfactual(operation, audio_s, characters, catalogue, prices),
+        local_usd=local_counterfactual(operation, audio_s, characters, catalogue, prices, health),
     )
+
+
+def cloud_counterfactual(
+    operation: Operation,
+    audio_s: float,
+    characters: int,
+    catalogue: Sequence[CandidateInfo],
+    prices: PriceBook,
+) -> Decimal | None:
+    """The cheapest eligible cloud provider's price. Vendors bill units, not time: no health is needed."""
+    return _cheapest(operation, audio_s, characters, catalogue, prices, None, Locality.CLOUD)
+
+
+def local_counterfactual(
+    operation: Operation,
+    audio_s: float,
+    characters: int,
+    catalogue: Sequence[CandidateInfo],
+    prices: PriceBook,
+    health: HealthView,
+) -> Decimal | None:
+    """The local engines' compute, priced from the latency the health book has learned for them."""
+    return _cheapest(operation, audio_s, characters, catalogue, prices, health, Locality.LOCAL)
 
 
 def _cheapest(
@@ -44,7 +67,7 @@ def _cheapest(
     characters: int,
     catalogue: Sequence[CandidateInfo],
     prices: PriceBook,
-    health: HealthView,
+    health: HealthView | None,
     locality: Locality,
 ) -> Decimal | None:
     ctx = RankContext(operation, audio_s=audio_s, characters=characters)
@@ -55,7 +78,11 @@ def _cheapest(
             continue
         if locality is Locality.CLOUD and not prices.is_priced(candidate.name, candidate.model):
             continue
-        latency = health.latency_model(candidate.name, caps.latency_prior).estimate_ms(audio_s, characters)
+        latency = (
+            0.0
+            if health is None
+            else health.latency_model(candidate.name, caps.latency_prior).estimate_ms(audio_s, characters)
+        )
         cost = prices.estimate(candidate, ctx, latency)
         if operation is Operation.UNDERSTAND and "listens" not in caps.features:
             # A text model needs the recording transcribed first, in the same place.

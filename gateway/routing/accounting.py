@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
@@ -24,7 +25,7 @@ from gateway.ledger.store import (
     new_request_key,
     request_record_id,
 )
-from gateway.money.counterfactual import Counterfactual, counterfactual
+from gateway.money.counterfactual import Counterfactual, cloud_counterfactual, local_counterfactual
 
 if TYPE_CHECKING:
     from gateway.core.domain import AttemptRecord, RouteInfo
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Counterfactuals remembered for one health snapshot: identical requests (a recording served from the
-# cache again and again) price the same. Bounded, as every request of another length adds one.
+# Counterfactuals remembered per (operation, audio seconds, characters): identical requests (a recording
+# served from the cache again and again) price the same. Bounded, as every request of another length adds one.
 WHAT_IF_MEMO = 1024
 
 CacheResult = Literal["hit", "miss", "bypass"]
@@ -78,7 +79,8 @@ class Accounting:
         self._health = health
         # Unit prices per (provider, model, locality): the price book never changes under this object.
         self._prices_used: dict[tuple[str, str, Locality], PricesUsed] = {}
-        self._what_if: dict[tuple[Operation, float, int], Counterfactual] = {}
+        self._what_if_cloud: dict[tuple[Operation, float, int], Decimal | None] = {}
+        self._what_if_local: dict[tuple[Operation, float, int], Decimal | None] = {}
         self._what_if_health: object = None
 
     def attempt_done(self, provider: str, operation: Operation, latency_ms: float) -> None:
@@ -210,27 +212,44 @@ class Accounting:
         return found
 
     def _counterfactual(self, operation: Operation, audio_s: float, characters: int) -> Counterfactual:
-        """:func:`counterfactual`, remembered while the health book (learned latencies) is unchanged."""
+        """:func:`counterfactual`, remembered: the cloud price for good (the price book never changes under
+        this object), the local one while the health book (learned latencies) is unchanged."""
+        key = units = (operation, audio_s, characters)
+        catalogue, prices = self._catalogue, self._prices
+        cloud = _remembered(
+            self._what_if_cloud,
+            key,
+            lambda: cloud_counterfactual(*units, catalogue.candidates(), prices),
+        )
         health = self._health.snapshot()
         if health is not self._what_if_health:
-            self._what_if.clear()
+            self._what_if_local.clear()
             self._what_if_health = health
-        key = (operation, audio_s, characters)
-        found = self._what_if.get(key)
-        if found is None:
-            found = counterfactual(
-                operation, audio_s, characters, self._catalogue.candidates(), self._prices, health
-            )
-            if len(self._what_if) >= WHAT_IF_MEMO:
-                self._what_if.clear()
-            self._what_if[key] = found
-        return found
+        local = _remembered(
+            self._what_if_local,
+            key,
+            lambda: local_counterfactual(*units, catalogue.candidates(), prices, health),
+        )
+        return Counterfactual(cloud, local)
 
     def _locality_of(self, provider: str) -> Locality | None:
         try:
             return self._catalogue.get(provider).capabilities.locality
         except KeyError:
             return None
+
+
+def _remembered(
+    memo: dict[tuple[Operation, float, int], Decimal | None],
+    key: tuple[Operation, float, int],
+    compute: Callable[[], Decimal | None],
+) -> Decimal | None:
+    if key in memo:
+        return memo[key]
+    if len(memo) >= WHAT_IF_MEMO:
+        memo.clear()
+    found = memo[key] = compute()
+    return found
 
 
 def _measured_local_usd(route: RouteInfo, locality: Locality | None) -> Decimal | None:
